@@ -32,35 +32,83 @@ pub const MSG_EMPTY_LISTS: [u32; 17] = [
 /// RDMA_MSG with one Read chunk at position 40 (the end of the inline call, where an NFS WRITE
 /// puts its data): handle 0x11223344, 8192 bytes at 0x1_0000_2000. 92 bytes.
 pub const MSG_READ_CHUNK: [u32; 23] = [
-    XID, 1, 32, 0, // fixed header
-    1, 40, 0x1122_3344, 8192, 0x0000_0001, 0x0000_2000, // read item
-    0, // end of read list
-    0, // write list
-    0, // reply chunk
-    XID, 0, 2, 100_003, 3, 0, 0, 0, 0, 0, // the RPC call (40 bytes)
+    XID,
+    1,
+    32,
+    0, // fixed header
+    1,
+    40,
+    0x1122_3344,
+    8192,
+    0x0000_0001,
+    0x0000_2000, // read item
+    0,           // end of read list
+    0,           // write list
+    0,           // reply chunk
+    XID,
+    0,
+    2,
+    100_003,
+    3,
+    0,
+    0,
+    0,
+    0,
+    0, // the RPC call (40 bytes)
 ];
 
 /// RDMA_NOMSG with a position-zero (call) chunk of 2048 bytes; no inline message. 52 bytes.
 pub const NOMSG_CALL_CHUNK: [u32; 13] = [
-    XID, 1, 32, 1, // fixed header, RDMA_NOMSG
-    1, 0, 0xaabb_ccdd, 2048, 0, 0x8000, // read item at position 0
-    0, // end of read list
-    0, // write list
-    0, // reply chunk
+    XID,
+    1,
+    32,
+    1, // fixed header, RDMA_NOMSG
+    1,
+    0,
+    0xaabb_ccdd,
+    2048,
+    0,
+    0x8000, // read item at position 0
+    0,      // end of read list
+    0,      // write list
+    0,      // reply chunk
 ];
 
 /// RDMA_MSG with a write list of one chunk of two segments and a one-segment reply chunk,
 /// then the NULL call inline. 128 bytes.
 pub const MSG_WRITE_AND_REPLY: [u32; 32] = [
-    XID, 1, 32, 0, // fixed header
+    XID,
+    1,
+    32,
+    0, // fixed header
     0, // read list
-    1, 2, // write chunk, 2 segments
-    0x0000_0a01, 4096, 0, 0x0001_0000, // segment 1
-    0x0000_0a02, 4096, 0, 0x0001_1000, // segment 2
-    0, // end of write list
-    1, 1, // reply chunk, 1 segment
-    0x0000_0b01, 1024, 0xffff_ffff, 0xffff_f000, // segment (64-bit offset)
-    XID, 0, 2, 100_003, 3, 0, 0, 0, 0, 0, // the RPC call
+    1,
+    2, // write chunk, 2 segments
+    0x0000_0a01,
+    4096,
+    0,
+    0x0001_0000, // segment 1
+    0x0000_0a02,
+    4096,
+    0,
+    0x0001_1000, // segment 2
+    0,           // end of write list
+    1,
+    1, // reply chunk, 1 segment
+    0x0000_0b01,
+    1024,
+    0xffff_ffff,
+    0xffff_f000, // segment (64-bit offset)
+    XID,
+    0,
+    2,
+    100_003,
+    3,
+    0,
+    0,
+    0,
+    0,
+    0, // the RPC call
 ];
 
 /// RDMA_MSG, all lists empty, carrying an RPC *reply*: a backchannel reply (RFC 8167).

@@ -92,7 +92,10 @@ impl<'a> SegmentList<'a> {
 
     /// Iterates the segments.
     pub fn iter(&self) -> Segments<'a> {
-        Segments { bytes: self.bytes, at: 0 }
+        Segments {
+            bytes: self.bytes,
+            at: 0,
+        }
     }
 
     /// Sum of the segment lengths, in u64 so it cannot overflow.
@@ -169,7 +172,11 @@ impl<'a> ReadList<'a> {
 
     /// Groups the segments into Read chunks (consecutive items with the same position).
     pub fn chunks(&self) -> ReadChunks<'a> {
-        ReadChunks { list: *self, next: 0, data_before: 0 }
+        ReadChunks {
+            list: *self,
+            next: 0,
+            data_before: 0,
+        }
     }
 
     /// The position-zero (call) chunk, if the first chunk has position 0.

@@ -61,7 +61,7 @@ pub enum DecodeError {
     },
     /// The header ends before a word it must contain (list discriminator, count, segment).
     Truncated {
-        /// Byte offset of the word that did not fit.
+        /// Byte offset where the word or item (read item, segment array) that did not fit starts.
         at: usize,
         /// Bytes that arrived.
         len: usize,
@@ -196,7 +196,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "rdma_proc {proc_} (RDMA_DONE/RDMA_ERROR) is not valid from a requester")
             }
             DecodeError::Truncated { at, len } => {
-                write!(f, "header truncated: word at byte {at} lies past the {len} bytes received")
+                write!(f, "header truncated: the item at byte {at} runs past the {len} bytes received")
             }
             DecodeError::BadDiscriminator { list, value, at } => {
                 write!(f, "{list:?} list discriminator {value} at byte {at} is neither 0 nor 1")

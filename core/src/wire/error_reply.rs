@@ -48,14 +48,20 @@ impl ErrorReply {
     pub fn for_error(received: &[u8], error: &DecodeError, credits: u32) -> Option<ErrorReply> {
         let kind = match error.disposition() {
             Disposition::Drop => return None,
-            Disposition::ReplyErrVers => {
-                ErrorReplyKind::Vers { low: RPCRDMA_VERSION, high: RPCRDMA_VERSION }
-            }
+            Disposition::ReplyErrVers => ErrorReplyKind::Vers {
+                low: RPCRDMA_VERSION,
+                high: RPCRDMA_VERSION,
+            },
             Disposition::ReplyErrChunk => ErrorReplyKind::Chunk,
         };
         // Replies need a whole fixed header; decode drops shorter messages anyway.
         be32(received, 3 * XDR_UNIT)?;
-        Some(ErrorReply { xid: be32(received, 0)?, vers: be32(received, XDR_UNIT)?, credits, kind })
+        Some(ErrorReply {
+            xid: be32(received, 0)?,
+            vers: be32(received, XDR_UNIT)?,
+            credits,
+            kind,
+        })
     }
 
     /// Bytes [`ErrorReply::emit`] writes: 28 for ERR_VERS, 20 for ERR_CHUNK.

@@ -99,9 +99,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
 mod tests {
     use super::*;
 
-    static HEADER_BYTES: [u8; 16] = [
-        0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1, 0, 0, 0, 32, 0, 0, 0, 0,
-    ];
+    static HEADER_BYTES: [u8; 16] = [0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1, 0, 0, 0, 32, 0, 0, 0, 0];
 
     #[test]
     fn test_getters() {

@@ -20,7 +20,9 @@ pub struct DecodeLimits {
 
 impl DecodeLimits {
     /// The defaults.
-    pub const DEFAULT: DecodeLimits = DecodeLimits { max_read_payload: 1 << 20 };
+    pub const DEFAULT: DecodeLimits = DecodeLimits {
+        max_read_payload: 1 << 20,
+    };
 }
 
 impl Default for DecodeLimits {
@@ -127,7 +129,10 @@ pub fn decode<'a>(
     limits: &DecodeLimits,
 ) -> Result<Message<'a>, DecodeError> {
     let Some(b) = buf.get(..byte_len) else {
-        return Err(DecodeError::ByteLenExceedsBuffer { byte_len, buffer_len: buf.len() });
+        return Err(DecodeError::ByteLenExceedsBuffer {
+            byte_len,
+            buffer_len: buf.len(),
+        });
     };
     let header = Header::new_checked(b)?;
     let vers = header.vers();
@@ -153,7 +158,11 @@ pub fn decode<'a>(
             0 => break,
             1 => {}
             value => {
-                return Err(DecodeError::BadDiscriminator { list: ListKind::Read, value, at })
+                return Err(DecodeError::BadDiscriminator {
+                    list: ListKind::Read,
+                    value,
+                    at,
+                })
             }
         }
         if read_count == MAX_READ_SEGMENTS {
@@ -161,7 +170,10 @@ pub fn decode<'a>(
         }
         let item = at + XDR_UNIT;
         if b.len() - item < READ_ITEM_LEN {
-            return Err(DecodeError::Truncated { at: item, len: b.len() });
+            return Err(DecodeError::Truncated {
+                at: item,
+                len: b.len(),
+            });
         }
         at = item + READ_ITEM_LEN;
         read_count += 1;
@@ -177,7 +189,11 @@ pub fn decode<'a>(
             0 => break,
             1 => {}
             value => {
-                return Err(DecodeError::BadDiscriminator { list: ListKind::Write, value, at })
+                return Err(DecodeError::BadDiscriminator {
+                    list: ListKind::Write,
+                    value,
+                    at,
+                })
             }
         }
         if write_count == MAX_WRITE_CHUNKS {
@@ -202,7 +218,13 @@ pub fn decode<'a>(
             at = end;
             Some(segs)
         }
-        value => return Err(DecodeError::BadDiscriminator { list: ListKind::Reply, value, at }),
+        value => {
+            return Err(DecodeError::BadDiscriminator {
+                list: ListKind::Reply,
+                value,
+                at,
+            })
+        }
     };
 
     let message = Message {
@@ -247,7 +269,10 @@ fn counted_segments(
     let end = start + count as usize * SEGMENT_LEN;
     match b.get(start..end) {
         Some(bytes) => Ok((SegmentList::new(bytes), end)),
-        None => Err(DecodeError::Truncated { at: start, len: b.len() }),
+        None => Err(DecodeError::Truncated {
+            at: start,
+            len: b.len(),
+        }),
     }
 }
 
@@ -275,7 +300,9 @@ fn check_read_list(
         if length > max {
             return Err(DecodeError::ReadSegmentTooLong { length, max });
         }
-        total = total.checked_add(length).ok_or(DecodeError::ReadLengthOverflow)?;
+        total = total
+            .checked_add(length)
+            .ok_or(DecodeError::ReadLengthOverflow)?;
         if total > max {
             return Err(DecodeError::ReadPayloadTooLong { total, max });
         }
@@ -301,7 +328,10 @@ fn check_read_list(
         // A new chunk starts here: its data goes at this offset of the inline body.
         let inline_offset = position as u64 - data_before;
         if inline_offset > inline_len as u64 {
-            return Err(DecodeError::ReadPositionBeyondInline { position, inline_len });
+            return Err(DecodeError::ReadPositionBeyondInline {
+                position,
+                inline_len,
+            });
         }
         current = Some((position, length as u64));
     }

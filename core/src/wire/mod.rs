@@ -30,7 +30,9 @@ mod message;
 mod private_data;
 mod repr;
 
-pub use chunk::{ReadChunk, ReadChunks, ReadList, ReadSegment, Segment, SegmentList, Segments, WriteList};
+pub use chunk::{
+    ReadChunk, ReadChunks, ReadList, ReadSegment, Segment, SegmentList, Segments, WriteList,
+};
 pub use error::{DecodeError, Disposition, ListKind};
 pub use error_reply::{ErrorReply, ErrorReplyKind};
 pub use header::Header;

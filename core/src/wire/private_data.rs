@@ -79,13 +79,22 @@ impl core::fmt::Display for PrivateDataError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
             PrivateDataError::TooShort { len } => {
-                write!(f, "private data of {len} bytes is shorter than the 8 bytes RFC 8797 defines")
+                write!(
+                    f,
+                    "private data of {len} bytes is shorter than the 8 bytes RFC 8797 defines"
+                )
             }
             PrivateDataError::BadMagic { magic } => {
-                write!(f, "private data magic {magic:#010x} is not RPC-over-RDMA's 0xf6ab0e18")
+                write!(
+                    f,
+                    "private data magic {magic:#010x} is not RPC-over-RDMA's 0xf6ab0e18"
+                )
             }
             PrivateDataError::BadVersion { version } => {
-                write!(f, "private data version {version} is not supported (only 1)")
+                write!(
+                    f,
+                    "private data version {version} is not supported (only 1)"
+                )
             }
             PrivateDataError::UnknownFlags { bits } => {
                 write!(f, "private data flags {bits:#04x} carry unknown bits")
@@ -117,7 +126,11 @@ impl PrivateData {
     ///
     /// # Errors
     /// [`PrivateDataError::SizeOutOfRange`] if a size is below 1 KiB or above 256 KiB.
-    pub fn new(flags: PrivateDataFlags, send_size: u32, recv_size: u32) -> Result<Self, PrivateDataError> {
+    pub fn new(
+        flags: PrivateDataFlags,
+        send_size: u32,
+        recv_size: u32,
+    ) -> Result<Self, PrivateDataError> {
         for bytes in [send_size, recv_size] {
             if !(MIN_ENCODED_SIZE..=MAX_ENCODED_SIZE).contains(&bytes) {
                 return Err(PrivateDataError::SizeOutOfRange { bytes });
@@ -146,8 +159,8 @@ impl PrivateData {
         if b[4] != PRIVATE_DATA_VERSION {
             return Err(PrivateDataError::BadVersion { version: b[4] });
         }
-        let flags =
-            PrivateDataFlags::from_bits(b[5]).ok_or(PrivateDataError::UnknownFlags { bits: b[5] })?;
+        let flags = PrivateDataFlags::from_bits(b[5])
+            .ok_or(PrivateDataError::UnknownFlags { bits: b[5] })?;
         Ok(PrivateData {
             flags,
             send_size: (b[6] as u32 + 1) * SIZE_UNIT,
@@ -207,7 +220,10 @@ mod tests {
     #[test]
     fn test_size_out_of_range() {
         let e = PrivateDataFlags::empty();
-        assert_eq!(PrivateData::new(e, 1023, 4096), Err(PrivateDataError::SizeOutOfRange { bytes: 1023 }));
+        assert_eq!(
+            PrivateData::new(e, 1023, 4096),
+            Err(PrivateDataError::SizeOutOfRange { bytes: 1023 })
+        );
         assert_eq!(
             PrivateData::new(e, 4096, 262_145),
             Err(PrivateDataError::SizeOutOfRange { bytes: 262_145 })
@@ -228,7 +244,10 @@ mod tests {
     fn test_bad_magic() {
         let mut b = PRIVATE_DATA_BYTES;
         b[0] = 0xf7;
-        assert_eq!(PrivateData::parse(&b), Err(PrivateDataError::BadMagic { magic: 0xf7ab0e18 }));
+        assert_eq!(
+            PrivateData::parse(&b),
+            Err(PrivateDataError::BadMagic { magic: 0xf7ab0e18 })
+        );
     }
 
     #[test]
@@ -236,7 +255,10 @@ mod tests {
         for v in [0u8, 2, 0xff] {
             let mut b = PRIVATE_DATA_BYTES;
             b[4] = v;
-            assert_eq!(PrivateData::parse(&b), Err(PrivateDataError::BadVersion { version: v }));
+            assert_eq!(
+                PrivateData::parse(&b),
+                Err(PrivateDataError::BadVersion { version: v })
+            );
         }
     }
 
@@ -244,7 +266,10 @@ mod tests {
     fn test_unknown_flags() {
         let mut b = PRIVATE_DATA_BYTES;
         b[5] = 0x03;
-        assert_eq!(PrivateData::parse(&b), Err(PrivateDataError::UnknownFlags { bits: 0x03 }));
+        assert_eq!(
+            PrivateData::parse(&b),
+            Err(PrivateDataError::UnknownFlags { bits: 0x03 })
+        );
     }
 
     #[test]

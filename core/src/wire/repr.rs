@@ -40,7 +40,10 @@ impl core::fmt::Display for EmitError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             EmitError::BufferTooSmall { needed, available } => {
-                write!(f, "header needs {needed} bytes but the send buffer has {available}")
+                write!(
+                    f,
+                    "header needs {needed} bytes but the send buffer has {available}"
+                )
             }
             EmitError::CapacityExceeded { list } => {
                 write!(f, "{list:?} list is full (fixed capacity)")
@@ -98,8 +101,11 @@ impl HeaderRepr {
         if segments.is_empty() {
             return Err(EmitError::EmptyChunk { list });
         }
-        let chunk = SegmentVec::from_slice(segments).map_err(|_| EmitError::CapacityExceeded { list })?;
-        self.write_list.push(chunk).map_err(|_| EmitError::CapacityExceeded { list })?;
+        let chunk =
+            SegmentVec::from_slice(segments).map_err(|_| EmitError::CapacityExceeded { list })?;
+        self.write_list
+            .push(chunk)
+            .map_err(|_| EmitError::CapacityExceeded { list })?;
         Ok(self)
     }
 
@@ -135,8 +141,11 @@ impl HeaderRepr {
     /// Bytes [`HeaderRepr::emit`] writes.
     pub fn buffer_len(&self) -> usize {
         let reads = self.read_list.len() * (XDR_UNIT + READ_ITEM_LEN);
-        let writes: usize =
-            self.write_list.iter().map(|c| 2 * XDR_UNIT + c.len() * SEGMENT_LEN).sum();
+        let writes: usize = self
+            .write_list
+            .iter()
+            .map(|c| 2 * XDR_UNIT + c.len() * SEGMENT_LEN)
+            .sum();
         let reply = match &self.reply_chunk {
             Some(c) => 2 * XDR_UNIT + c.len() * SEGMENT_LEN,
             None => XDR_UNIT,
@@ -152,13 +161,20 @@ impl HeaderRepr {
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
         let needed = self.buffer_len();
         if buf.len() < needed {
-            return Err(EmitError::BufferTooSmall { needed, available: buf.len() });
+            return Err(EmitError::BufferTooSmall {
+                needed,
+                available: buf.len(),
+            });
         }
         if self.write_list.iter().any(|c| c.is_empty()) {
-            return Err(EmitError::EmptyChunk { list: ListKind::Write });
+            return Err(EmitError::EmptyChunk {
+                list: ListKind::Write,
+            });
         }
         if self.reply_chunk.as_ref().is_some_and(|c| c.is_empty()) {
-            return Err(EmitError::EmptyChunk { list: ListKind::Reply });
+            return Err(EmitError::EmptyChunk {
+                list: ListKind::Reply,
+            });
         }
         let mut header = Header::new_unchecked(&mut *buf);
         header.set_xid(self.xid);

@@ -1,0 +1,43 @@
+//! Fuzzes `wire::decode` the way a persistent Receive buffer feeds it: the input is placed at
+//! the start of a 4 KiB buffer still holding a previous message's bytes, and decoded with
+//! `byte_len` = input length. Checks, beyond "no panic":
+//! - a decoded message stays within `byte_len` and round-trips through `HeaderRepr`;
+//! - every error has a disposition, and an error reply exists exactly when it is not a drop,
+//!   echoes the xid and vers that arrived, and never reads past `byte_len`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rpcrdma_core::wire::{decode, DecodeLimits, Disposition, ErrorReply, HeaderRepr};
+
+const BUF: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    let mut buf = [0xa5u8; BUF];
+    let byte_len = data.len().min(BUF + 8); // also exercise byte_len > buffer
+    let copy = data.len().min(BUF);
+    buf[..copy].copy_from_slice(&data[..copy]);
+    match decode(&buf, byte_len, &DecodeLimits::default()) {
+        Ok(m) => {
+            assert!(m.header_len() <= byte_len && m.inline_range().end <= byte_len);
+            let repr = HeaderRepr::parse(&m);
+            let mut out = [0u8; BUF];
+            assert_eq!(repr.emit(&mut out), Ok(m.header_len()));
+            assert_eq!(&out[..m.header_len()], &buf[..m.header_len()]);
+            for chunk in m.read_list().chunks() {
+                assert!(chunk.inline_offset <= m.inline_range().len() as u64);
+            }
+            let _ = m.is_backchannel_reply(&buf);
+        }
+        Err(e) => {
+            let received = &buf[..byte_len.min(BUF)];
+            let reply = ErrorReply::for_error(received, &e, 32);
+            assert_eq!(reply.is_none(), e.disposition() == Disposition::Drop);
+            if let Some(r) = reply {
+                assert_eq!(r.xid.to_be_bytes(), received[..4]);
+                assert_eq!(r.vers.to_be_bytes(), received[4..8]);
+                let mut out = [0u8; 28];
+                assert_eq!(r.emit(&mut out), Some(r.buffer_len()));
+            }
+        }
+    }
+});

@@ -1,0 +1,138 @@
+//! Property tests: any valid header emitted then decoded gives the same representation and the
+//! same length; decode never panics on arbitrary bytes and never reads past `byte_len`.
+
+use proptest::prelude::*;
+use rpcrdma_core::wire::{
+    decode, DecodeLimits, Disposition, ErrorReply, HeaderRepr, Proc, ReadSegment, Segment,
+    MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_SEGMENTS,
+};
+
+fn segment() -> impl Strategy<Value = Segment> {
+    (any::<u32>(), 1u32..=4096, any::<u64>()).prop_map(|(handle, length, offset)| Segment {
+        handle,
+        length,
+        offset,
+    })
+}
+
+fn segments(max: usize) -> impl Strategy<Value = Vec<Segment>> {
+    prop::collection::vec(segment(), 1..=max)
+}
+
+/// A valid header plus its inline RPC message length.
+fn valid_message() -> impl Strategy<Value = (HeaderRepr, usize)> {
+    (
+        any::<bool>(),                                            // NOMSG?
+        0usize..=64,                                              // inline words (MSG)
+        prop::collection::vec((0usize..=64, segments(3)), 0..=5), // Read chunks: inline offset, segs
+        prop::option::of(segments(MAX_WRITE_SEGMENTS)),
+        prop::option::of(segments(MAX_REPLY_SEGMENTS)),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(nomsg, inline_words, mut chunks, write, reply, xid, credits)| {
+                let inline_len = if nomsg { 0 } else { inline_words * 4 };
+                let mut repr = HeaderRepr::reply(xid, credits);
+                repr.proc_ = if nomsg { Proc::Nomsg } else { Proc::Msg };
+                // Chunks at sorted inline offsets within the inline body; NOMSG puts all at 0, the
+                // first being the call chunk. MSG must not start at position 0.
+                for c in chunks.iter_mut() {
+                    c.0 = if nomsg {
+                        0
+                    } else {
+                        (c.0 * 4).clamp(4, inline_len.max(4))
+                    };
+                }
+                chunks.sort_by_key(|c| c.0);
+                if nomsg && chunks.is_empty() {
+                    chunks.push((
+                        0,
+                        vec![Segment {
+                            handle: 1,
+                            length: 512,
+                            offset: 0,
+                        }],
+                    ));
+                }
+                let mut data_before = 0u64;
+                for (offset, segs) in chunks {
+                    if offset > inline_len {
+                        continue; // MSG with an empty inline body: no room for a Read chunk.
+                    }
+                    if repr.read_list.len() + segs.len() > MAX_READ_SEGMENTS {
+                        break;
+                    }
+                    let position = (offset as u64 + data_before) as u32;
+                    let len: u64 = segs.iter().map(|s| s.length as u64).sum();
+                    for segment in segs {
+                        repr.read_list
+                            .push(ReadSegment { position, segment })
+                            .unwrap();
+                    }
+                    data_before += (len + 3) & !3;
+                }
+                if let Some(w) = write {
+                    repr = repr.with_write_chunk(&w).unwrap();
+                }
+                if let Some(r) = reply {
+                    repr = repr.with_reply_chunk(&r).unwrap();
+                }
+                (repr, inline_len)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn emit_then_decode_round_trips((repr, inline_len) in valid_message(), stale in any::<u8>()) {
+        let header_len = repr.buffer_len();
+        // A persistent buffer: bigger than the message, stale bytes after it.
+        let mut buf = vec![stale; header_len + inline_len + 64];
+        prop_assert_eq!(repr.emit(&mut buf), Ok(header_len));
+        for b in &mut buf[header_len..header_len + inline_len] {
+            *b = 0x5a;
+        }
+        let byte_len = header_len + inline_len;
+        let m = decode(&buf, byte_len, &DecodeLimits::default())
+            .map_err(|e| TestCaseError::fail(format!("{e}: {repr:?}")))?;
+        prop_assert_eq!(m.header_len(), header_len);
+        prop_assert_eq!(m.inline_range().len(), inline_len);
+        prop_assert_eq!(HeaderRepr::parse(&m), repr);
+    }
+
+    #[test]
+    fn decode_arbitrary_bytes_never_panics(data in prop::collection::vec(any::<u8>(), 0..256), cut in any::<usize>()) {
+        let byte_len = if data.is_empty() { 0 } else { cut % (data.len() + 2) };
+        match decode(&data, byte_len, &DecodeLimits::default()) {
+            Ok(m) => {
+                prop_assert!(m.header_len() <= byte_len);
+                prop_assert!(m.inline_range().end <= byte_len);
+                let _ = HeaderRepr::parse(&m);
+                let _ = m.read_list().chunks().count();
+            }
+            Err(e) => {
+                let received = &data[..byte_len.min(data.len())];
+                let reply = ErrorReply::for_error(received, &e, 1);
+                prop_assert_eq!(reply.is_none(), e.disposition() == Disposition::Drop);
+            }
+        }
+    }
+
+    /// Words that look like headers (small values, so discriminators are often 0/1).
+    #[test]
+    fn decode_header_like_words_never_panics(words in prop::collection::vec(0u32..4, 4..48)) {
+        let mut w = words;
+        w[1] = 1;
+        w[3] %= 2;
+        let data: Vec<u8> = w.iter().flat_map(|x| x.to_be_bytes()).collect();
+        if let Ok(m) = decode(&data, data.len(), &DecodeLimits::default()) {
+            let repr = HeaderRepr::parse(&m);
+            let mut out = vec![0u8; repr.buffer_len()];
+            prop_assert_eq!(repr.emit(&mut out), Ok(m.header_len()));
+            prop_assert_eq!(&out[..], &data[..m.header_len()]);
+        }
+    }
+}

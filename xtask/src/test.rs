@@ -1,0 +1,56 @@
+//! `cargo xtask test`: everything CI checks, every step run, all failures reported.
+//!
+//! Steps: `cargo fmt --check`, `cargo clippy -D warnings` (all targets, with and without the
+//! core's `log` feature), `cargo test --workspace`, and a short fuzz run when a nightly toolchain
+//! is installed (`--fuzz-seconds N`, default 20; 0 skips it).
+
+use crate::fuzz;
+use crate::util::{cargo, flag_value, run, Steps};
+
+pub fn main(args: &[String]) -> Result<(), String> {
+    let fuzz_seconds: u64 = match flag_value(args, "--fuzz-seconds") {
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("--fuzz-seconds takes a number, not `{s}`"))?,
+        None => 20,
+    };
+    let mut steps = Steps::default();
+    steps.step("fmt", || {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+    });
+    steps.step("clippy", || {
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    steps.step("clippy core --features log", || {
+        run(cargo().args([
+            "clippy",
+            "-p",
+            "rpcrdma-core",
+            "--features",
+            "log",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    steps.step("test", || run(cargo().args(["test", "--workspace"])));
+    if fuzz_seconds == 0 {
+        steps.skip("fuzz", "--fuzz-seconds 0");
+    } else if fuzz::have_nightly() {
+        steps.step("fuzz", || fuzz::fuzz(fuzz_seconds));
+    } else {
+        steps.skip(
+            "fuzz",
+            "no nightly toolchain (`rustup toolchain install nightly`)",
+        );
+    }
+    steps.finish()
+}
