@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
             for chunk in m.read_list().chunks() {
                 assert!(chunk.inline_offset <= m.inline_range().len() as u64);
             }
-            let _ = m.is_backchannel_reply(&buf);
+            let _ = m.is_backchannel_reply();
         }
         Err(e) => {
             let received = &buf[..byte_len.min(BUF)];

@@ -72,7 +72,7 @@ fn test_parse_msg_empty_lists() {
     assert!(m.lists_empty());
     assert_eq!(m.inline_range(), 28..68);
     assert_eq!(&b[m.inline_range()], &bytes(&RPC_NULL_CALL)[..]);
-    assert!(!m.is_backchannel_reply(&b));
+    assert!(!m.is_backchannel_reply());
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn test_parse_msg_write_and_reply() {
 fn test_backchannel_reply_detected() {
     let b = bytes(&MSG_BACKCHANNEL_REPLY);
     let m = decode(&b, b.len(), &limits()).unwrap();
-    assert!(m.is_backchannel_reply(&b));
+    assert!(m.is_backchannel_reply());
     // A call is not a backchannel reply; neither is a reply with chunk lists (RFC 8167 sends
     // backchannel replies inline only) nor a message too short to hold msg_type.
     for words in [
@@ -178,14 +178,14 @@ fn test_backchannel_reply_detected() {
     ] {
         let b = bytes(words);
         let m = decode(&b, b.len(), &limits()).unwrap();
-        assert!(!m.is_backchannel_reply(&b));
+        assert!(!m.is_backchannel_reply());
     }
     let mut w = MSG_WRITE_AND_REPLY.to_vec();
     w[25] = 1; // msg_type REPLY, but lists are not empty
     let b = bytes(&w);
     assert!(!decode(&b, b.len(), &limits())
         .unwrap()
-        .is_backchannel_reply(&b));
+        .is_backchannel_reply());
 }
 
 #[test]

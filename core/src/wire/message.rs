@@ -31,103 +31,176 @@ impl Default for DecodeLimits {
     }
 }
 
-/// A validated RPC-over-RDMA call, borrowing the bytes that arrived.
+/// Where the parts of a validated header lie in its Receive buffer: offsets only, `Copy`, 28
+/// bytes, so a receive pool can keep it with the message's token and rebuild the [`Message`]
+/// view in constant time without decoding again. Only [`decode_layout`] makes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Message<'a> {
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Layout {
     xid: u32,
     credits: u32,
+    header_len: u32,
+    byte_len: u32,
+    /// Offset of the read list's terminating 0 (items are `16..read_end`).
+    read_end: u32,
+    /// Offset of the write list's terminating 0 (chunks are `read_end + 4..write_end`).
+    write_end: u32,
+    write_count: u8,
     proc_: Proc,
-    read_list: ReadList<'a>,
-    write_list: WriteList<'a>,
-    reply_chunk: Option<SegmentList<'a>>,
-    header_len: usize,
-    byte_len: usize,
 }
 
-impl<'a> Message<'a> {
+static_assertions::const_assert!(core::mem::size_of::<Layout>() <= 28);
+
+impl Layout {
+    /// The message view over `buf`, the Receive buffer this layout was decoded from.
+    ///
+    /// Given another buffer, the views are of that buffer's bytes; they never read out of
+    /// bounds (a buffer shorter than `byte_len` gives empty lists and an empty inline body).
+    #[inline]
+    pub fn message<'a>(&self, buf: &'a [u8]) -> Message<'a> {
+        Message {
+            buf: buf.get(..self.byte_len as usize).unwrap_or_default(),
+            layout: *self,
+        }
+    }
+
     /// `rdma_xid`.
     #[inline]
     pub fn xid(&self) -> u32 {
         self.xid
     }
+
+    /// Bytes that arrived.
+    #[inline]
+    pub fn byte_len(&self) -> usize {
+        self.byte_len as usize
+    }
+}
+
+/// A validated RPC-over-RDMA call: a [`Layout`] bound to the bytes that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// `buf[..byte_len]` of the Receive buffer.
+    buf: &'a [u8],
+    layout: Layout,
+}
+
+impl<'a> Message<'a> {
+    /// The offsets behind this view.
+    #[inline]
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+    /// `rdma_xid`.
+    #[inline]
+    pub fn xid(&self) -> u32 {
+        self.layout.xid
+    }
     /// Credits the requester asked for.
     #[inline]
     pub fn credits(&self) -> u32 {
-        self.credits
+        self.layout.credits
     }
     /// [`Proc::Msg`] or [`Proc::Nomsg`]; nothing else decodes.
     #[inline]
     pub fn proc_(&self) -> Proc {
-        self.proc_
+        self.layout.proc_
     }
     /// Length of the transport header (fixed header plus the three lists).
     #[inline]
     pub fn header_len(&self) -> usize {
-        self.header_len
+        self.layout.header_len as usize
     }
     /// Bytes that arrived.
     #[inline]
     pub fn byte_len(&self) -> usize {
-        self.byte_len
+        self.layout.byte_len as usize
     }
     /// Byte range of the inline RPC message in the Receive buffer: everything after the
     /// transport header for RDMA_MSG, empty for RDMA_NOMSG (the call is in the call chunk).
     #[inline]
     pub fn inline_range(&self) -> Range<usize> {
-        match self.proc_ {
-            Proc::Msg => self.header_len..self.byte_len,
-            _ => self.header_len..self.header_len,
+        let start = self.header_len();
+        match self.layout.proc_ {
+            Proc::Msg => start..self.byte_len(),
+            _ => start..start,
         }
+    }
+    /// The inline RPC message: a slice of the Receive buffer, no copy.
+    #[inline]
+    pub fn rpc_message(&self) -> &'a [u8] {
+        self.buf.get(self.inline_range()).unwrap_or_default()
     }
     /// The read list.
     #[inline]
     pub fn read_list(&self) -> ReadList<'a> {
-        self.read_list
+        ReadList::new(self.bytes(FIXED_HEADER_LEN, self.layout.read_end as usize))
     }
     /// The write list.
     #[inline]
     pub fn write_list(&self) -> WriteList<'a> {
-        self.write_list
+        let start = self.layout.read_end as usize + XDR_UNIT;
+        WriteList::new(
+            self.bytes(start, self.layout.write_end as usize),
+            self.layout.write_count as usize,
+        )
     }
     /// The reply chunk, if the requester provided one.
     #[inline]
     pub fn reply_chunk(&self) -> Option<SegmentList<'a>> {
-        self.reply_chunk
+        // After the write list's 0: the reply discriminator, then count and segments.
+        let start = self.layout.write_end as usize + 3 * XDR_UNIT;
+        (self.header_len() > start).then(|| SegmentList::new(self.bytes(start, self.header_len())))
     }
     /// Whether all three chunk lists are empty.
     #[inline]
     pub fn lists_empty(&self) -> bool {
-        self.read_list.is_empty() && self.write_list.is_empty() && self.reply_chunk.is_none()
+        self.layout.header_len as usize == crate::wire::MIN_HEADER_LEN
     }
 
     /// RFC 8167: whether this is a reverse-direction (backchannel) *reply* arriving on the
     /// forward channel: an RDMA_MSG with all lists empty whose RPC `msg_type` word is REPLY (1).
-    ///
-    /// `buf` is the Receive buffer the message was decoded from.
-    pub fn is_backchannel_reply(&self, buf: &[u8]) -> bool {
+    pub fn is_backchannel_reply(&self) -> bool {
         const RPC_REPLY: u32 = 1;
-        self.proc_ == Proc::Msg
+        self.layout.proc_ == Proc::Msg
             && self.lists_empty()
-            && buf
-                .get(self.inline_range())
-                .and_then(|rpc| be32(rpc, XDR_UNIT))
-                .is_some_and(|msg_type| msg_type == RPC_REPLY)
+            && be32(self.rpc_message(), XDR_UNIT).is_some_and(|msg_type| msg_type == RPC_REPLY)
+    }
+
+    #[inline]
+    fn bytes(&self, start: usize, end: usize) -> &'a [u8] {
+        self.buf.get(start..end).unwrap_or_default()
     }
 }
 
-/// Decodes the message a Receive completion delivered: `byte_len` bytes at the start of `buf`.
-///
-/// Only `buf[..byte_len]` is read. On success every chunk list of the [`Message`] satisfies the
-/// invariants listed in the [module docs](super).
+/// Decodes and binds: [`decode_layout`] then [`Layout::message`].
 ///
 /// # Errors
-/// A [`DecodeError`] naming the first rule the message breaks; see
-/// [`DecodeError::disposition`] for the reply it calls for.
+/// As [`decode_layout`].
+#[inline]
 pub fn decode<'a>(
     buf: &'a [u8],
     byte_len: usize,
     limits: &DecodeLimits,
 ) -> Result<Message<'a>, DecodeError> {
+    decode_layout(buf, byte_len, limits).map(|layout| layout.message(buf))
+}
+
+/// Decodes the message a Receive completion delivered: `byte_len` bytes at the start of `buf`.
+///
+/// Only `buf[..byte_len]` is read. On success every chunk list of the message satisfies the
+/// invariants listed in the [module docs](super). `byte_len` fits in 32 bits whenever it fits
+/// in `buf` (Receive buffers are at most 64 KiB; larger buffers are rejected as
+/// [`DecodeError::ByteLenExceedsBuffer`] past `u32::MAX`).
+///
+/// # Errors
+/// A [`DecodeError`] naming the first rule the message breaks; see
+/// [`DecodeError::disposition`] for the reply it calls for.
+pub fn decode_layout(
+    buf: &[u8],
+    byte_len: usize,
+    limits: &DecodeLimits,
+) -> Result<Layout, DecodeError> {
     let Some(b) = buf.get(..byte_len) else {
         return Err(DecodeError::ByteLenExceedsBuffer {
             byte_len,
@@ -178,11 +251,11 @@ pub fn decode<'a>(
         at = item + READ_ITEM_LEN;
         read_count += 1;
     }
+    let read_end = at;
     let read_items = ReadList::new(b.get(read_start..at).unwrap_or_default());
     at += XDR_UNIT;
 
     // Write list: { 1, count, segment × count }* 0
-    let write_start = at;
     let mut write_count = 0usize;
     loop {
         match word(b, at)? {
@@ -203,20 +276,15 @@ pub fn decode<'a>(
         at = end;
         write_count += 1;
     }
-    let write_list = WriteList::new(b.get(write_start..at).unwrap_or_default(), write_count);
+    let write_end = at;
     at += XDR_UNIT;
 
     // Reply chunk: 1, count, segment × count | 0
-    let reply_chunk = match word(b, at)? {
-        0 => {
-            at += XDR_UNIT;
-            None
-        }
+    match word(b, at)? {
+        0 => at += XDR_UNIT,
         1 => {
-            let (segs, end) =
-                counted_segments(b, at + XDR_UNIT, ListKind::Reply, MAX_REPLY_SEGMENTS)?;
+            let (_, end) = counted_segments(b, at + XDR_UNIT, ListKind::Reply, MAX_REPLY_SEGMENTS)?;
             at = end;
-            Some(segs)
         }
         value => {
             return Err(DecodeError::BadDiscriminator {
@@ -225,23 +293,29 @@ pub fn decode<'a>(
                 at,
             })
         }
-    };
+    }
 
-    let message = Message {
+    if read_end != FIXED_HEADER_LEN || proc_ == Proc::Nomsg {
+        let inline_len = if proc_ == Proc::Msg { byte_len - at } else { 0 };
+        check_read_list(read_items, proc_, inline_len, limits)?;
+    }
+    // Offsets are < byte_len <= buffer size; a buffer past 4 GiB is not a Receive buffer.
+    let narrow = |v: usize| {
+        u32::try_from(v).map_err(|_| DecodeError::ByteLenExceedsBuffer {
+            byte_len,
+            buffer_len: buf.len(),
+        })
+    };
+    Ok(Layout {
         xid: header.xid(),
         credits: header.credits(),
+        header_len: narrow(at)?,
+        byte_len: narrow(byte_len)?,
+        read_end: narrow(read_end)?,
+        write_end: narrow(write_end)?,
+        write_count: write_count as u8,
         proc_,
-        read_list: read_items,
-        write_list,
-        reply_chunk,
-        header_len: at,
-        byte_len,
-    };
-    if read_count != 0 || proc_ == Proc::Nomsg {
-        let inline = message.inline_range();
-        check_read_list(read_items, proc_, inline.end - inline.start, limits)?;
-    }
-    Ok(message)
+    })
 }
 
 /// The word at `at`, or [`DecodeError::Truncated`].

@@ -36,7 +36,7 @@ pub use chunk::{
 pub use error::{DecodeError, Disposition, ListKind};
 pub use error_reply::{ErrorReply, ErrorReplyKind};
 pub use header::Header;
-pub use message::{decode, DecodeLimits, Message};
+pub use message::{decode, decode_layout, DecodeLimits, Layout, Message};
 pub use private_data::{PrivateData, PrivateDataError, PrivateDataFlags};
 pub use repr::{EmitError, HeaderRepr, ReprError};
 
@@ -82,7 +82,7 @@ const_assert_eq!(ERR_CHUNK_LEN, 20);
 /// `rdma_proc`: the RPC-over-RDMA procedure of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(u32)]
+#[repr(u8)]
 pub enum Proc {
     /// RDMA_MSG: the RPC message follows the header inline.
     Msg = 0,
