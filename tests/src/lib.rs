@@ -8,3 +8,4 @@
 //! This library holds the fixture builders the test files share.
 
 pub mod fixtures;
+pub mod nic;

@@ -1,0 +1,192 @@
+//! The caller's DMA memory: the one module of the core allowed `unsafe`.
+//!
+//! A [`DmaRegion`] is memory both the CPU and the device (NIC) address: a CPU pointer, the
+//! address the device uses for it (IOVA or physical), its length, and the local key it was
+//! registered under. Hosted, it is one aligned mapping registered once with
+//! `ibv_reg_mr(IBV_ACCESS_LOCAL_WRITE)`; on firmware, a static buffer.
+//!
+//! # Ownership rule
+//!
+//! While a Receive is posted on a buffer, the device may write it at any time, so the CPU must
+//! not hold a reference into it. The receive pool ([`crate::pool`]) is the only user of
+//! [`DmaRegion::bytes`] and calls it only for buffers whose descriptor is *not* Posted; the type
+//! system then keeps every such borrow from outliving the `&self` of the pool, which `post`
+//! (`&mut self`) cannot take while a view is alive.
+#![allow(unsafe_code)]
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+/// Cache-line size the core aligns Receive buffers to.
+pub const CACHE_LINE: usize = 64;
+
+/// Why a region was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DmaError {
+    /// The CPU pointer is null.
+    NullPointer,
+    /// The CPU pointer or device address is not aligned to [`CACHE_LINE`].
+    Misaligned {
+        /// The CPU address.
+        cpu: usize,
+        /// The device address.
+        device: u64,
+    },
+    /// The region wraps around the CPU or device address space.
+    AddressOverflow,
+}
+
+impl core::fmt::Display for DmaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            DmaError::NullPointer => write!(f, "DMA region pointer is null"),
+            DmaError::Misaligned { cpu, device } => write!(
+                f,
+                "DMA region at CPU {cpu:#x} / device {device:#x} is not aligned to {CACHE_LINE} bytes: \
+                 allocate it cache-line aligned (e.g. #[repr(align(64))] or a page-aligned mapping)"
+            ),
+            DmaError::AddressOverflow => write!(f, "DMA region wraps around the address space"),
+        }
+    }
+}
+
+impl core::error::Error for DmaError {}
+
+/// Memory shared with the device, borrowed for `'a`.
+#[derive(Debug)]
+pub struct DmaRegion<'a> {
+    cpu: NonNull<u8>,
+    device: u64,
+    len: usize,
+    lkey: u32,
+    _memory: PhantomData<&'a mut [u8]>,
+}
+
+// SAFETY: the region is plain memory; moving the handle to another thread moves the exclusive
+// right to it (as `&mut [u8]` would).
+unsafe impl Send for DmaRegion<'_> {}
+
+impl<'a> DmaRegion<'a> {
+    /// Describes DMA memory at `cpu` (CPU address) / `device` (the address the NIC uses).
+    ///
+    /// # Safety
+    /// The caller promises, for all of `'a`:
+    /// - `cpu` is valid for reads and writes of `len` bytes and nothing else in the program
+    ///   reads or writes those bytes except through this region;
+    /// - `device .. device + len` is how the NIC addresses exactly that memory (registered under
+    ///   `lkey` on hosted verbs), and the device writes into it only through Receives the pool
+    ///   posted, between the post and the completion the pool consumes (or the drain at
+    ///   teardown, after which the device no longer writes at all);
+    /// - the memory outlives the region and every pool built on it (on hosted verbs: the memory
+    ///   region is deregistered only after the pool is dropped, and freed only after that).
+    ///
+    /// # Errors
+    /// [`DmaError`] for a null pointer, misalignment, or a range that wraps.
+    pub unsafe fn new(cpu: *mut u8, device: u64, len: usize, lkey: u32) -> Result<Self, DmaError> {
+        let cpu = NonNull::new(cpu).ok_or(DmaError::NullPointer)?;
+        let addr = cpu.as_ptr() as usize;
+        if addr % CACHE_LINE != 0 || device % CACHE_LINE as u64 != 0 {
+            return Err(DmaError::Misaligned { cpu: addr, device });
+        }
+        if addr.checked_add(len).is_none() || device.checked_add(len as u64).is_none() {
+            return Err(DmaError::AddressOverflow);
+        }
+        Ok(DmaRegion {
+            cpu,
+            device,
+            len,
+            lkey,
+            _memory: PhantomData,
+        })
+    }
+
+    /// Describes a CPU buffer the device addresses at `device`.
+    ///
+    /// # Safety
+    /// As [`DmaRegion::new`]: `device` must be how the NIC addresses `memory`, and the device
+    /// writes only into Receives the pool posted. The exclusive borrow keeps the rest of the
+    /// program out for `'a`.
+    ///
+    /// # Errors
+    /// As [`DmaRegion::new`].
+    pub unsafe fn from_slice(
+        memory: &'a mut [u8],
+        device: u64,
+        lkey: u32,
+    ) -> Result<Self, DmaError> {
+        // SAFETY: the slice is valid and exclusively ours for 'a; the caller vouches for the
+        // device side.
+        unsafe { Self::new(memory.as_mut_ptr(), device, memory.len(), lkey) }
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The local key the region is registered under.
+    #[inline]
+    pub fn lkey(&self) -> u32 {
+        self.lkey
+    }
+
+    /// The device address of byte `offset` (no bounds check: the pool computes offsets it checked
+    /// at construction).
+    #[inline]
+    pub fn device_addr(&self, offset: usize) -> u64 {
+        self.device.wrapping_add(offset as u64)
+    }
+
+    /// The CPU address of the region's first byte.
+    #[inline]
+    pub fn cpu_addr(&self) -> *const u8 {
+        self.cpu.as_ptr()
+    }
+
+    /// `len` bytes at `offset`, for the CPU to read, or `None` if out of the region.
+    ///
+    /// Crate-internal contract: only for a buffer the device is not writing (its descriptor is
+    /// not Posted). The receive pool is the only caller and checks the descriptor state first.
+    #[inline]
+    pub(crate) fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: `offset..end` lies inside the region, which `new`'s caller promised is valid
+        // for reads for 'a and written only by the device between a post and its completion.
+        // The pool calls this only for descriptors that are not Posted, so no device write can
+        // race this shared borrow, and the borrow is tied to `&self` of the pool, which posting
+        // (`&mut self`) cannot take while it lives.
+        Some(unsafe { core::slice::from_raw_parts(self.cpu.as_ptr().add(offset), len) })
+    }
+}
+
+/// Makes received bytes visible to the CPU: called once per successful Receive completion for
+/// exactly the bytes that arrived, before they are decoded.
+///
+/// On cache-coherent platforms (x86, hosted verbs on user memory, most DPU Arm cores with
+/// coherent PCIe) this is nothing — use [`CoherentDma`]. On non-coherent cores, invalidate the
+/// data cache for `device_addr .. device_addr + len` (or the matching CPU range).
+pub trait DmaSync {
+    /// Syncs `len` bytes at `device_addr` (CPU address `cpu`) for the CPU.
+    fn sync_for_cpu(&mut self, device_addr: u64, cpu: *const u8, len: usize);
+}
+
+/// [`DmaSync`] for cache-coherent DMA: does nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CoherentDma;
+
+impl DmaSync for CoherentDma {
+    #[inline(always)]
+    fn sync_for_cpu(&mut self, _device_addr: u64, _cpu: *const u8, _len: usize) {}
+}

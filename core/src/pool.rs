@@ -1,0 +1,785 @@
+//! The receive descriptor pool: persistent Receive buffers over one caller-provided DMA region.
+//!
+//! The region is carved once into `N` Receive buffers of `buffer_size` bytes (stride rounded up
+//! to the cache line). Each buffer has a descriptor of fixed size; descriptors move between
+//! three states:
+//!
+//! ```text
+//!            post()                complete(Success, valid)
+//!   Free ───────────────▶ Posted ─────────────────────────▶ Held ──release()──▶ Free
+//!     ▲                     │  complete(Flushed / Error / malformed)               
+//!     └─────────────────────┘  (descriptor straight back; malformed ones yield the RDMA_ERROR)
+//! ```
+//!
+//! *Received* (completed and decoded) and *Held* (owned by the upper layer) are one state here:
+//! the hand-up happens inside [`RecvPool::complete`], which returns the [`Received`] token.
+//!
+//! # Invariants
+//! - every descriptor is in exactly one state; `posted + held + free == N`;
+//! - a buffer is borrowed (`&[u8]`) only while its descriptor is Held, and only through
+//!   `&self`, so [`RecvPool::post`] (`&mut self`) cannot repost it while a view lives;
+//! - a [`Received`] token is the only handle to a Held buffer; [`RecvPool::release`] consumes
+//!   it, so an old view cannot outlive its release;
+//! - `wr_id = generation << 32 | index`; the generation changes on every post and on drain, so
+//!   completions for an earlier post (stale), a second completion (duplicate) and ids that were
+//!   never handed out (forged) are all rejected and counted, never trusted;
+//! - after a flush or error completion, or [`RecvPool::close`], nothing is posted again;
+//!   [`RecvPool::drain`] returns every descriptor to Free.
+//!
+//! # Bookkeeping
+//! Per descriptor: 8 bytes of state ([`RecvDescriptor`]) plus a 2-byte free-list slot — 10 bytes,
+//! checked at compile time to stay within 16.
+//!
+//! # Credits and replenishment
+//! The pool advertises `credits` (≥ 1). It keeps up to `credits + batch` Receives posted and
+//! refills once the posted count falls to `credits` or below, always by at least `batch` work
+//! requests chained into one post (one doorbell). `N ≥ credits + batch` is required, so the
+//! grant never exceeds what stays posted: the peer may have at most `credits` calls
+//! outstanding, and each outstanding call either still needs a posted Receive or is Held here.
+
+use heapless::Vec;
+use static_assertions::{assert_eq_size, const_assert};
+
+use crate::dma::{DmaRegion, DmaSync, CACHE_LINE};
+use crate::wire::{decode_layout, DecodeError, DecodeLimits, Disposition, ErrorReply, Layout};
+use crate::xdr::XdrView;
+
+/// Smallest Receive buffer: the RFC 8166 default inline threshold.
+pub const MIN_BUFFER_SIZE: usize = 1024;
+/// Largest Receive buffer.
+pub const MAX_BUFFER_SIZE: usize = 65536;
+
+const INDEX_MASK: u64 = 0xffff;
+const RESERVED_MASK: u64 = 0xffff_0000;
+
+/// Pool configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PoolConfig {
+    /// Bytes per Receive buffer (the inline threshold this side receives): 1024 ..= 65536.
+    pub buffer_size: usize,
+    /// Credits granted to the peer: ≥ 1.
+    pub credits: u16,
+    /// Receives posted per refill (per doorbell): ≥ 1.
+    pub batch: u16,
+    /// Decoder limits.
+    pub limits: DecodeLimits,
+}
+
+impl PoolConfig {
+    /// 4 KiB buffers, 32 credits, batches of 8, default limits (needs `N ≥ 40`).
+    pub const DEFAULT: PoolConfig = PoolConfig {
+        buffer_size: 4096,
+        credits: 32,
+        batch: 8,
+        limits: DecodeLimits::DEFAULT,
+    };
+
+    /// The region size [`RecvPool::new`] needs for `n` buffers of `buffer_size` bytes.
+    pub const fn region_len(n: usize, buffer_size: usize) -> usize {
+        n * stride(buffer_size)
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+const fn stride(buffer_size: usize) -> usize {
+    buffer_size.div_ceil(CACHE_LINE) * CACHE_LINE
+}
+
+/// Why a pool could not be built. Raised only at construction, never later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum PoolError {
+    /// `buffer_size` outside 1024 ..= 65536.
+    BufferSize {
+        /// The size asked for.
+        size: usize,
+    },
+    /// `N` is 0 or above 65535.
+    Capacity {
+        /// The `N` asked for.
+        n: usize,
+    },
+    /// `credits` is 0.
+    ZeroCredits,
+    /// `batch` is 0.
+    ZeroBatch,
+    /// `N < credits + batch`: the grant could not stay posted.
+    TooFewDescriptors {
+        /// The pool's `N`.
+        n: usize,
+        /// `credits + batch`.
+        needed: usize,
+    },
+    /// The region is smaller than `N × stride`.
+    RegionTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes in the region.
+        len: usize,
+    },
+}
+
+impl core::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            PoolError::BufferSize { size } => write!(
+                f,
+                "Receive buffer size {size} is outside {MIN_BUFFER_SIZE}..={MAX_BUFFER_SIZE} bytes"
+            ),
+            PoolError::Capacity { n } => write!(f, "pool capacity N = {n} must be 1..=65535"),
+            PoolError::ZeroCredits => write!(f, "credits must be at least 1"),
+            PoolError::ZeroBatch => write!(f, "batch must be at least 1"),
+            PoolError::TooFewDescriptors { n, needed } => write!(
+                f,
+                "N = {n} descriptors cannot keep credits + batch = {needed} Receives posted: \
+                 raise N or lower credits/batch"
+            ),
+            PoolError::RegionTooSmall { needed, len } => write!(
+                f,
+                "DMA region of {len} bytes is smaller than the {needed} bytes N buffers need \
+                 (PoolConfig::region_len)"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for PoolError {}
+
+/// One Receive work request with its single SGE, as the binding hands it to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(C)]
+pub struct RecvWr {
+    /// Identifies the descriptor and the post (index + generation).
+    pub wr_id: u64,
+    /// Device address of the Receive buffer.
+    pub addr: u64,
+    /// Buffer length.
+    pub length: u32,
+    /// Local key of the region.
+    pub lkey: u32,
+}
+
+assert_eq_size!(RecvWr, [u8; 24]);
+
+/// Completion status, as the binding maps it from the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CompletionStatus {
+    /// The Receive completed with data.
+    Success,
+    /// Flushed: the queue pair went to error (disconnect, teardown).
+    Flushed,
+    /// Any other error; `code` is the device's status (e.g. `ibv_wc_status`).
+    Error {
+        /// Device status code.
+        code: u32,
+    },
+}
+
+/// A Receive completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Completion {
+    /// The wr_id the device returned.
+    pub wr_id: u64,
+    /// Status.
+    pub status: CompletionStatus,
+    /// Bytes the device wrote (meaningful for `Success`).
+    pub byte_len: u32,
+}
+
+/// A completion the pool refused: counted, never trusted, no descriptor touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum CompletionError {
+    /// Index out of range or reserved bits set: an id this pool never handed out.
+    UnknownWrId {
+        /// The id.
+        wr_id: u64,
+    },
+    /// The descriptor has been reposted (or drained) since: a completion for an earlier post.
+    StaleWrId {
+        /// The id.
+        wr_id: u64,
+    },
+    /// The descriptor is not Posted: a second completion (or second flush) for the same post.
+    DuplicateCompletion {
+        /// The id.
+        wr_id: u64,
+    },
+    /// A device error completion: the descriptor went back to Free, the pool is closing. The
+    /// connection is unusable; tear it down.
+    DeviceError {
+        /// The id.
+        wr_id: u64,
+        /// Device status code.
+        code: u32,
+    },
+}
+
+impl core::fmt::Display for CompletionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            CompletionError::UnknownWrId { wr_id } => {
+                write!(
+                    f,
+                    "completion with wr_id {wr_id:#x} that this pool never posted (ignored)"
+                )
+            }
+            CompletionError::StaleWrId { wr_id } => {
+                write!(
+                    f,
+                    "completion with stale wr_id {wr_id:#x} from an earlier post (ignored)"
+                )
+            }
+            CompletionError::DuplicateCompletion { wr_id } => {
+                write!(f, "second completion for wr_id {wr_id:#x} (ignored)")
+            }
+            CompletionError::DeviceError { wr_id, code } => write!(
+                f,
+                "Receive wr_id {wr_id:#x} completed with device status {code}: the connection \
+                 is in error, tear it down"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for CompletionError {}
+
+/// A token or view request that does not match a Held descriptor of this pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StaleToken;
+
+impl core::fmt::Display for StaleToken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Received token is not held by this pool (drained, or from another pool)"
+        )
+    }
+}
+
+impl core::error::Error for StaleToken {}
+
+/// What a completion produced.
+#[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use = "a Received message must be released, a Rejected one may need its reply sent"]
+pub enum Completed {
+    /// A valid call, Held until [`RecvPool::release`]: view it with [`RecvPool::view`].
+    Message(Received),
+    /// A malformed message. The descriptor is already Free. Send `reply` if it is `Some`
+    /// (ERR_VERS / ERR_CHUNK); `None` means drop.
+    Rejected {
+        /// What was wrong.
+        error: DecodeError,
+        /// The RDMA_ERROR to send, built only from bytes that arrived.
+        reply: Option<ErrorReply>,
+    },
+    /// A flush: the descriptor is Free and the pool is closing.
+    Flushed,
+}
+
+/// The token for a Held Receive buffer: the only way to view or release it. Not `Clone`.
+#[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use = "release the message with RecvPool::release, or its descriptor stays Held until drain"]
+pub struct Received {
+    index: u16,
+    generation: u32,
+    layout: Layout,
+}
+
+impl Received {
+    /// The call's xid.
+    #[inline]
+    pub fn xid(&self) -> u32 {
+        self.layout.xid()
+    }
+    /// Bytes that arrived.
+    #[inline]
+    pub fn byte_len(&self) -> usize {
+        self.layout.byte_len()
+    }
+    /// The descriptor index (for diagnostics).
+    #[inline]
+    pub fn index(&self) -> usize {
+        self.index as usize
+    }
+}
+
+/// Descriptor state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum DescState {
+    /// In the free list.
+    Free,
+    /// Posted to the device: the device may write the buffer; the CPU must not read it.
+    Posted,
+    /// Received and handed to the upper layer.
+    Held,
+}
+
+/// Per-descriptor bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvDescriptor {
+    generation: u32,
+    state: DescState,
+}
+
+const_assert!(core::mem::size_of::<RecvDescriptor>() + core::mem::size_of::<u16>() <= 16);
+
+/// Counters: plain integers, read as a struct with [`RecvPool::counters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Counters {
+    /// Receive work requests handed out by `post`.
+    pub posted: u64,
+    /// Non-empty batches handed out (doorbells).
+    pub batches: u64,
+    /// Successful completions (valid or malformed).
+    pub completed: u64,
+    /// Bytes of successful completions.
+    pub bytes: u64,
+    /// Flush completions.
+    pub flushed: u64,
+    /// Device error completions.
+    pub device_errors: u64,
+    /// Valid calls handed up.
+    pub delivered: u64,
+    /// Held messages released.
+    pub released: u64,
+    /// Malformed messages answered with ERR_VERS.
+    pub err_vers: u64,
+    /// Malformed messages answered with ERR_CHUNK.
+    pub err_chunk: u64,
+    /// Malformed messages dropped.
+    pub dropped: u64,
+    /// Completions with an unknown wr_id.
+    pub rejected_unknown: u64,
+    /// Completions with a stale wr_id.
+    pub rejected_stale: u64,
+    /// Duplicate completions (including a second flush).
+    pub rejected_duplicate: u64,
+    /// Work requests returned by `cancel` (the binding failed to post them).
+    pub cancelled: u64,
+    /// Descriptors reclaimed by `drain` (Posted or Held at teardown).
+    pub drained: u64,
+}
+
+/// What [`RecvPool::drain`] reclaimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DrainReport {
+    /// Descriptors that were still Posted (their flush never came).
+    pub posted: usize,
+    /// Descriptors still Held by the upper layer (their tokens are now stale).
+    pub held: usize,
+}
+
+/// A receive pool of `N` persistent Receive buffers over one DMA region.
+#[derive(Debug)]
+pub struct RecvPool<'a, const N: usize> {
+    region: DmaRegion<'a>,
+    descs: [RecvDescriptor; N],
+    free: Vec<u16, N>,
+    stride: usize,
+    buffer_size: u32,
+    credits: u16,
+    batch: u16,
+    posted: u16,
+    held: u16,
+    closing: bool,
+    limits: DecodeLimits,
+    counters: Counters,
+}
+
+impl<'a, const N: usize> RecvPool<'a, N> {
+    const CHECK_N: () = assert!(
+        N >= 1 && N <= 65535,
+        "RecvPool capacity N must be 1..=65535"
+    );
+
+    /// Carves `region` into `N` Receive buffers.
+    ///
+    /// # Errors
+    /// [`PoolError`] if the configuration or region cannot work; never later.
+    pub fn new(region: DmaRegion<'a>, config: PoolConfig) -> Result<Self, PoolError> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK_N;
+        if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&config.buffer_size) {
+            return Err(PoolError::BufferSize {
+                size: config.buffer_size,
+            });
+        }
+        if config.credits == 0 {
+            return Err(PoolError::ZeroCredits);
+        }
+        if config.batch == 0 {
+            return Err(PoolError::ZeroBatch);
+        }
+        let needed = config.credits as usize + config.batch as usize;
+        if N < needed {
+            return Err(PoolError::TooFewDescriptors { n: N, needed });
+        }
+        let stride = stride(config.buffer_size);
+        let needed = N * stride;
+        if region.len() < needed {
+            return Err(PoolError::RegionTooSmall {
+                needed,
+                len: region.len(),
+            });
+        }
+        let mut free = Vec::new();
+        for i in (0..N as u16).rev() {
+            let _ = free.push(i);
+        }
+        debug!(
+            "rpcrdma pool: {} buffers of {} bytes, credits {}",
+            N, config.buffer_size, config.credits
+        );
+        Ok(RecvPool {
+            region,
+            descs: [RecvDescriptor {
+                generation: 0,
+                state: DescState::Free,
+            }; N],
+            free,
+            stride,
+            buffer_size: config.buffer_size as u32,
+            credits: config.credits,
+            batch: config.batch,
+            posted: 0,
+            held: 0,
+            closing: false,
+            limits: config.limits,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Credits to advertise in every reply header.
+    #[inline]
+    pub fn credits(&self) -> u32 {
+        self.credits as u32
+    }
+
+    /// Receive buffer size (what to advertise in RFC 8797 private data).
+    #[inline]
+    pub fn buffer_size(&self) -> usize {
+        self.buffer_size as usize
+    }
+
+    /// The most Receives `post` keeps posted: `credits + batch`.
+    #[inline]
+    pub fn post_target(&self) -> usize {
+        self.credits as usize + self.batch as usize
+    }
+
+    /// Whether a refill is due: posted has fallen to `credits` or below and the pool is open.
+    #[inline]
+    pub fn needs_post(&self) -> bool {
+        !self.closing && self.posted <= self.credits
+    }
+
+    /// Fills `out` with Receive work requests (one SGE each) for the binding to chain into one
+    /// post. Returns how many it wrote: 0 unless [`RecvPool::needs_post`]; otherwise enough to
+    /// bring the posted count back to [`RecvPool::post_target`], bounded by `out.len()` and the
+    /// free descriptors. If the device refuses some of them, hand those back with
+    /// [`RecvPool::cancel`].
+    pub fn post(&mut self, out: &mut [RecvWr]) -> usize {
+        if !self.needs_post() {
+            return 0;
+        }
+        let want = self.post_target() - self.posted as usize;
+        let mut n = 0;
+        for wr in out.iter_mut().take(want) {
+            let Some(index) = self.free.pop() else { break };
+            let i = index as usize;
+            let Some(desc) = self.descs.get_mut(i) else {
+                break;
+            };
+            desc.generation = desc.generation.wrapping_add(1);
+            desc.state = DescState::Posted;
+            let offset = i * self.stride;
+            *wr = RecvWr {
+                wr_id: (desc.generation as u64) << 32 | index as u64,
+                addr: self.region.device_addr(offset),
+                length: self.buffer_size,
+                lkey: self.region.lkey(),
+            };
+            n += 1;
+        }
+        self.posted += n as u16;
+        self.counters.posted += n as u64;
+        self.counters.batches += (n != 0) as u64;
+        n
+    }
+
+    /// Returns work requests the device refused (e.g. `ibv_post_recv`'s `bad_wr` and those after
+    /// it) to the free list. Ids that are not currently Posted are ignored. Returns how many
+    /// were returned.
+    pub fn cancel(&mut self, wrs: &[RecvWr]) -> usize {
+        let mut n = 0;
+        for wr in wrs {
+            if let Ok(i) = self.lookup(wr.wr_id) {
+                self.free_descriptor(i);
+                self.posted -= 1;
+                n += 1;
+            }
+        }
+        self.counters.cancelled += n as u64;
+        n
+    }
+
+    /// Validates a wr_id: index in range, generation current, descriptor Posted.
+    #[inline]
+    fn lookup(&mut self, wr_id: u64) -> Result<usize, CompletionError> {
+        let index = (wr_id & INDEX_MASK) as usize;
+        let Some(desc) = self.descs.get(index).filter(|_| wr_id & RESERVED_MASK == 0) else {
+            self.counters.rejected_unknown += 1;
+            return Err(CompletionError::UnknownWrId { wr_id });
+        };
+        if desc.generation != (wr_id >> 32) as u32 {
+            self.counters.rejected_stale += 1;
+            return Err(CompletionError::StaleWrId { wr_id });
+        }
+        if desc.state != DescState::Posted {
+            self.counters.rejected_duplicate += 1;
+            return Err(CompletionError::DuplicateCompletion { wr_id });
+        }
+        Ok(index)
+    }
+
+    #[inline]
+    fn free_descriptor(&mut self, index: usize) {
+        if let Some(desc) = self.descs.get_mut(index) {
+            desc.state = DescState::Free;
+            // Capacity N holds every index once: this push cannot fail.
+            let _ = self.free.push(index as u16);
+        }
+    }
+
+    /// Consumes one Receive completion.
+    ///
+    /// Success: checks `byte_len` against the buffer, calls `sync` for exactly `byte_len`
+    /// bytes, decodes, and hands up the message ([`Completed::Message`]) or the reply for a
+    /// malformed one ([`Completed::Rejected`], descriptor already Free). Flush: descriptor Free,
+    /// pool closing.
+    ///
+    /// # Errors
+    /// [`CompletionError`] for an unknown, stale or duplicate wr_id (nothing touched), or a
+    /// device error (descriptor Free, pool closing).
+    pub fn complete<S: DmaSync + ?Sized>(
+        &mut self,
+        completion: &Completion,
+        sync: &mut S,
+    ) -> Result<Completed, CompletionError> {
+        let wr_id = completion.wr_id;
+        let index = match self.lookup(wr_id) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!("rpcrdma pool: rejected completion wr_id {}", wr_id);
+                return Err(e);
+            }
+        };
+        self.posted -= 1;
+        match completion.status {
+            CompletionStatus::Success => {}
+            CompletionStatus::Flushed => {
+                self.free_descriptor(index);
+                self.closing = true;
+                self.counters.flushed += 1;
+                return Ok(Completed::Flushed);
+            }
+            CompletionStatus::Error { code } => {
+                self.free_descriptor(index);
+                self.closing = true;
+                self.counters.device_errors += 1;
+                error!(
+                    "rpcrdma pool: Receive completed with device status {}",
+                    code
+                );
+                return Err(CompletionError::DeviceError { wr_id, code });
+            }
+        }
+        let byte_len = completion.byte_len as usize;
+        self.counters.completed += 1;
+        self.counters.bytes += byte_len as u64;
+        let offset = index * self.stride;
+        // Sync only what arrived; never more than the buffer.
+        let synced = byte_len.min(self.buffer_size as usize);
+        sync.sync_for_cpu(
+            self.region.device_addr(offset),
+            self.region.cpu_addr().wrapping_add(offset),
+            synced,
+        );
+        let buf = self
+            .region
+            .bytes(offset, self.buffer_size as usize)
+            .unwrap_or_default();
+        match decode_layout(buf, byte_len, &self.limits) {
+            Ok(layout) => {
+                if let Some(desc) = self.descs.get_mut(index) {
+                    desc.state = DescState::Held;
+                }
+                self.held += 1;
+                self.counters.delivered += 1;
+                Ok(Completed::Message(Received {
+                    index: index as u16,
+                    generation: (wr_id >> 32) as u32,
+                    layout,
+                }))
+            }
+            Err(error) => {
+                // Built only from the bytes that arrived, before the descriptor is freed.
+                let received = buf.get(..byte_len).unwrap_or_default();
+                let reply = ErrorReply::for_error(received, &error, self.credits as u32);
+                Ok(self.reject(index, byte_len, error, reply))
+            }
+        }
+    }
+
+    #[cold]
+    fn reject(
+        &mut self,
+        index: usize,
+        byte_len: usize,
+        error: DecodeError,
+        reply: Option<ErrorReply>,
+    ) -> Completed {
+        match error.disposition() {
+            Disposition::ReplyErrVers => self.counters.err_vers += 1,
+            Disposition::ReplyErrChunk => self.counters.err_chunk += 1,
+            Disposition::Drop => self.counters.dropped += 1,
+        }
+        debug!(
+            "rpcrdma pool: malformed message of {} bytes rejected",
+            byte_len
+        );
+        self.free_descriptor(index);
+        Completed::Rejected { error, reply }
+    }
+
+    #[inline]
+    fn held_index(&self, rx: &Received) -> Result<usize, StaleToken> {
+        let i = rx.index as usize;
+        match self.descs.get(i) {
+            Some(d) if d.generation == rx.generation && d.state == DescState::Held => Ok(i),
+            _ => Err(StaleToken),
+        }
+    }
+
+    /// The XDR view of a Held message: a slice of its Receive buffer, in constant time.
+    ///
+    /// # Errors
+    /// [`StaleToken`] if the token does not match a Held descriptor of this pool.
+    #[inline]
+    pub fn view(&self, rx: &Received) -> Result<XdrView<'_>, StaleToken> {
+        let i = self.held_index(rx)?;
+        let buf = self
+            .region
+            .bytes(i * self.stride, rx.layout.byte_len())
+            .ok_or(StaleToken)?;
+        Ok(XdrView::new(rx.layout.message(buf)))
+    }
+
+    /// Returns a Held buffer to the free list (after the reply was sent). O(1).
+    ///
+    /// # Errors
+    /// [`StaleToken`] if the token does not match a Held descriptor (e.g. it was drained).
+    #[inline]
+    pub fn release(&mut self, rx: Received) -> Result<(), StaleToken> {
+        let i = self.held_index(&rx)?;
+        self.free_descriptor(i);
+        self.held -= 1;
+        self.counters.released += 1;
+        Ok(())
+    }
+
+    /// Stops posting (disconnect seen). Completions and releases still work.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Whether the pool is closing (flush, device error, `close` or `drain`).
+    #[inline]
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Teardown: call once the device can no longer write the buffers (queue pair destroyed, or
+    /// in error with its flushes consumed). Every descriptor goes back to Free; Posted ones whose
+    /// flush never came and Held ones whose tokens are outstanding are reclaimed (those tokens
+    /// become stale). Afterwards nothing is in flight and nothing is posted again.
+    pub fn drain(&mut self) -> DrainReport {
+        let mut report = DrainReport::default();
+        self.free.clear();
+        for (i, desc) in self.descs.iter_mut().enumerate().rev() {
+            match desc.state {
+                DescState::Posted => report.posted += 1,
+                DescState::Held => report.held += 1,
+                DescState::Free => {}
+            }
+            if desc.state != DescState::Free {
+                desc.generation = desc.generation.wrapping_add(1);
+                desc.state = DescState::Free;
+            }
+            let _ = self.free.push(i as u16);
+        }
+        self.posted = 0;
+        self.held = 0;
+        self.closing = true;
+        self.counters.drained += (report.posted + report.held) as u64;
+        info!(
+            "rpcrdma pool drained: {} posted, {} held reclaimed",
+            report.posted, report.held
+        );
+        report
+    }
+
+    /// Counters so far.
+    #[inline]
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Receives currently posted.
+    #[inline]
+    pub fn posted(&self) -> usize {
+        self.posted as usize
+    }
+
+    /// Messages currently Held by the upper layer.
+    #[inline]
+    pub fn held(&self) -> usize {
+        self.held as usize
+    }
+
+    /// Descriptors in the free list.
+    #[inline]
+    pub fn free(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Descriptors not Free (posted + held): zero after `drain`.
+    #[inline]
+    pub fn in_flight(&self) -> usize {
+        self.posted() + self.held()
+    }
+
+    /// State of descriptor `index` (for tests and diagnostics).
+    pub fn state(&self, index: usize) -> Option<DescState> {
+        self.descs.get(index).map(|d| d.state)
+    }
+}
