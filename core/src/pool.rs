@@ -580,6 +580,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// # Errors
     /// [`CompletionError`] for an unknown, stale or duplicate wr_id (nothing touched), or a
     /// device error (descriptor Free, pool closing).
+    #[inline]
     pub fn complete<S: DmaSync + ?Sized>(
         &mut self,
         completion: &Completion,
@@ -588,30 +589,11 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         let wr_id = completion.wr_id;
         let index = match self.lookup(wr_id) {
             Ok(i) => i,
-            Err(e) => {
-                warn!("rpcrdma pool: rejected completion wr_id {}", wr_id);
-                return Err(e);
-            }
+            Err(e) => return Err(self.rejected_completion(e)),
         };
         self.posted -= 1;
-        match completion.status {
-            CompletionStatus::Success => {}
-            CompletionStatus::Flushed => {
-                self.free_descriptor(index);
-                self.closing = true;
-                self.counters.flushed += 1;
-                return Ok(Completed::Flushed);
-            }
-            CompletionStatus::Error { code } => {
-                self.free_descriptor(index);
-                self.closing = true;
-                self.counters.device_errors += 1;
-                error!(
-                    "rpcrdma pool: Receive completed with device status {}",
-                    code
-                );
-                return Err(CompletionError::DeviceError { wr_id, code });
-            }
+        if completion.status != CompletionStatus::Success {
+            return self.completed_in_error(index, wr_id, completion.status);
         }
         let byte_len = completion.byte_len as usize;
         self.counters.completed += 1;
@@ -628,24 +610,61 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             .region
             .bytes(offset, self.buffer_size as usize)
             .unwrap_or_default();
+        let generation = (wr_id >> 32) as u32;
+        if let Some(layout) = Layout::fast_path(buf, byte_len) {
+            return Ok(Completed::Message(self.hand_up(index, generation, layout)));
+        }
         match decode_layout(buf, byte_len, &self.limits) {
-            Ok(layout) => {
-                if let Some(desc) = self.descs.get_mut(index) {
-                    desc.state = DescState::Held;
-                }
-                self.held += 1;
-                self.counters.delivered += 1;
-                Ok(Completed::Message(Received {
-                    index: index as u16,
-                    generation: (wr_id >> 32) as u32,
-                    layout,
-                }))
-            }
+            Ok(layout) => Ok(Completed::Message(self.hand_up(index, generation, layout))),
             Err(error) => {
                 // Built only from the bytes that arrived, before the descriptor is freed.
                 let received = buf.get(..byte_len).unwrap_or_default();
                 let reply = ErrorReply::for_error(received, &error, self.credits as u32);
                 Ok(self.reject(index, byte_len, error, reply))
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn hand_up(&mut self, index: usize, generation: u32, layout: Layout) -> Received {
+        if let Some(desc) = self.descs.get_mut(index) {
+            desc.state = DescState::Held;
+        }
+        self.held += 1;
+        Received {
+            index: index as u16,
+            generation,
+            layout,
+        }
+    }
+
+    #[cold]
+    fn rejected_completion(&mut self, e: CompletionError) -> CompletionError {
+        warn!("rpcrdma pool: rejected a completion (unknown, stale or duplicate wr_id)");
+        e
+    }
+
+    #[cold]
+    fn completed_in_error(
+        &mut self,
+        index: usize,
+        wr_id: u64,
+        status: CompletionStatus,
+    ) -> Result<Completed, CompletionError> {
+        self.free_descriptor(index);
+        self.closing = true;
+        match status {
+            CompletionStatus::Error { code } => {
+                self.counters.device_errors += 1;
+                error!(
+                    "rpcrdma pool: Receive completed with device status {}",
+                    code
+                );
+                Err(CompletionError::DeviceError { wr_id, code })
+            }
+            _ => {
+                self.counters.flushed += 1;
+                Ok(Completed::Flushed)
             }
         }
     }
@@ -751,7 +770,10 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// Counters so far.
     #[inline]
     pub fn counters(&self) -> Counters {
-        self.counters
+        let c = self.counters;
+        // Derived rather than counted on the hot path.
+        let delivered = c.completed - c.err_vers - c.err_chunk - c.dropped;
+        Counters { delivered, ..c }
     }
 
     /// Receives currently posted.

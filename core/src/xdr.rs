@@ -23,7 +23,7 @@ impl<'a> XdrView<'a> {
     #[inline]
     pub fn new(message: Message<'a>) -> Self {
         let inline = message.rpc_message();
-        if message.read_list().is_empty() {
+        if !message.has_read_chunks() {
             return XdrView {
                 message,
                 head: inline,

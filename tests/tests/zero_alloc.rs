@@ -35,7 +35,11 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn receive_path_allocates_nothing() {
     const N: usize = 64;
-    let config = PoolConfig { credits: 32, batch: 8, ..PoolConfig::DEFAULT };
+    let config = PoolConfig {
+        credits: 32,
+        batch: 8,
+        ..PoolConfig::DEFAULT
+    };
     let mem = DmaMemory::new(PoolConfig::region_len(N, config.buffer_size));
     let mut pool = RecvPool::<N>::new(mem.region(), config).unwrap();
     let mut nic = mem.nic();
@@ -43,7 +47,11 @@ fn receive_path_allocates_nothing() {
     msgs.push(bytes(&[XID, 2, 1, 0, 0, 0, 0]));
     msgs.push(bytes(&[XID, 1, 1, 0, 0, 1, 0]));
     let mut wrs = [RecvWr::default(); N];
-    let mut cqes = [Completion { wr_id: 0, status: CompletionStatus::Success, byte_len: 0 }; 16];
+    let mut cqes = [Completion {
+        wr_id: 0,
+        status: CompletionStatus::Success,
+        byte_len: 0,
+    }; 16];
     // The NIC model preallocates its queues; the test harness's own allocations come before.
     let n = pool.post(&mut wrs);
     nic.post_recv(&wrs[..n]).unwrap();
@@ -76,5 +84,10 @@ fn receive_path_allocates_nothing() {
     }
     let after = ALLOCATIONS.load(Ordering::Relaxed);
     assert!(delivered > 70_000 && checksum > 0);
-    assert_eq!(after - before, 0, "the receive path allocated {} times", after - before);
+    assert_eq!(
+        after - before,
+        0,
+        "the receive path allocated {} times",
+        after - before
+    );
 }

@@ -5,8 +5,8 @@ use core::ops::Range;
 use super::chunk::xdr_roundup_u64;
 use super::{
     be32, DecodeError, Header, ListKind, Proc, ReadList, SegmentList, WriteList, FIXED_HEADER_LEN,
-    MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_CHUNKS, MAX_WRITE_SEGMENTS, READ_ITEM_LEN,
-    RPCRDMA_VERSION, SEGMENT_LEN, XDR_UNIT,
+    MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_CHUNKS, MAX_WRITE_SEGMENTS, MIN_HEADER_LEN,
+    READ_ITEM_LEN, RPCRDMA_VERSION, SEGMENT_LEN, XDR_UNIT,
 };
 
 /// Limits a decoder enforces beyond the fixed capacities.
@@ -152,6 +152,11 @@ impl<'a> Message<'a> {
         let start = self.layout.write_end as usize + 3 * XDR_UNIT;
         (self.header_len() > start).then(|| SegmentList::new(self.bytes(start, self.header_len())))
     }
+    /// Whether the read list is non-empty (constant time, from the layout).
+    #[inline]
+    pub fn has_read_chunks(&self) -> bool {
+        self.layout.read_end as usize != FIXED_HEADER_LEN
+    }
     /// Whether all three chunk lists are empty.
     #[inline]
     pub fn lists_empty(&self) -> bool {
@@ -196,7 +201,51 @@ pub fn decode<'a>(
 /// # Errors
 /// A [`DecodeError`] naming the first rule the message breaks; see
 /// [`DecodeError::disposition`] for the reply it calls for.
+#[inline]
 pub fn decode_layout(
+    buf: &[u8],
+    byte_len: usize,
+    limits: &DecodeLimits,
+) -> Result<Layout, DecodeError> {
+    match Layout::fast_path(buf, byte_len) {
+        Some(layout) => Ok(layout),
+        None => decode_layout_general(buf, byte_len, limits),
+    }
+}
+
+impl Layout {
+    /// The common small call — RDMA_MSG, version 1, three empty lists — recognised from seven
+    /// words read out of one bounds-checked array; `None` for everything else (chunk lists,
+    /// RDMA_NOMSG, every malformed header), which [`decode_layout`] then checks in full.
+    #[inline(always)]
+    pub fn fast_path(buf: &[u8], byte_len: usize) -> Option<Layout> {
+        let w = buf.get(..byte_len)?.first_chunk::<MIN_HEADER_LEN>()?;
+        let word =
+            |i: usize| u32::from_be_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
+        if word(1) == RPCRDMA_VERSION
+            && word(3) == Proc::Msg.to_wire()
+            && (word(4) | word(5) | word(6)) == 0
+            && byte_len <= u32::MAX as usize
+        {
+            Some(Layout {
+                xid: word(0),
+                credits: word(2),
+                header_len: MIN_HEADER_LEN as u32,
+                byte_len: byte_len as u32,
+                read_end: FIXED_HEADER_LEN as u32,
+                write_end: (FIXED_HEADER_LEN + XDR_UNIT) as u32,
+                write_count: 0,
+                proc_: Proc::Msg,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Every header the fast path does not take, with all checks.
+#[inline(never)]
+pub(crate) fn decode_layout_general(
     buf: &[u8],
     byte_len: usize,
     limits: &DecodeLimits,
