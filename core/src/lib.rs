@@ -20,6 +20,7 @@
 mod fmt;
 
 pub mod dma;
+pub mod oncrpc;
 pub mod pool;
 pub mod wire;
 pub mod xdr;

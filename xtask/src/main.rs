@@ -4,10 +4,12 @@
 //! `CARGO` environment variable that `cargo run` sets. Every step that can fail is collected and
 //! reported at the end, and the process exits non-zero if any failed.
 
+mod bench;
 mod fuzz;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -18,6 +20,9 @@ Commands:
   setup              install the system packages the project needs (apt-get; idempotent)
   test               fmt check, clippy -D warnings, every workspace test, a short fuzz run
   fuzz [--seconds N] run the decode fuzz target (nightly toolchain + cargo-fuzz)
+  bench core         core receive-path cycle benchmark grid -> BENCHMARKS.md
+  vm [--check] [--timeout S] [--smp N] [--mem MiB] -- CMD [ARGS...]
+                     run CMD in a QEMU VM with Soft-RoCE (rxe0); `vm --help` for more
   help               this text
 ";
 
@@ -31,6 +36,8 @@ fn main() -> ExitCode {
         "setup" => setup::main(rest),
         "test" => test::main(rest),
         "fuzz" => fuzz::main(rest),
+        "bench" => bench::main(rest),
+        "vm" => vm::main(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(())

@@ -1,0 +1,1 @@
+//! The requester side (placeholder module body is replaced below).

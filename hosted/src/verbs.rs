@@ -1,0 +1,450 @@
+//! One owner per verbs object (rust-ibverbs' model): each wrapper owns its raw pointer and
+//! releases it in `Drop`. Parents must outlive children; the structs that hold several of them
+//! ([`crate::memory::Registered`], [`crate::server::Server`], [`crate::client::Client`]) declare
+//! their fields children-first so Rust's drop order tears them down in dependency order. Every
+//! wrapper has `as_raw()`.
+
+use std::ptr::{self, NonNull};
+
+use rdma_sys::*;
+use rpcrdma_core::pool::{Completion, CompletionStatus, RecvWr};
+
+use crate::error::{check, check_rc, verb_error, Error, Result};
+
+/// Names of the RDMA devices present.
+pub fn device_names() -> Vec<String> {
+    let mut n = 0;
+    // SAFETY: ibv_get_device_list returns an array of n devices or null; freed below.
+    let list = unsafe { ibv_get_device_list(&mut n) };
+    if list.is_null() {
+        return Vec::new();
+    }
+    let names = (0..n as usize)
+        .map(|i| {
+            // SAFETY: i < n entries; ibv_get_device_name returns a NUL-terminated string.
+            unsafe { std::ffi::CStr::from_ptr(ibv_get_device_name(*list.add(i))) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    // SAFETY: list came from ibv_get_device_list.
+    unsafe { ibv_free_device_list(list) };
+    names
+}
+
+/// Checks that an RDMA device exists (and, if named, that it is this one).
+///
+/// # Errors
+/// [`Error::NoDevice`] or [`Error::DeviceNotFound`].
+pub fn require_device(name: Option<&str>) -> Result<()> {
+    let names = device_names();
+    match name {
+        _ if names.is_empty() => Err(Error::NoDevice),
+        Some(n) if !names.iter().any(|d| d == n) => Err(Error::DeviceNotFound(n.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// The name of the device behind a context.
+pub fn context_device_name(ctx: *mut ibv_context) -> String {
+    if ctx.is_null() {
+        return String::new();
+    }
+    // SAFETY: a live context has a device with a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(ibv_get_device_name((*ctx).device)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A protection domain.
+#[derive(Debug)]
+pub struct Pd {
+    raw: NonNull<ibv_pd>,
+}
+
+impl Pd {
+    /// Allocates a PD on `ctx` (a context owned by rdma_cm or an opened device that outlives it).
+    ///
+    /// # Errors
+    /// `ibv_alloc_pd` failure.
+    pub fn new(ctx: *mut ibv_context) -> Result<Pd> {
+        // SAFETY: ctx is a live context (caller); a null return is handled.
+        let raw = unsafe { ibv_alloc_pd(ctx) };
+        NonNull::new(raw)
+            .map(|raw| Pd { raw })
+            .ok_or_else(|| verb_error("ibv_alloc_pd"))
+    }
+
+    /// The raw pointer.
+    pub fn as_raw(&self) -> *mut ibv_pd {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for Pd {
+    fn drop(&mut self) {
+        // SAFETY: owned; children (MRs, QPs, SRQs) were dropped first by their owners.
+        let rc = unsafe { ibv_dealloc_pd(self.raw.as_ptr()) };
+        if rc != 0 {
+            log::warn!("ibv_dealloc_pd failed: {rc} (a child object is still alive)");
+        }
+    }
+}
+
+/// A registered memory region.
+#[derive(Debug)]
+pub struct Mr {
+    raw: NonNull<ibv_mr>,
+}
+
+impl Mr {
+    /// Registers `len` bytes at `addr` with `access` rights.
+    ///
+    /// # Safety
+    /// `addr..addr + len` must stay valid memory until this `Mr` is dropped.
+    ///
+    /// # Errors
+    /// `ibv_reg_mr` failure (often `ENOMEM` from the locked-memory limit: `ulimit -l`).
+    pub unsafe fn register(pd: &Pd, addr: *mut u8, len: usize, access: u32) -> Result<Mr> {
+        // SAFETY: the caller keeps the memory valid; pd is live.
+        let raw = unsafe { ibv_reg_mr(pd.as_raw(), addr.cast(), len, access as i32) };
+        NonNull::new(raw)
+            .map(|raw| Mr { raw })
+            .ok_or_else(|| verb_error("ibv_reg_mr"))
+    }
+
+    /// Local key.
+    pub fn lkey(&self) -> u32 {
+        // SAFETY: live MR.
+        unsafe { (*self.raw.as_ptr()).lkey }
+    }
+
+    /// Remote key (receive memory is never registered with remote rights).
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: live MR.
+        unsafe { (*self.raw.as_ptr()).rkey }
+    }
+
+    /// The raw pointer.
+    pub fn as_raw(&self) -> *mut ibv_mr {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for Mr {
+    fn drop(&mut self) {
+        // SAFETY: owned MR; the memory is still mapped (owners drop the MR first).
+        let rc = unsafe { ibv_dereg_mr(self.raw.as_ptr()) };
+        if rc != 0 {
+            log::warn!("ibv_dereg_mr failed: {rc}");
+        }
+    }
+}
+
+/// A completion channel (for event mode).
+#[derive(Debug)]
+pub struct CompChannel {
+    raw: NonNull<ibv_comp_channel>,
+}
+
+impl CompChannel {
+    /// Creates one on `ctx`.
+    ///
+    /// # Errors
+    /// `ibv_create_comp_channel` failure.
+    pub fn new(ctx: *mut ibv_context) -> Result<CompChannel> {
+        // SAFETY: live context.
+        let raw = unsafe { ibv_create_comp_channel(ctx) };
+        NonNull::new(raw)
+            .map(|raw| CompChannel { raw })
+            .ok_or_else(|| verb_error("ibv_create_comp_channel"))
+    }
+
+    /// The file descriptor to poll.
+    pub fn fd(&self) -> i32 {
+        // SAFETY: live channel.
+        unsafe { (*self.raw.as_ptr()).fd }
+    }
+
+    /// The raw pointer.
+    pub fn as_raw(&self) -> *mut ibv_comp_channel {
+        self.raw.as_ptr()
+    }
+
+    /// Consumes one pending CQ event (after `fd` became readable), acknowledging it, and
+    /// re-arms the CQ. Returns whether an event was consumed.
+    ///
+    /// # Errors
+    /// `ibv_get_cq_event` / `ibv_req_notify_cq` failure.
+    pub fn consume_event(&self) -> Result<bool> {
+        let mut cq = ptr::null_mut();
+        let mut ctx = ptr::null_mut();
+        // SAFETY: live channel; out-pointers are valid. Non-blocking fd: EAGAIN means none.
+        let rc = unsafe { ibv_get_cq_event(self.as_raw(), &mut cq, &mut ctx) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::WouldBlock {
+                Ok(false)
+            } else {
+                Err(verb_error("ibv_get_cq_event"))
+            };
+        }
+        // SAFETY: cq came from the event; ack exactly one event, then re-arm.
+        unsafe {
+            ibv_ack_cq_events(cq, 1);
+            check_rc("ibv_req_notify_cq", ibv_req_notify_cq(cq, 0))?;
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for CompChannel {
+    fn drop(&mut self) {
+        // SAFETY: owned; CQs using it were destroyed first.
+        unsafe { ibv_destroy_comp_channel(self.raw.as_ptr()) };
+    }
+}
+
+/// A completion queue.
+#[derive(Debug)]
+pub struct Cq {
+    raw: NonNull<ibv_cq>,
+}
+
+/// Work completions polled per `ibv_poll_cq` call.
+pub const POLL_BATCH: usize = 16;
+
+impl Cq {
+    /// Creates a CQ of `depth` entries, optionally bound to a completion channel (armed).
+    ///
+    /// # Errors
+    /// `ibv_create_cq` / `ibv_req_notify_cq` failure.
+    pub fn new(ctx: *mut ibv_context, depth: i32, channel: Option<&CompChannel>) -> Result<Cq> {
+        let ch = channel.map_or(ptr::null_mut(), |c| c.as_raw());
+        // SAFETY: live context; channel outlives the CQ (owner's field order).
+        let raw = unsafe { ibv_create_cq(ctx, depth, ptr::null_mut(), ch, 0) };
+        let cq = NonNull::new(raw)
+            .map(|raw| Cq { raw })
+            .ok_or_else(|| verb_error("ibv_create_cq"))?;
+        if channel.is_some() {
+            // SAFETY: live CQ.
+            check_rc("ibv_req_notify_cq", unsafe {
+                ibv_req_notify_cq(cq.as_raw(), 0)
+            })?;
+        }
+        Ok(cq)
+    }
+
+    /// Polls up to `wcs.len()` completions; returns how many.
+    ///
+    /// # Errors
+    /// `ibv_poll_cq` failure.
+    #[inline]
+    pub fn poll(&self, wcs: &mut [ibv_wc]) -> Result<usize> {
+        // SAFETY: live CQ; wcs is valid for wcs.len() entries.
+        let n = unsafe { ibv_poll_cq(self.as_raw(), wcs.len() as i32, wcs.as_mut_ptr()) };
+        if n < 0 {
+            Err(Error::Verb {
+                verb: "ibv_poll_cq",
+                errno: -n,
+            })
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// The raw pointer.
+    pub fn as_raw(&self) -> *mut ibv_cq {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for Cq {
+    fn drop(&mut self) {
+        // SAFETY: owned; QPs using it were destroyed first.
+        let rc = unsafe { ibv_destroy_cq(self.raw.as_ptr()) };
+        if rc != 0 {
+            log::warn!("ibv_destroy_cq failed: {rc}");
+        }
+    }
+}
+
+/// An empty work completion array for polling.
+pub fn wc_array<const K: usize>() -> [ibv_wc; K] {
+    // SAFETY: ibv_wc is plain old data; all-zero is a valid (meaningless) value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The core's view of a receive work completion.
+#[inline]
+pub fn to_completion(wc: &ibv_wc) -> Completion {
+    let status = match wc.status {
+        ibv_wc_status::IBV_WC_SUCCESS => CompletionStatus::Success,
+        ibv_wc_status::IBV_WC_WR_FLUSH_ERR => CompletionStatus::Flushed,
+        code => CompletionStatus::Error { code },
+    };
+    Completion {
+        wr_id: wc.wr_id,
+        status,
+        byte_len: wc.byte_len,
+    }
+}
+
+/// A shared receive queue.
+#[derive(Debug)]
+pub struct Srq {
+    raw: NonNull<ibv_srq>,
+}
+
+impl Srq {
+    /// Creates an SRQ of `max_wr` one-SGE Receives.
+    ///
+    /// # Errors
+    /// `ibv_create_srq` failure.
+    pub fn new(pd: &Pd, max_wr: u32) -> Result<Srq> {
+        let mut attr = ibv_srq_init_attr {
+            srq_context: ptr::null_mut(),
+            attr: ibv_srq_attr {
+                max_wr,
+                max_sge: 1,
+                srq_limit: 0,
+            },
+        };
+        // SAFETY: live PD; attr is valid for the call.
+        let raw = unsafe { ibv_create_srq(pd.as_raw(), &mut attr) };
+        NonNull::new(raw)
+            .map(|raw| Srq { raw })
+            .ok_or_else(|| verb_error("ibv_create_srq"))
+    }
+
+    /// The raw pointer.
+    pub fn as_raw(&self) -> *mut ibv_srq {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for Srq {
+    fn drop(&mut self) {
+        // SAFETY: owned; QPs attached to it were destroyed first.
+        let rc = unsafe { ibv_destroy_srq(self.raw.as_ptr()) };
+        if rc != 0 {
+            log::warn!("ibv_destroy_srq failed: {rc}");
+        }
+    }
+}
+
+/// Where a batch of Receives goes.
+#[derive(Debug, Clone, Copy)]
+pub enum RecvQueue {
+    /// A queue pair's own receive queue.
+    Qp(*mut ibv_qp),
+    /// A shared receive queue.
+    Srq(*mut ibv_srq),
+}
+
+/// Posts the core's batch as one chained `ibv_post_recv` / `ibv_post_srq_recv` (one doorbell).
+/// Returns `Err(index)` of the first refused WR with the error; the caller hands `wrs[index..]`
+/// back to the pool with `cancel`.
+pub fn post_recv_batch(
+    queue: RecvQueue,
+    wrs: &[RecvWr],
+) -> std::result::Result<(), (usize, Error)> {
+    const MAX: usize = 64;
+    let mut sges = [ibv_sge {
+        addr: 0,
+        length: 0,
+        lkey: 0,
+    }; MAX];
+    // SAFETY: ibv_recv_wr is plain old data; every field used is set below.
+    let mut chain: [ibv_recv_wr; MAX] = unsafe { std::mem::zeroed() };
+    let mut start = 0;
+    while start < wrs.len() {
+        let part = &wrs[start..wrs.len().min(start + MAX)];
+        for (i, wr) in part.iter().enumerate() {
+            sges[i] = ibv_sge {
+                addr: wr.addr,
+                length: wr.length,
+                lkey: wr.lkey,
+            };
+        }
+        let base = chain.as_mut_ptr();
+        for i in 0..part.len() {
+            chain[i].wr_id = part[i].wr_id;
+            chain[i].sg_list = &mut sges[i];
+            chain[i].num_sge = 1;
+            // SAFETY: in-bounds pointer arithmetic within `chain`.
+            chain[i].next = if i + 1 < part.len() {
+                unsafe { base.add(i + 1) }
+            } else {
+                ptr::null_mut()
+            };
+        }
+        let mut bad: *mut ibv_recv_wr = ptr::null_mut();
+        // SAFETY: the chain and SGEs live across the call; the queue is live (caller).
+        let rc = unsafe {
+            match queue {
+                RecvQueue::Qp(qp) => ibv_post_recv(qp, base, &mut bad),
+                RecvQueue::Srq(srq) => ibv_post_srq_recv(srq, base, &mut bad),
+            }
+        };
+        if rc != 0 {
+            let failed = if bad.is_null() {
+                0
+            } else {
+                // SAFETY: bad points into `chain`.
+                unsafe { bad.offset_from(base) as usize }
+            };
+            let verb = if matches!(queue, RecvQueue::Qp(_)) {
+                "ibv_post_recv"
+            } else {
+                "ibv_post_srq_recv"
+            };
+            return Err((
+                start + failed,
+                Error::Verb {
+                    verb,
+                    errno: rc.abs(),
+                },
+            ));
+        }
+        start += part.len();
+    }
+    Ok(())
+}
+
+/// Posts one signaled Send of `len` bytes at `addr` (registered under `lkey`).
+///
+/// # Errors
+/// `ibv_post_send` failure.
+pub fn post_send(qp: *mut ibv_qp, wr_id: u64, addr: u64, len: u32, lkey: u32) -> Result<()> {
+    let mut sge = ibv_sge {
+        addr,
+        length: len,
+        lkey,
+    };
+    // SAFETY: plain old data; fields set below.
+    let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
+    wr.wr_id = wr_id;
+    wr.sg_list = &mut sge;
+    wr.num_sge = 1;
+    wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
+    wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+    let mut bad = ptr::null_mut();
+    // SAFETY: wr and sge live across the call; qp is live (caller).
+    check_rc("ibv_post_send", unsafe {
+        ibv_post_send(qp, &mut wr, &mut bad)
+    })
+}
+
+/// Makes `fd` non-blocking.
+pub fn set_nonblocking(fd: i32) -> Result<()> {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        check("fcntl", if flags < 0 { -1 } else { 0 })?;
+        check(
+            "fcntl",
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK),
+        )
+    }
+}
