@@ -201,10 +201,12 @@ impl CmId {
         self.raw.as_ptr()
     }
 
-    /// The verbs context rdma_cm bound this id to (null before bind/resolve to a device).
-    pub fn verbs(&self) -> *mut ibv_context {
-        // SAFETY: live id.
-        unsafe { (*self.as_raw()).verbs }
+    /// The verbs context rdma_cm bound this id to (`None` before bind/resolve to a device).
+    /// rdma_cm keeps it open while any id on the device exists; owners keep the id (or the
+    /// listener) alive longer than the objects made on the context.
+    pub fn verbs(&self) -> Option<crate::verbs::Context> {
+        // SAFETY: live id; rdma_cm keeps the context open while ids on it exist.
+        unsafe { crate::verbs::Context::from_raw((*self.as_raw()).verbs) }
     }
 
     /// The id's QP (after `create_qp`).
@@ -264,10 +266,10 @@ impl CmId {
     ///
     /// # Errors
     /// `rdma_create_qp` failure.
-    pub fn create_qp(&self, pd: *mut ibv_pd, attr: &mut ibv_qp_init_attr) -> Result<()> {
-        // SAFETY: live id and PD; attr valid for the call.
+    pub fn create_qp(&self, pd: &crate::verbs::Pd, attr: &mut ibv_qp_init_attr) -> Result<()> {
+        // SAFETY: live id and PD; attr valid for the call (its CQs/SRQ are the caller's).
         check("rdma_create_qp", unsafe {
-            rdma_create_qp(self.as_raw(), pd, attr)
+            rdma_create_qp(self.as_raw(), pd.as_raw(), attr)
         })
     }
 

@@ -118,6 +118,7 @@ struct RecvSide {
     pool: RecvPool<'static, RECV_DESCRIPTORS>,
     per_recv: Vec<Option<Mr>>,
     mr: Option<Mr>,
+    #[allow(dead_code)] // owned: unmapped last
     mem: HostMemory,
 }
 
@@ -180,7 +181,9 @@ impl RecvSide {
                 self.per_recv[(wr.wr_id & 0xffff) as usize] = Some(mr);
             }
         }
-        if let Err((bad, e)) = post_recv_batch(queue, &wrs[..n]) {
+        // SAFETY: the queue belongs to this side's QP/SRQ, which outlives the post; the WRs are
+        // the pool's, one buffer each.
+        if let Err((bad, e)) = unsafe { post_recv_batch(queue, &wrs[..n]) } {
             self.pool.cancel(&wrs[bad..n]);
             return Err(e);
         }
@@ -207,7 +210,7 @@ struct Shared {
     send_cq: Cq,
     channel: Option<CompChannel>,
     pd: Pd,
-    ctx: *mut ibv_context,
+    ctx: crate::verbs::Context,
 }
 
 /// The server. Field order is drop order: connections, then shared resources, then the
@@ -215,6 +218,7 @@ struct Shared {
 pub struct Server {
     conns: HashMap<u32, Connection>,
     shared: Option<Shared>,
+    #[allow(dead_code)] // owned: the listening id lives as long as the server
     listen: CmId,
     events: EventChannel,
     cfg: ServerConfig,
@@ -293,8 +297,22 @@ impl Server {
     /// # Errors
     /// A verbs failure that is not a connection's own.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        self.run_until(|_| stop.load(Ordering::Relaxed))
+    }
+
+    /// Runs until `stop` (asked with the counters, between batches, never per message)
+    /// returns true; then disconnects everything and drains.
+    ///
+    /// # Errors
+    /// A verbs failure that is not a connection's own.
+    pub fn run_until(&mut self, mut stop: impl FnMut(&ServerStats) -> bool) -> Result<()> {
         let mut idle: u32 = 0;
-        while !stop.load(Ordering::Relaxed) {
+        let mut n: u32 = 0;
+        loop {
+            n = n.wrapping_add(1);
+            if (idle > 0 || n % 256 == 0) && stop(&self.stats()) {
+                break;
+            }
             let work = self.poll_completions()?;
             if work == 0 {
                 idle = idle.saturating_add(1);
@@ -303,7 +321,7 @@ impl Server {
             }
             // rdma_cm and teardown are checked when idle or every 256 busy iterations: no
             // syscall per message on the hot path.
-            if idle > 0 || self.stats.calls % 256 == 0 {
+            if idle > 0 || n % 256 == 0 {
                 self.poll_cm()?;
                 self.reap_disconnected();
             }
@@ -383,11 +401,12 @@ impl Server {
         Ok(())
     }
 
-    fn ensure_shared(&mut self, ctx: *mut ibv_context) -> Result<()> {
+    fn ensure_shared(&mut self, ctx: Option<crate::verbs::Context>) -> Result<()> {
         if self.shared.is_some() {
             return Ok(());
         }
-        let name = crate::verbs::context_device_name(ctx);
+        let ctx = ctx.ok_or(Error::NoDevice)?;
+        let name = ctx.device_name();
         if let Some(want) = &self.cfg.device {
             if &name != want {
                 return Err(Error::DeviceNotFound(want.clone()));
@@ -457,6 +476,7 @@ impl Server {
         }
         let slots = self.send_slots();
         let sh = self.shared.as_ref().ok_or(Error::NoDevice)?;
+        // SAFETY: plain old data; the fields used are set below.
         let mut attr: ibv_qp_init_attr = unsafe { std::mem::zeroed() };
         attr.send_cq = sh.send_cq.as_raw();
         attr.recv_cq = sh.recv_cq.as_raw();
@@ -470,7 +490,7 @@ impl Server {
         attr.cap.max_send_sge = 1;
         attr.cap.max_recv_sge = 1;
         attr.qp_type = ibv_qp_type::IBV_QPT_RC;
-        if let Err(e) = id.create_qp(sh.pd.as_raw(), &mut attr) {
+        if let Err(e) = id.create_qp(&sh.pd, &mut attr) {
             id.reject();
             return Err(e);
         }
@@ -738,7 +758,9 @@ fn send_reply(
         .ok_or_else(|| Error::Protocol("no free Send slot".into()))?;
     let len = build(&mut bytes[..max]);
     let (addr, lkey) = conn.send.sge(slot);
-    match post_send(conn.id.qp(), slot as u64, addr, len as u32, lkey) {
+    // SAFETY: the QP lives in `conn.id`; the slot is registered and stays ours until its Send
+    // completion gives it back.
+    match unsafe { post_send(conn.id.qp(), slot as u64, addr, len as u32, lkey) } {
         Ok(()) => {
             conn.sends_outstanding += 1;
             Ok(())

@@ -45,15 +45,33 @@ pub fn require_device(name: Option<&str>) -> Result<()> {
     }
 }
 
-/// The name of the device behind a context.
-pub fn context_device_name(ctx: *mut ibv_context) -> String {
-    if ctx.is_null() {
-        return String::new();
+/// A device context owned by rdma_cm (or an opened device) that outlives every object made
+/// on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Context(NonNull<ibv_context>);
+
+impl Context {
+    /// Wraps a context.
+    ///
+    /// # Safety
+    /// `raw` is a live context that stays open while any object created through this handle
+    /// (PD, CQ, completion channel) exists.
+    pub unsafe fn from_raw(raw: *mut ibv_context) -> Option<Context> {
+        NonNull::new(raw).map(Context)
     }
-    // SAFETY: a live context has a device with a NUL-terminated name.
-    unsafe { std::ffi::CStr::from_ptr(ibv_get_device_name((*ctx).device)) }
-        .to_string_lossy()
-        .into_owned()
+
+    /// The raw pointer.
+    pub fn as_raw(&self) -> *mut ibv_context {
+        self.0.as_ptr()
+    }
+
+    /// The device's name, e.g. `rxe0`.
+    pub fn device_name(&self) -> String {
+        // SAFETY: a live context has a device with a NUL-terminated name.
+        unsafe { std::ffi::CStr::from_ptr(ibv_get_device_name((*self.as_raw()).device)) }
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 /// A protection domain.
@@ -67,9 +85,9 @@ impl Pd {
     ///
     /// # Errors
     /// `ibv_alloc_pd` failure.
-    pub fn new(ctx: *mut ibv_context) -> Result<Pd> {
+    pub fn new(ctx: Context) -> Result<Pd> {
         // SAFETY: ctx is a live context (caller); a null return is handled.
-        let raw = unsafe { ibv_alloc_pd(ctx) };
+        let raw = unsafe { ibv_alloc_pd(ctx.as_raw()) };
         NonNull::new(raw)
             .map(|raw| Pd { raw })
             .ok_or_else(|| verb_error("ibv_alloc_pd"))
@@ -152,9 +170,9 @@ impl CompChannel {
     ///
     /// # Errors
     /// `ibv_create_comp_channel` failure.
-    pub fn new(ctx: *mut ibv_context) -> Result<CompChannel> {
+    pub fn new(ctx: Context) -> Result<CompChannel> {
         // SAFETY: live context.
-        let raw = unsafe { ibv_create_comp_channel(ctx) };
+        let raw = unsafe { ibv_create_comp_channel(ctx.as_raw()) };
         NonNull::new(raw)
             .map(|raw| CompChannel { raw })
             .ok_or_else(|| verb_error("ibv_create_comp_channel"))
@@ -219,10 +237,10 @@ impl Cq {
     ///
     /// # Errors
     /// `ibv_create_cq` / `ibv_req_notify_cq` failure.
-    pub fn new(ctx: *mut ibv_context, depth: i32, channel: Option<&CompChannel>) -> Result<Cq> {
+    pub fn new(ctx: Context, depth: i32, channel: Option<&CompChannel>) -> Result<Cq> {
         let ch = channel.map_or(ptr::null_mut(), |c| c.as_raw());
         // SAFETY: live context; channel outlives the CQ (owner's field order).
-        let raw = unsafe { ibv_create_cq(ctx, depth, ptr::null_mut(), ch, 0) };
+        let raw = unsafe { ibv_create_cq(ctx.as_raw(), depth, ptr::null_mut(), ch, 0) };
         let cq = NonNull::new(raw)
             .map(|raw| Cq { raw })
             .ok_or_else(|| verb_error("ibv_create_cq"))?;
@@ -345,7 +363,11 @@ pub enum RecvQueue {
 /// Posts the core's batch as one chained `ibv_post_recv` / `ibv_post_srq_recv` (one doorbell).
 /// Returns `Err(index)` of the first refused WR with the error; the caller hands `wrs[index..]`
 /// back to the pool with `cancel`.
-pub fn post_recv_batch(
+///
+/// # Safety
+/// The queue is live, and every WR describes registered memory that only this batch's
+/// Receives will write (the core's pool hands out each buffer once).
+pub unsafe fn post_recv_batch(
     queue: RecvQueue,
     wrs: &[RecvWr],
 ) -> std::result::Result<(), (usize, Error)> {
@@ -414,9 +436,13 @@ pub fn post_recv_batch(
 
 /// Posts one signaled Send of `len` bytes at `addr` (registered under `lkey`).
 ///
+/// # Safety
+/// `qp` is a live queue pair and `addr..addr + len` is registered memory under `lkey` that
+/// stays valid until the Send completes.
+///
 /// # Errors
 /// `ibv_post_send` failure.
-pub fn post_send(qp: *mut ibv_qp, wr_id: u64, addr: u64, len: u32, lkey: u32) -> Result<()> {
+pub unsafe fn post_send(qp: *mut ibv_qp, wr_id: u64, addr: u64, len: u32, lkey: u32) -> Result<()> {
     let mut sge = ibv_sge {
         addr,
         length: len,
