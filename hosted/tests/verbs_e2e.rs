@@ -1,0 +1,187 @@
+//! End-to-end tests on real verbs (Soft-RoCE). They need an RDMA device, so they are ignored
+//! in a plain `cargo test`; `cargo xtask test` runs them inside `cargo xtask vm` with
+//! `--ignored` (the VM has rxe0 on 10.0.2.15).
+//!
+//! Each test starts `rpcrdma-serve` on its own port, drives it with `rpcrdma-load`, stops it
+//! with SIGINT (or `--exit-after`), and checks both programs' reports.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADDR: &str = "10.0.2.15";
+
+struct Serve {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+fn serve(port: u16, extra: &[&str]) -> Serve {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcrdma-serve"))
+        .args(["--addr", ADDR, "--port", &port.to_string()])
+        .args(extra)
+        .env("RPCRDMA_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start rpcrdma-serve");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("ready"), "rpcrdma-serve did not start: {line}");
+    Serve { child, stdout }
+}
+
+impl Serve {
+    /// SIGINT, wait, and parse the final stats line.
+    fn stop(self) -> (HashMap<String, u64>, Vec<String>) {
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(self.child.id() as i32, 2) };
+        self.finish()
+    }
+
+    fn finish(mut self) -> (HashMap<String, u64>, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        let mut lines = Vec::new();
+        let mut rest = String::new();
+        while self.stdout.read_line(&mut rest).unwrap() > 0 {
+            lines.push(rest.trim().to_string());
+            rest.clear();
+        }
+        let stats = lines.iter().find(|l| l.contains("stats ")).cloned().unwrap_or_default();
+        assert!(status.success(), "rpcrdma-serve failed: {status}; {lines:?}");
+        (kv(&stats), lines)
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn kv(line: &str) -> HashMap<String, u64> {
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+fn load(port: u16, args: &[&str]) -> (bool, HashMap<String, u64>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpcrdma-load"))
+        .args(["--addr", ADDR, "--port", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run rpcrdma-load");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let line = text.lines().find(|l| l.starts_with("rpcrdma-load: calls=")).unwrap_or("");
+    (out.status.success(), kv(line), text)
+}
+
+#[test]
+#[ignore = "needs Soft-RoCE: run by `cargo xtask test` inside `cargo xtask vm`"]
+fn serve_load_end_to_end_many_calls_zero_lost() {
+    let s = serve(20101, &[]);
+    let (ok, l, text) = load(20101, &["-n", "50000", "-d", "32", "-s", "200"]);
+    assert!(ok, "{text}");
+    assert_eq!(l["calls"], 50_000);
+    assert_eq!(l["failures"], 0);
+    let (st, _) = s.stop();
+    assert_eq!(st["calls"], 50_000);
+    assert_eq!(st["leaked_descriptors"], 0);
+    assert_eq!(st["bad_completions"], 0);
+    assert_eq!(st["pool_completed"], 50_000);
+    assert_eq!(st["pool_released"], 50_000);
+}
+
+#[test]
+#[ignore = "needs Soft-RoCE: run by `cargo xtask test` inside `cargo xtask vm`"]
+fn srq_shared_by_several_connections() {
+    let s = serve(20102, &["--srq", "--credits", "64"]);
+    let (ok, l, text) = load(20102, &["-n", "5000", "-d", "8", "-c", "4", "-s", "64"]);
+    assert!(ok, "{text}");
+    assert_eq!(l["calls"], 20_000);
+    let (st, lines) = s.stop();
+    assert_eq!(st["accepted"], 4);
+    assert_eq!(st["calls"], 20_000, "{lines:?}");
+    assert_eq!(st["leaked_descriptors"], 0);
+}
+
+#[test]
+#[ignore = "needs Soft-RoCE: run by `cargo xtask test` inside `cargo xtask vm`"]
+fn disconnect_mid_load_flushes_and_returns_every_descriptor() {
+    let s = serve(20103, &[]);
+    let (ok, _, text) = load(20103, &["-n", "4000", "-d", "32", "--disconnect-mid"]);
+    assert!(ok, "{text}");
+    // The server keeps serving new connections afterwards.
+    let (ok, l, text) = load(20103, &["-n", "100", "-d", "4"]);
+    assert!(ok && l["calls"] == 100, "{text}");
+    let (st, lines) = s.stop();
+    assert_eq!(st["closed"], 2, "{lines:?}");
+    assert!(st["pool_flushed"] > 0, "posted Receives flushed at disconnect");
+    assert_eq!(st["leaked_descriptors"], 0, "every descriptor back after drain");
+    // Flushed descriptors went to the free list, never back to the device: everything
+    // posted was completed, flushed or drained.
+    assert_eq!(st["pool_posted"], st["pool_completed"] + st["pool_flushed"] + st["pool_drained"]);
+}
+
+#[test]
+#[ignore = "needs Soft-RoCE: run by `cargo xtask test` inside `cargo xtask vm`"]
+fn thousand_connect_disconnect_cycles_counters_and_rss_flat() {
+    let s = serve(20104, &["--report-every", "100", "--exit-after", "1000"]);
+    let t = Instant::now();
+    let (ok, l, text) = load(20104, &["-n", "4", "-d", "2", "--cycles", "1000"]);
+    assert!(ok, "{text}");
+    assert_eq!(l["calls"], 4000);
+    let (st, lines) = s.finish();
+    assert_eq!(st["accepted"], 1000);
+    assert_eq!(st["closed"], 1000);
+    assert_eq!(st["leaked_descriptors"], 0);
+    let rss: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.contains("report closed="))
+        .map(|l| kv(l)["rss_kib"])
+        .collect();
+    assert!(rss.len() >= 9, "{lines:?}");
+    // After warm-up, RSS stays flat: the last report within 1 MiB of the second one.
+    let (early, last) = (rss[1], *rss.last().unwrap());
+    assert!(last <= early + 1024, "RSS grew from {early} KiB to {last} KiB over 1000 cycles: {rss:?}");
+    eprintln!("1000 cycles in {:?}; RSS {rss:?} KiB", t.elapsed());
+}
+
+#[test]
+#[ignore = "needs Soft-RoCE: run by `cargo xtask test` inside `cargo xtask vm`"]
+fn malformed_headers_answered_and_connection_still_serves() {
+    let s = serve(20105, &[]);
+    let (ok, l, text) = load(20105, &["-n", "100", "-d", "4", "--malformed"]);
+    assert!(ok, "{text}");
+    assert_eq!(l["malformed_checked"], 8);
+    let (st, _) = s.stop();
+    assert_eq!(st["err_vers"], 1);
+    assert_eq!(st["err_chunk"], 5);
+    assert_eq!(st["dropped"], 2);
+    assert_eq!(st["calls"], 101);
+}
+
+#[test]
+#[ignore = "needs Soft-RoCE: run by `cargo xtask test` inside `cargo xtask vm`"]
+fn event_mode_serves() {
+    let s = serve(20106, &["--event"]);
+    let (ok, l, text) = load(20106, &["-n", "2000", "-d", "8"]);
+    assert!(ok && l["calls"] == 2000, "{text}");
+    let (st, _) = s.stop();
+    assert_eq!(st["calls"], 2000);
+}
+
+#[test]
+fn no_device_error_says_what_to_do() {
+    // Outside the VM there is no RDMA device: the server must say so and how to get one.
+    if std::path::Path::new("/sys/class/infiniband/rxe0").exists() {
+        return; // inside the VM this case cannot be produced
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_rpcrdma-serve")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no RDMA device found") && err.contains("cargo xtask vm"), "{err}");
+    let _ = Duration::ZERO;
+}
