@@ -19,10 +19,11 @@ const SHAPES: &[(&str, &str)] = &[
 pub fn main(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("core") => core(),
+        Some("vm") => crate::rdma::bench_vm(),
         Some(other) => Err(format!(
-            "unknown benchmark `{other}`: use `cargo xtask bench core`"
+            "unknown benchmark `{other}`: use `cargo xtask bench core|vm`"
         )),
-        None => Err("which benchmark? `cargo xtask bench core`".into()),
+        None => Err("which benchmark? `cargo xtask bench core|vm`".into()),
     }
 }
 

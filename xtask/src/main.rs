@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod rdma;
 mod setup;
 mod test;
 mod util;
@@ -20,7 +21,8 @@ Commands:
   setup              install the system packages the project needs (apt-get; idempotent)
   test               fmt check, clippy -D warnings, every workspace test, a short fuzz run
   fuzz [--seconds N] run the decode fuzz target (nightly toolchain + cargo-fuzz)
-  bench core         core receive-path cycle benchmark grid -> BENCHMARKS.md
+  demo               the main job: Soft-RoCE VM, rpcrdma-serve <- rpcrdma-load, verified table
+  bench core|vm      core cycle grid / Soft-RoCE rates vs perftest -> BENCHMARKS.md
   vm [--check] [--timeout S] [--smp N] [--mem MiB] -- CMD [ARGS...]
                      run CMD in a QEMU VM with Soft-RoCE (rxe0); `vm --help` for more
   help               this text
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         "test" => test::main(rest),
         "fuzz" => fuzz::main(rest),
         "bench" => bench::main(rest),
+        "demo" => rdma::demo(rest),
         "vm" => vm::main(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");

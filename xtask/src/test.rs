@@ -42,6 +42,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
         ]))
     });
     steps.step("test", || run(cargo().args(["test", "--workspace"])));
+    if crate::rdma::vm_available() {
+        steps.step("verbs tests in the Soft-RoCE VM", crate::rdma::vm_tests);
+    } else {
+        steps.skip(
+            "verbs tests in the Soft-RoCE VM",
+            "QEMU / busybox-static missing: run `cargo xtask setup`",
+        );
+    }
     if fuzz_seconds == 0 {
         steps.skip("fuzz", "--fuzz-seconds 0");
     } else if fuzz::have_nightly() {

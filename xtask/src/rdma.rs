@@ -1,0 +1,259 @@
+//! Everything that runs on Soft-RoCE inside `cargo xtask vm`:
+//!
+//! - `cargo xtask demo`: set-up of what is missing, release build, one VM boot that starts
+//!   `rpcrdma-serve`, drives it with `rpcrdma-load` (verified calls, then malformed headers),
+//!   and prints a short table; exits 0 only if every reply was verified.
+//! - the verbs end-to-end tests (`hosted/tests/verbs_e2e.rs`), run by `cargo xtask test`;
+//! - `cargo xtask bench vm`: in one VM boot, side by side: perftest `ib_send_bw` vs
+//!   rpcrdma calls/s, persistent registration vs register-per-Receive, and depth-1 latency vs
+//!   `ib_send_lat`, written to BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::{self, cargo, run};
+use crate::vm::{self, VmOptions};
+
+fn build_release() -> Result<(), String> {
+    run(cargo().args(["build", "--release", "-p", "rpcrdma-hosted", "--bins"]))
+}
+
+fn bin(name: &str) -> String {
+    util::root()
+        .join("target/release")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Writes `body` to a script under target/ and runs it in the VM; returns (status, output).
+fn run_script(name: &str, body: &str, timeout: Duration) -> Result<(i32, String), String> {
+    let dir = util::root().join("target/rxe-vm-scripts");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let path = dir.join(name);
+    std::fs::write(&path, body).map_err(|e| format!("write {}: {e}", path.display()))?;
+    let opts = VmOptions {
+        timeout,
+        ..VmOptions::default()
+    };
+    vm::run_in_vm_capture(&["bash".to_string(), path.display().to_string()], &opts)
+}
+
+fn kv(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn find_kv(out: &str, prefix: &str) -> HashMap<String, String> {
+    out.lines()
+        .rev()
+        .find(|l| l.starts_with(prefix))
+        .map(kv)
+        .unwrap_or_default()
+}
+
+/// `cargo xtask demo`.
+pub fn demo(_args: &[String]) -> Result<(), String> {
+    crate::setup::run_setup()?;
+    build_release()?;
+    vm::ensure_ready()?;
+    let (serve, load) = (bin("rpcrdma-serve"), bin("rpcrdma-load"));
+    let script = format!(
+        r#"set -u
+{serve} --addr 10.0.2.15 --credits 64 > /tmp/serve.out 2> /tmp/serve.err &
+S=$!
+for i in $(seq 50); do grep -q ready /tmp/serve.out 2>/dev/null && break; sleep 0.1; done
+{load} --addr 10.0.2.15 -n 20000 -d 16 -s 64; A=$?
+{load} --addr 10.0.2.15 -n 20000 -d 16 -s 952; B=$?
+{load} --addr 10.0.2.15 -n 100 -d 4 --malformed; C=$?
+kill -INT $S; wait $S; D=$?
+cat /tmp/serve.out
+[ $D = 0 ] || tail -20 /tmp/serve.err
+echo "demo-status load64=$A load1k=$B malformed=$C serve=$D"
+[ $A = 0 ] && [ $B = 0 ] && [ $C = 0 ] && [ $D = 0 ]
+"#
+    );
+    eprintln!("demo: booting the Soft-RoCE VM (rxe0 on a dummy interface; nothing leaves the VM)");
+    let (status, out) = run_script("demo.sh", &script, Duration::from_secs(600))?;
+    let loads: Vec<HashMap<String, String>> = out
+        .lines()
+        .filter(|l| l.starts_with("rpcrdma-load: calls="))
+        .map(kv)
+        .collect();
+    let st = find_kv(&out, "rpcrdma-serve: stats");
+    let g = |m: &HashMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "?".into());
+    println!("\nrpcrdma demo — rpcrdma-serve ← rpcrdma-load over Soft-RoCE (rxe0) inside QEMU\n");
+    println!("| run | calls verified | calls/s | p50 µs | p99 µs | credits |");
+    println!("|---|---|---|---|---|---|");
+    for (name, l) in [
+        "checksum, 64 B args, depth 16",
+        "checksum, 952 B args (1 KiB msg), depth 16",
+        "malformed headers + NULL",
+    ]
+    .iter()
+    .zip(&loads)
+    {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            g(l, "verified"),
+            g(l, "calls_per_sec"),
+            g(l, "p50_us"),
+            g(l, "p99_us"),
+            g(l, "credits")
+        );
+    }
+    println!(
+        "\nserver: {} connections, {} calls answered; bad headers answered: {} ERR_VERS, {} ERR_CHUNK, {} dropped; \
+         descriptors leaked: {}; registered memory per connection: {} KiB",
+        g(&st, "accepted"),
+        g(&st, "calls"),
+        g(&st, "err_vers"),
+        g(&st, "err_chunk"),
+        g(&st, "dropped"),
+        g(&st, "leaked_descriptors"),
+        st.get("mem_per_conn").and_then(|v| v.parse::<u64>().ok()).map_or("?".into(), |b| (b / 1024).to_string())
+    );
+    if status == 0 {
+        println!("\ndemo: PASS — every reply verified");
+        Ok(())
+    } else {
+        eprintln!("{out}");
+        Err(format!("demo failed (status {status}); output above"))
+    }
+}
+
+/// The verbs end-to-end tests inside the VM (a step of `cargo xtask test`).
+pub fn vm_tests() -> Result<(), String> {
+    vm::ensure_ready()?;
+    run(cargo().args(["build", "-q", "-p", "xtask"]))?;
+    let (var, value) = vm::runner_env();
+    let value = value.replacen(" vm --", " vm --timeout 900 --", 1);
+    run(cargo().env(var, value).args([
+        "test",
+        "--release",
+        "-p",
+        "rpcrdma-hosted",
+        "--test",
+        "verbs_e2e",
+        "--",
+        "--ignored",
+        "--test-threads=1",
+    ]))
+}
+
+/// Whether the VM can run here (QEMU present).
+pub fn vm_available() -> bool {
+    util::have("qemu-system-x86_64")
+        && Command::new("dpkg-query")
+            .args(["-W", "busybox-static"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// `cargo xtask bench vm`.
+pub fn bench_vm() -> Result<(), String> {
+    build_release()?;
+    vm::ensure_ready()?;
+    let (serve, load) = (bin("rpcrdma-serve"), bin("rpcrdma-load"));
+    let script = format!(
+        r#"set -u
+IP=10.0.2.15
+pt() {{ # pt NAME CMD... : perftest server + client, prints "NAME <last result line>"
+  local name=$1; shift
+  "$@" > /tmp/pt-srv.log 2>&1 & local s=$!; sleep 0.7
+  local line=$("$@" $IP 2>&1 | grep -E '^ *[0-9]+ +[0-9]+ ' | tail -1 | tr -s ' ')
+  wait $s; echo "perftest $name $line"
+}}
+rl() {{ # rl NAME SERVE-ARGS -- LOAD-ARGS
+  local name=$1; shift; local sargs=(); while [ "$1" != "--" ]; do sargs+=("$1"); shift; done; shift
+  {serve} --addr $IP --port 20049 "${{sargs[@]}}" > /tmp/s.out 2>/tmp/s.err & local s=$!
+  for i in $(seq 50); do grep -q ready /tmp/s.out 2>/dev/null && break; sleep 0.1; done
+  local line=$({load} --addr $IP --port 20049 "$@" | grep '^rpcrdma-load:')
+  kill -INT $s; wait $s
+  echo "rpcrdma $name $line"
+}}
+pt send_bw_64 ib_send_bw -d rxe0 -x 1 -s 64 -n 20000
+rl msg_64 -- -n 20000 -d 16 -s 0
+pt send_bw_1024 ib_send_bw -d rxe0 -x 1 -s 1024 -n 20000
+rl msg_1024 -- -n 20000 -d 16 -s 952
+rl persistent_1024 -- -n 10000 -d 16 -s 952
+rl per_receive_1024 --register-per-receive -- -n 10000 -d 16 -s 952
+pt send_lat_64 ib_send_lat -d rxe0 -x 1 -s 64 -n 5000
+rl lat_64 -- -n 5000 -d 1 -s 0
+"#
+    );
+    let (status, out) = run_script("bench.sh", &script, Duration::from_secs(900))?;
+    if status != 0 {
+        eprintln!("{out}");
+        return Err(format!("bench vm failed (status {status})"));
+    }
+    let perftest = |name: &str| -> Vec<f64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("perftest {name} ")))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ours = |name: &str| -> HashMap<String, f64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("rpcrdma {name} ")))
+            .map(|rest| {
+                kv(rest)
+                    .into_iter()
+                    .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let rate = |v: Vec<f64>| v.get(4).map(|mpps| mpps * 1e6).unwrap_or(f64::NAN);
+    let (bw64, bw1k) = (rate(perftest("send_bw_64")), rate(perftest("send_bw_1024")));
+    let (m64, m1k) = (
+        ours("msg_64")["calls_per_sec"],
+        ours("msg_1024")["calls_per_sec"],
+    );
+    let (pers, perrecv) = (
+        ours("persistent_1024")["calls_per_sec"],
+        ours("per_receive_1024")["calls_per_sec"],
+    );
+    let lat = perftest("send_lat_64");
+    let lat_rt = lat.get(4).map_or(f64::NAN, |typ| 2.0 * typ); // ib_send_lat reports RTT/2
+    let l64 = ours("lat_64");
+    let mut md = String::new();
+    md.push_str("Command: `cargo xtask bench vm` (one VM boot: QEMU TCG, 2 vCPUs, Soft-RoCE rxe0 on a dummy interface; release builds; pairs run back to back in that boot).\n\n");
+    md.push_str("| pair | rpcrdma | reference | ratio | goal |\n|---|---|---|---|---|\n");
+    md.push_str(&format!(
+        "| calls/s vs `ib_send_bw -x 1` msg/s, 64 B (NULL call, 68 B message), depth 16 | {m64:.0} | {bw64:.0} | {:.2} | ≥ 0.45 |\n",
+        m64 / bw64
+    ));
+    md.push_str(&format!(
+        "| calls/s vs `ib_send_bw -x 1` msg/s, 1 KiB message, depth 16 | {m1k:.0} | {bw1k:.0} | {:.2} | ≥ 0.45 |\n",
+        m1k / bw1k
+    ));
+    md.push_str(&format!(
+        "| persistent registration vs register+deregister per Receive, 1 KiB, calls/s | {pers:.0} | {perrecv:.0} | {:.2} | > 1 |\n",
+        pers / perrecv
+    ));
+    md.push_str(&format!(
+        "| depth-1 latency p50 (p99) vs `ib_send_lat` round trip (2 × t_typical), 64 B, µs | {:.1} ({:.1}) | {lat_rt:.1} | {:.2} | ≤ 2 |\n",
+        l64["p50_us"],
+        l64["p99_us"],
+        l64["p50_us"] / lat_rt
+    ));
+    md.push_str("\nRaw lines from the run:\n\n```\n");
+    for l in out
+        .lines()
+        .filter(|l| l.starts_with("perftest ") || l.starts_with("rpcrdma "))
+    {
+        md.push_str(l);
+        md.push('\n');
+    }
+    md.push_str("```\n");
+    println!("{md}");
+    crate::bench::write_section(&util::root().join("BENCHMARKS.md"), "bench-vm", &md)
+}
