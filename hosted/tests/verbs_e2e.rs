@@ -29,7 +29,10 @@ fn serve(port: u16, extra: &[&str]) -> Serve {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    assert!(line.contains("ready"), "rpcrdma-serve did not start: {line}");
+    assert!(
+        line.contains("ready"),
+        "rpcrdma-serve did not start: {line}"
+    );
     Serve { child, stdout }
 }
 
@@ -49,8 +52,15 @@ impl Serve {
             lines.push(rest.trim().to_string());
             rest.clear();
         }
-        let stats = lines.iter().find(|l| l.contains("stats ")).cloned().unwrap_or_default();
-        assert!(status.success(), "rpcrdma-serve failed: {status}; {lines:?}");
+        let stats = lines
+            .iter()
+            .find(|l| l.contains("stats "))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            status.success(),
+            "rpcrdma-serve failed: {status}; {lines:?}"
+        );
         (kv(&stats), lines)
     }
 }
@@ -73,8 +83,15 @@ fn load(port: u16, args: &[&str]) -> (bool, HashMap<String, u64>, String) {
         .args(args)
         .output()
         .expect("run rpcrdma-load");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let line = text.lines().find(|l| l.starts_with("rpcrdma-load: calls=")).unwrap_or("");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("rpcrdma-load: calls="))
+        .unwrap_or("");
     (out.status.success(), kv(line), text)
 }
 
@@ -118,11 +135,20 @@ fn disconnect_mid_load_flushes_and_returns_every_descriptor() {
     assert!(ok && l["calls"] == 100, "{text}");
     let (st, lines) = s.stop();
     assert_eq!(st["closed"], 2, "{lines:?}");
-    assert!(st["pool_flushed"] > 0, "posted Receives flushed at disconnect");
-    assert_eq!(st["leaked_descriptors"], 0, "every descriptor back after drain");
+    assert!(
+        st["pool_flushed"] > 0,
+        "posted Receives flushed at disconnect"
+    );
+    assert_eq!(
+        st["leaked_descriptors"], 0,
+        "every descriptor back after drain"
+    );
     // Flushed descriptors went to the free list, never back to the device: everything
     // posted was completed, flushed or drained.
-    assert_eq!(st["pool_posted"], st["pool_completed"] + st["pool_flushed"] + st["pool_drained"]);
+    assert_eq!(
+        st["pool_posted"],
+        st["pool_completed"] + st["pool_flushed"] + st["pool_drained"]
+    );
 }
 
 #[test]
@@ -145,7 +171,10 @@ fn thousand_connect_disconnect_cycles_counters_and_rss_flat() {
     assert!(rss.len() >= 9, "{lines:?}");
     // After warm-up, RSS stays flat: the last report within 1 MiB of the second one.
     let (early, last) = (rss[1], *rss.last().unwrap());
-    assert!(last <= early + 1024, "RSS grew from {early} KiB to {last} KiB over 1000 cycles: {rss:?}");
+    assert!(
+        last <= early + 1024,
+        "RSS grew from {early} KiB to {last} KiB over 1000 cycles: {rss:?}"
+    );
     eprintln!("1000 cycles in {:?}; RSS {rss:?} KiB", t.elapsed());
 }
 
@@ -179,9 +208,14 @@ fn no_device_error_says_what_to_do() {
     if std::path::Path::new("/sys/class/infiniband/rxe0").exists() {
         return; // inside the VM this case cannot be produced
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_rpcrdma-serve")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rpcrdma-serve"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no RDMA device found") && err.contains("cargo xtask vm"), "{err}");
+    assert!(
+        err.contains("no RDMA device found") && err.contains("cargo xtask vm"),
+        "{err}"
+    );
     let _ = Duration::ZERO;
 }
