@@ -41,6 +41,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
             "warnings",
         ]))
     });
+    steps.step("check core --features defmt", || {
+        run(cargo().args(["check", "-p", "rpcrdma-core", "--features", "defmt"]))
+    });
     steps.step("test", || run(cargo().args(["test", "--workspace"])));
     if crate::rdma::vm_available() {
         steps.step("verbs tests in the Soft-RoCE VM", crate::rdma::vm_tests);
