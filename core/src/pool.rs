@@ -580,7 +580,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// # Errors
     /// [`CompletionError`] for an unknown, stale or duplicate wr_id (nothing touched), or a
     /// device error (descriptor Free, pool closing).
-    #[inline]
+    #[inline(always)]
     pub fn complete<S: DmaSync + ?Sized>(
         &mut self,
         completion: &Completion,
