@@ -275,18 +275,7 @@ pub(crate) fn decode_layout_general(
     // Read list: { 1, position, segment }* 0
     let read_start = at;
     let mut read_count = 0usize;
-    loop {
-        match word(b, at)? {
-            0 => break,
-            1 => {}
-            value => {
-                return Err(DecodeError::BadDiscriminator {
-                    list: ListKind::Read,
-                    value,
-                    at,
-                })
-            }
-        }
+    while present(b, at, ListKind::Read)? {
         if read_count == MAX_READ_SEGMENTS {
             return Err(DecodeError::TooManyReadSegments);
         }
@@ -306,18 +295,7 @@ pub(crate) fn decode_layout_general(
 
     // Write list: { 1, count, segment × count }* 0
     let mut write_count = 0usize;
-    loop {
-        match word(b, at)? {
-            0 => break,
-            1 => {}
-            value => {
-                return Err(DecodeError::BadDiscriminator {
-                    list: ListKind::Write,
-                    value,
-                    at,
-                })
-            }
-        }
+    while present(b, at, ListKind::Write)? {
         if write_count == MAX_WRITE_CHUNKS {
             return Err(DecodeError::TooManyWriteChunks);
         }
@@ -329,19 +307,11 @@ pub(crate) fn decode_layout_general(
     at += XDR_UNIT;
 
     // Reply chunk: 1, count, segment × count | 0
-    match word(b, at)? {
-        0 => at += XDR_UNIT,
-        1 => {
-            let (_, end) = counted_segments(b, at + XDR_UNIT, ListKind::Reply, MAX_REPLY_SEGMENTS)?;
-            at = end;
-        }
-        value => {
-            return Err(DecodeError::BadDiscriminator {
-                list: ListKind::Reply,
-                value,
-                at,
-            })
-        }
+    if present(b, at, ListKind::Reply)? {
+        let (_, end) = counted_segments(b, at + XDR_UNIT, ListKind::Reply, MAX_REPLY_SEGMENTS)?;
+        at = end;
+    } else {
+        at += XDR_UNIT;
     }
 
     if read_end != FIXED_HEADER_LEN || proc_ == Proc::Nomsg {
@@ -371,6 +341,17 @@ pub(crate) fn decode_layout_general(
 #[inline]
 fn word(b: &[u8], at: usize) -> Result<u32, DecodeError> {
     be32(b, at).ok_or(DecodeError::Truncated { at, len: b.len() })
+}
+
+/// The list discriminator at `at`: `true` for 1 (an item follows), `false` for 0 (the list
+/// ends); anything else is [`DecodeError::BadDiscriminator`].
+#[inline]
+fn present(b: &[u8], at: usize, list: ListKind) -> Result<bool, DecodeError> {
+    match word(b, at)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        value => Err(DecodeError::BadDiscriminator { list, value, at }),
+    }
 }
 
 /// Parses `count, segment × count` at `at`; returns the segments and the offset after them.
