@@ -191,14 +191,21 @@ impl RecvSide {
     }
 }
 
-/// One accepted connection. Field order is drop order: the id (and its QP) goes first.
-struct Connection {
+/// The sending half of a connection. Field order is drop order: the id (and its QP) goes
+/// first, then the Send slots' MR and memory.
+struct ReplyPath {
     id: CmId,
-    recv: Option<Box<RecvSide>>,
     send: SendSlots,
     peer: PrivateData,
     disconnecting: Option<Instant>,
     sends_outstanding: usize,
+}
+
+/// One accepted connection: the reply path (with the QP, dropped first) and, without an SRQ,
+/// its own receive side.
+struct Connection {
+    reply: ReplyPath,
+    recv: Option<Box<RecvSide>>,
 }
 
 /// Verbs resources shared by all connections, made on the first connection request (the
@@ -381,7 +388,12 @@ impl Server {
                 | rdma_cm_event_type::RDMA_CM_EVENT_REJECTED
                 | rdma_cm_event_type::RDMA_CM_EVENT_UNREACHABLE
                 | rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_ERROR => {
-                    if let Some(conn) = self.conns.values_mut().find(|c| c.id.as_raw() == ev.id) {
+                    if let Some(conn) = self
+                        .conns
+                        .values_mut()
+                        .map(|c| &mut c.reply)
+                        .find(|c| c.id.as_raw() == ev.id)
+                    {
                         if conn.disconnecting.is_none() {
                             conn.id.disconnect();
                             conn.disconnecting = Some(Instant::now());
@@ -519,12 +531,14 @@ impl Server {
         self.conns.insert(
             qp_num,
             Connection {
-                id,
+                reply: ReplyPath {
+                    id,
+                    send,
+                    peer,
+                    disconnecting: None,
+                    sends_outstanding: 0,
+                },
                 recv,
-                send,
-                peer,
-                disconnecting: None,
-                sends_outstanding: 0,
             },
         );
         Ok(())
@@ -538,7 +552,7 @@ impl Server {
         let mut wcs = wc_array::<POLL_BATCH>();
         let n = sh.send_cq.poll(&mut wcs)?;
         for wc in &wcs[..n] {
-            if let Some(conn) = self.conns.get_mut(&wc.qp_num) {
+            if let Some(conn) = self.conns.get_mut(&wc.qp_num).map(|c| &mut c.reply) {
                 conn.send.give_back(wc.wr_id as u16);
                 conn.sends_outstanding -= 1;
                 if wc.status != ibv_wc_status::IBV_WC_SUCCESS
@@ -572,7 +586,9 @@ impl Server {
                 for qp_num in &touched[..ntouched] {
                     if let Some(conn) = self.conns.get_mut(qp_num) {
                         if let Some(side) = conn.recv.as_mut() {
-                            if let Err(e) = side.replenish(&sh.pd, RecvQueue::Qp(conn.id.qp())) {
+                            if let Err(e) =
+                                side.replenish(&sh.pd, RecvQueue::Qp(conn.reply.id.qp()))
+                            {
                                 log::warn!("qp {qp_num}: refill failed: {e}");
                             }
                         }
@@ -588,24 +604,24 @@ impl Server {
             return;
         };
         let conn = self.conns.get_mut(&wc.qp_num);
-        let (side, conn) = match (sh.srq_recv.as_mut(), conn) {
-            (Some(side), conn) => (side, conn),
-            (None, Some(conn)) => match conn.recv.as_mut() {
-                Some(_) => {
-                    // Split borrow: the pool lives in the connection.
-                    let conn_ptr: *mut Connection = conn;
-                    // SAFETY: `side` and the rest of `conn` are disjoint fields used below
-                    // without overlap (side: conn.recv; reply: conn.send / conn.id).
-                    let side = unsafe { (*conn_ptr).recv.as_mut().unwrap_unchecked() };
-                    (side, Some(unsafe { &mut *conn_ptr }))
+        // The receive side is the SRQ's (shared) or the connection's own; the reply path is
+        // always the connection's. Disjoint fields, so both borrows are plain.
+        let (side, conn): (&mut RecvSide, Option<&mut ReplyPath>) =
+            match (sh.srq_recv.as_mut(), conn) {
+                (Some(side), conn) => (side, conn.map(|c| &mut c.reply)),
+                (
+                    None,
+                    Some(Connection {
+                        reply,
+                        recv: Some(side),
+                    }),
+                ) => (side, Some(reply)),
+                (None, Some(_)) => return,
+                (None, None) => {
+                    self.stats.bad_completions += 1;
+                    return;
                 }
-                None => return,
-            },
-            (None, None) => {
-                self.stats.bad_completions += 1;
-                return;
-            }
-        };
+            };
         let completion = to_completion(wc);
         // Register-per-Receive mode: the buffer's MR goes when its Receive completes.
         if side.mr.is_none() {
@@ -624,7 +640,7 @@ impl Server {
                         self.stats.backchannel += 1;
                     } else if let Some(conn) = conn {
                         let credits = side.pool.credits();
-                        match send_reply(conn, credits, |out| {
+                        match send_reply(conn, |out| {
                             let hdr = HeaderRepr::reply(rx.xid(), credits).emit(out).unwrap_or(0);
                             hdr + serve_call(view.head(), &mut out[hdr..], &self.cfg.programs)
                         }) {
@@ -642,7 +658,7 @@ impl Server {
                 log::debug!("qp {}: rejected message: {error}", wc.qp_num);
                 match (reply, conn) {
                     (Some(r), Some(conn)) => {
-                        let sent = send_reply(conn, r.credits, |out| r.emit(out).unwrap_or(0));
+                        let sent = send_reply(conn, |out| r.emit(out).unwrap_or(0));
                         match (sent, r.kind) {
                             (Ok(()), rpcrdma_core::wire::ErrorReplyKind::Vers { .. }) => {
                                 self.stats.err_vers_sent += 1
@@ -675,9 +691,10 @@ impl Server {
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.disconnecting.is_some_and(|t| {
+                c.reply.disconnecting.is_some_and(|t| {
                     let flushed = c.recv.as_ref().is_none_or(|r| r.pool.posted() == 0);
-                    (flushed && c.sends_outstanding == 0) || t.elapsed() > Duration::from_secs(2)
+                    (flushed && c.reply.sends_outstanding == 0)
+                        || t.elapsed() > Duration::from_secs(2)
                 })
             })
             .map(|(k, _)| *k)
@@ -690,9 +707,10 @@ impl Server {
     }
 
     fn teardown(&mut self, qp_num: u32, conn: Connection) {
-        let Connection { id, recv, send, .. } = conn;
-        // The QP goes first: after this the device cannot write the Receive buffers.
-        drop(id);
+        let Connection { reply, recv } = conn;
+        // The QP goes first (then the Send slots): after this the device cannot write the
+        // Receive buffers.
+        drop(reply);
         if let Some(mut side) = recv {
             let report = side.pool.drain();
             let c = side.pool.counters();
@@ -710,12 +728,11 @@ impl Server {
         } else {
             log::info!("closed qp {qp_num}");
         }
-        drop(send);
         self.stats.closed += 1;
     }
 
     fn shutdown(&mut self) {
-        for conn in self.conns.values_mut() {
+        for conn in self.conns.values_mut().map(|c| &mut c.reply) {
             if conn.disconnecting.is_none() {
                 conn.id.disconnect();
                 conn.disconnecting = Some(Instant::now());
@@ -746,11 +763,7 @@ impl Server {
 }
 
 /// Builds a reply in a free Send slot with `build` (returns the length) and posts it.
-fn send_reply(
-    conn: &mut Connection,
-    _credits: u32,
-    build: impl FnOnce(&mut [u8]) -> usize,
-) -> Result<()> {
+fn send_reply(conn: &mut ReplyPath, build: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
     let max = (conn.peer.recv_size as usize).min(conn.send.slot_size());
     let (slot, bytes) = conn
         .send
