@@ -297,3 +297,41 @@ pub fn parse_reply(bytes: &[u8]) -> Result<Reply> {
         other => Err(Error::Protocol(format!("unexpected reply proc {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_msg_and_error_replies() {
+        let mut b = [0u8; 64];
+        let n = HeaderRepr::reply(5, 9).emit(&mut b).unwrap();
+        b[n..n + 4].copy_from_slice(&5u32.to_be_bytes());
+        let r = parse_reply(&b[..n + 4]).unwrap();
+        assert_eq!(
+            r,
+            Reply::Msg {
+                xid: 5,
+                credits: 9,
+                rpc: 5u32.to_be_bytes().to_vec()
+            }
+        );
+        let e = wire::ErrorReply {
+            xid: 6,
+            vers: 1,
+            credits: 3,
+            kind: wire::ErrorReplyKind::Chunk,
+        };
+        let n = e.emit(&mut b).unwrap();
+        assert_eq!(
+            parse_reply(&b[..n]).unwrap(),
+            Reply::Error {
+                xid: 6,
+                credits: 3,
+                code: 2,
+                len: 20
+            }
+        );
+        assert!(parse_reply(&b[..10]).is_err());
+    }
+}

@@ -878,3 +878,70 @@ pub fn rss_kib() -> u64 {
         })
         .map_or(0, |pages| pages * 4)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpcrdma_core::oncrpc::{emit_call, parse_accepted_reply};
+
+    fn call(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 40];
+        emit_call(&mut b, 77, prog, vers, proc_).unwrap();
+        b.extend_from_slice(args);
+        b
+    }
+
+    fn serve(call: &[u8]) -> (u32, u32, Vec<u8>) {
+        let mut out = [0u8; 256];
+        let n = serve_call(call, &mut out, &ServerConfig::default().programs);
+        let (xid, stat, at) = parse_accepted_reply(&out[..n]).expect("accepted reply");
+        (xid, stat, out[at.min(n)..n].to_vec())
+    }
+
+    #[test]
+    fn nfs_null_v3_and_v4_succeed() {
+        assert_eq!(serve(&call(NFS_PROG, 3, 0, &[])).1, 0);
+        assert_eq!(serve(&call(NFS_PROG, 4, 0, &[])).1, 0);
+    }
+
+    #[test]
+    fn unknown_program_version_procedure() {
+        assert_eq!(serve(&call(100_005, 3, 0, &[])).1, 1, "PROG_UNAVAIL");
+        let (_, stat, rest) = serve(&call(NFS_PROG, 2, 0, &[]));
+        assert_eq!(
+            (stat, rest),
+            (2, vec![0, 0, 0, 3, 0, 0, 0, 4]),
+            "PROG_MISMATCH 3..4"
+        );
+        assert_eq!(serve(&call(NFS_PROG, 3, 1, &[])).1, 3, "PROC_UNAVAIL");
+    }
+
+    #[test]
+    fn checksum_program() {
+        let data = b"hello, rdma";
+        let mut args = (data.len() as u32).to_be_bytes().to_vec();
+        args.extend_from_slice(data);
+        args.push(0); // XDR padding
+        let (xid, stat, rest) = serve(&call(CHECKSUM_PROG, CHECKSUM_VERS, CHECKSUM_PROC, &args));
+        assert_eq!((xid, stat), (77, 0));
+        assert_eq!(rest, oncrpc::checksum(data).to_be_bytes());
+        // Length past the message: GARBAGE_ARGS.
+        let (_, stat, _) = serve(&call(
+            CHECKSUM_PROG,
+            CHECKSUM_VERS,
+            CHECKSUM_PROC,
+            &[0, 0, 1, 0, 1],
+        ));
+        assert_eq!(stat, 4);
+    }
+
+    #[test]
+    fn rpc_version_mismatch_is_denied() {
+        let mut c = call(NFS_PROG, 3, 0, &[]);
+        c[11] = 3; // rpcvers 3
+        let mut out = [0u8; 64];
+        let n = serve_call(&c, &mut out, &[]);
+        assert_eq!(&out[8..12], &1u32.to_be_bytes(), "MSG_DENIED");
+        assert_eq!(n, 24);
+    }
+}
