@@ -1,6 +1,7 @@
 //! End-to-end tests on real verbs (Soft-RoCE). They need an RDMA device, so they are ignored
 //! in a plain `cargo test`; `cargo xtask test` runs them inside `cargo xtask vm` with
-//! `--ignored` (the VM has rxe0 on 10.0.2.15).
+//! `--ignored` (the VM has rxe0 on 10.0.2.15). On a machine with its own RDMA device, set
+//! `RPCRDMA_TEST_ADDR` to that device's IPv4 address and run them with `--ignored`.
 //!
 //! Each test starts `rpcrdma-serve` on its own port, drives it with `rpcrdma-load`, stops it
 //! with SIGINT (or `--exit-after`), and checks both programs' reports.
@@ -10,7 +11,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ADDR: &str = "10.0.2.15";
+/// The address of the RDMA device to test on: `RPCRDMA_TEST_ADDR`, or the VM's rxe0 address.
+fn addr() -> String {
+    std::env::var("RPCRDMA_TEST_ADDR").unwrap_or_else(|_| "10.0.2.15".into())
+}
 
 struct Serve {
     child: Child,
@@ -19,7 +23,7 @@ struct Serve {
 
 fn serve(port: u16, extra: &[&str]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rpcrdma-serve"))
-        .args(["--addr", ADDR, "--port", &port.to_string()])
+        .args(["--addr", &addr(), "--port", &port.to_string()])
         .args(extra)
         .env("RPCRDMA_LOG", "info")
         .stdout(Stdio::piped())
@@ -79,7 +83,7 @@ fn kv(line: &str) -> HashMap<String, u64> {
 
 fn load(port: u16, args: &[&str]) -> (bool, HashMap<String, u64>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rpcrdma-load"))
-        .args(["--addr", ADDR, "--port", &port.to_string()])
+        .args(["--addr", &addr(), "--port", &port.to_string()])
         .args(args)
         .output()
         .expect("run rpcrdma-load");
