@@ -5,6 +5,7 @@
 //! reported at the end, and the process exits non-zero if any failed.
 
 mod bench;
+mod cross;
 mod fuzz;
 mod rdma;
 mod setup;
@@ -23,6 +24,9 @@ Commands:
   fuzz [--seconds N] run the decode fuzz target (nightly toolchain + cargo-fuzz)
   demo               the main job: Soft-RoCE VM, rpcrdma-serve <- rpcrdma-load, verified table
   bench core|vm      core cycle grid / Soft-RoCE rates vs perftest -> BENCHMARKS.md
+  cross [--run] [--write] [--target T]
+                     core + firmware examples on 4 bare-metal targets (QEMU runs with --run),
+                     size and panic-freedom proofs (-> BENCHMARKS.md with --write)
   vm [--check] [--timeout S] [--smp N] [--mem MiB] -- CMD [ARGS...]
                      run CMD in a QEMU VM with Soft-RoCE (rxe0); `vm --help` for more
   help               this text
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         "test" => test::main(rest),
         "fuzz" => fuzz::main(rest),
         "bench" => bench::main(rest),
+        "cross" => cross::main(rest),
         "demo" => rdma::demo(rest),
         "vm" => vm::main(rest),
         "help" | "-h" | "--help" => {

@@ -1,8 +1,9 @@
 //! `cargo xtask test`: everything CI checks, every step run, all failures reported.
 //!
 //! Steps: `cargo fmt --check`, `cargo clippy -D warnings` (all targets, with and without the
-//! core's `log` feature), `cargo test --workspace`, and a short fuzz run when a nightly toolchain
-//! is installed (`--fuzz-seconds N`, default 20; 0 skips it).
+//! core's `log` feature), `cargo test --workspace`, `cargo xtask cross --run` when its toolchain
+//! and QEMU are installed, and a short fuzz run when a nightly toolchain is installed
+//! (`--fuzz-seconds N`, default 20; 0 skips it).
 
 use crate::fuzz;
 use crate::util::{cargo, flag_value, run, Steps};
@@ -58,6 +59,12 @@ pub fn main(args: &[String]) -> Result<(), String> {
             "verbs tests in the Soft-RoCE VM",
             "QEMU / busybox-static missing: run `cargo xtask setup`",
         );
+    }
+    match crate::cross::missing_tools() {
+        None => steps.step("cross --run (firmware on 4 targets under QEMU)", || {
+            crate::cross::main(&["--run".to_string()])
+        }),
+        Some(why) => steps.skip("cross --run (firmware on 4 targets under QEMU)", &why),
     }
     if fuzz_seconds == 0 {
         steps.skip("fuzz", "--fuzz-seconds 0");

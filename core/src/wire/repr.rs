@@ -4,7 +4,7 @@
 use heapless::Vec;
 
 use super::{
-    put32, Header, ListKind, Message, Proc, ReadSegment, Segment, FIXED_HEADER_LEN,
+    put32, Header, ListKind, Message, Proc, ReadSegment, Segment, SegmentList, FIXED_HEADER_LEN,
     MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_CHUNKS, MAX_WRITE_SEGMENTS, READ_ITEM_LEN,
     RPCRDMA_VERSION, SEGMENT_LEN, XDR_UNIT,
 };
@@ -132,9 +132,9 @@ impl HeaderRepr {
             let _ = repr.read_list.push(item);
         }
         for chunk in message.write_list().iter() {
-            let _ = repr.write_list.push(chunk.iter().collect());
+            let _ = repr.write_list.push(segment_vec(chunk));
         }
-        repr.reply_chunk = message.reply_chunk().map(|c| c.iter().collect());
+        repr.reply_chunk = message.reply_chunk().map(segment_vec);
         repr
     }
 
@@ -204,6 +204,19 @@ impl HeaderRepr {
         }
         Ok(at)
     }
+}
+
+/// The segments of a decoded chunk in fixed-capacity storage. The decoder caps every chunk at
+/// the capacity, so nothing is dropped; pushing (rather than `collect`, whose heapless
+/// `FromIterator` panics on overflow) keeps `parse` free of panic paths.
+fn segment_vec<const M: usize>(chunk: SegmentList<'_>) -> Vec<Segment, M> {
+    let mut segments = Vec::new();
+    for segment in chunk.iter() {
+        if segments.push(segment).is_err() {
+            break;
+        }
+    }
+    segments
 }
 
 /// Writes `1, count, segments` at `at`; returns the offset after it.

@@ -1,0 +1,14 @@
+//! The example: the scripted RPC-over-RDMA traffic through the core's receive path, checked;
+//! exit status 0 when every check passed.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use rpcrdma_fw_common::run;
+use rpcrdma_fw_common::semihosting;
+use rpcrdma_fw_cortex_m4::{BOARD, CONFIG, DMA, N, REGION_LEN};
+
+#[entry]
+fn main() -> ! {
+    semihosting::exit(run::<N, REGION_LEN>(&BOARD, &DMA, CONFIG))
+}

@@ -1,0 +1,46 @@
+//! The Cortex-M4F board: QEMU `mps2-an386`. 16 Receive buffers of 1 KiB (the RFC 8166 default
+//! inline threshold) carved from a static DMA region, 8 credits, batches of 4; HardFault and
+//! unexpected exceptions end the run with exit status 1.
+//!
+//! Shared by the three programs in `src/bin/`: the example (`receive_path`) and the two size
+//! programs (`size_probe`, `size_baseline`).
+#![no_std]
+
+use cortex_m_rt::{exception, ExceptionFrame};
+use rpcrdma_core::pool::PoolConfig;
+use rpcrdma_core::wire::DecodeLimits;
+use rpcrdma_fw_common::dma::DmaMemory;
+use rpcrdma_fw_common::{fault, Board};
+
+/// Receive buffers.
+pub const N: usize = 16;
+/// The pool.
+pub const CONFIG: PoolConfig = PoolConfig {
+    buffer_size: 1024,
+    credits: 8,
+    batch: 4,
+    limits: DecodeLimits::DEFAULT,
+};
+/// DMA memory the pool needs: `N` buffers, each rounded up to the cache line.
+pub const REGION_LEN: usize = PoolConfig::region_len(N, CONFIG.buffer_size);
+
+/// The DMA memory (`.bss`).
+pub static DMA: DmaMemory<REGION_LEN> = DmaMemory::new();
+
+/// This board.
+pub const BOARD: Board = Board {
+    target: "thumbv7em-none-eabihf",
+    machine: "QEMU mps2-an386, Cortex-M4F",
+    iova: 0x0000_00c0_0000_0000,
+    lkey: 0x0000_4d34,
+};
+
+#[exception]
+unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
+    fault("HardFault")
+}
+
+#[exception]
+unsafe fn DefaultHandler(_irqn: i16) {
+    fault("unexpected exception or interrupt")
+}

@@ -1,0 +1,48 @@
+//! The RV32IMAC board: QEMU `virt` with `-bios none`, M-mode. 16 Receive buffers of 1 KiB carved
+//! from a static DMA region, 8 credits, batches of 4; exceptions and interrupts end the run with
+//! exit status 1.
+//!
+//! Shared by the three programs in `src/bin/`: the example (`receive_path`) and the two size
+//! programs (`size_probe`, `size_baseline`).
+#![no_std]
+
+use rpcrdma_core::pool::PoolConfig;
+use rpcrdma_core::wire::DecodeLimits;
+use rpcrdma_fw_common::dma::DmaMemory;
+use rpcrdma_fw_common::{fault, Board};
+
+/// Receive buffers.
+pub const N: usize = 16;
+/// The pool.
+pub const CONFIG: PoolConfig = PoolConfig {
+    buffer_size: 1024,
+    credits: 8,
+    batch: 4,
+    limits: DecodeLimits::DEFAULT,
+};
+/// DMA memory the pool needs: `N` buffers, each rounded up to the cache line.
+pub const REGION_LEN: usize = PoolConfig::region_len(N, CONFIG.buffer_size);
+
+/// The DMA memory (`.bss`).
+pub static DMA: DmaMemory<REGION_LEN> = DmaMemory::new();
+
+/// This board.
+pub const BOARD: Board = Board {
+    target: "riscv32imac-unknown-none-elf",
+    machine: "QEMU virt, -bios none, M-mode",
+    iova: 0x0000_00c1_0000_0000,
+    lkey: 0x0000_5232,
+};
+
+/// Any exception (illegal instruction, access fault, …) ends the run with status 1. riscv-rt
+/// calls the handlers through `extern "C"` declarations.
+#[export_name = "ExceptionHandler"]
+extern "C" fn exception_handler(_frame: &riscv_rt::TrapFrame) -> ! {
+    fault("exception")
+}
+
+/// No interrupt is enabled; one arriving ends the run with status 1.
+#[export_name = "DefaultHandler"]
+extern "C" fn default_handler() -> ! {
+    fault("unexpected interrupt")
+}
