@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rdma_sys::*;
 use rpcrdma_core::dma::{CoherentDma, DmaRegion};
 use rpcrdma_core::oncrpc::{self, AcceptStat};
-use rpcrdma_core::pool::{Completed, Counters, PoolConfig, RecvPool, RecvWr};
+use rpcrdma_core::pool::{Completed, CompletionError, Counters, PoolConfig, RecvPool, RecvWr};
 use rpcrdma_core::wire::{
     DecodeLimits, HeaderRepr, PrivateData, DEFAULT_INLINE_THRESHOLD, NFS_RDMA_PORT,
 };
@@ -623,17 +623,21 @@ impl Server {
                 }
             };
         let completion = to_completion(wc);
-        // Register-per-Receive mode: the buffer's MR goes when its Receive completes.
-        if side.mr.is_none() {
+        let result = side.pool.complete(&completion, &mut CoherentDma);
+        // Register-per-Receive mode: the buffer's MR goes once the pool has accepted the
+        // completion as its own (a stale or forged wr_id must not deregister a live Receive).
+        let accepted = !matches!(
+            result,
+            Err(CompletionError::UnknownWrId { .. }
+                | CompletionError::StaleWrId { .. }
+                | CompletionError::DuplicateCompletion { .. })
+        );
+        if side.mr.is_none() && accepted {
             if let Some(slot) = side.per_recv.get_mut((wc.wr_id & 0xffff) as usize) {
-                if side.pool.state((wc.wr_id & 0xffff) as usize)
-                    == Some(rpcrdma_core::pool::DescState::Posted)
-                {
-                    slot.take();
-                }
+                slot.take();
             }
         }
-        match side.pool.complete(&completion, &mut CoherentDma) {
+        match result {
             Ok(Completed::Message(rx)) => {
                 if let Ok(view) = side.pool.view(&rx) {
                     if view.message().is_backchannel_reply() {
