@@ -171,6 +171,26 @@ impl<'a> DmaRegion<'a> {
     }
 }
 
+impl DmaRegion<'_> {
+    /// `len` bytes at `offset`, for the CPU to write, or `None` if out of the region.
+    ///
+    /// Crate-internal contract: only for bytes no posted work request reads or writes (a page
+    /// run or send slot whose owner is not in the device's hands). The exclusive borrow of the
+    /// region keeps every other CPU borrow out while it lives.
+    #[inline]
+    pub(crate) fn bytes_mut(&mut self, offset: usize, len: usize) -> Option<&mut [u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: `offset..end` lies inside the region, valid for writes for 'a (`new`'s
+        // contract). `&mut self` excludes every other borrow made through this region, and the
+        // crate calls this only for bytes no posted work request touches, so neither the CPU
+        // nor the device aliases the slice while it lives.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.cpu.as_ptr().add(offset), len) })
+    }
+}
+
 /// Makes received bytes visible to the CPU: called once per successful Receive completion for
 /// exactly the bytes that arrived, before they are decoded.
 ///

@@ -19,8 +19,10 @@
 #[macro_use]
 mod fmt;
 
+pub mod device;
 pub mod dma;
-pub mod oncrpc;
+pub mod pages;
 pub mod pool;
+pub mod responder;
 pub mod wire;
 pub mod xdr;

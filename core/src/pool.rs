@@ -1,8 +1,9 @@
 //! The receive descriptor pool: persistent Receive buffers over one caller-provided DMA region.
 //!
-//! The region is carved once into `N` Receive buffers of `buffer_size` bytes (stride rounded up
-//! to the cache line). Each buffer has a descriptor of fixed size; descriptors move between
-//! three states:
+//! The region is carved once into Receive buffers of `buffer_size` bytes (stride rounded up to
+//! the cache line): `credits + batch` of them unless configured otherwise, at most the
+//! bookkeeping capacity `N`, so the memory follows the credits. Each buffer has a descriptor
+//! of fixed size; descriptors move between three states:
 //!
 //! ```text
 //!            post()                complete(Success, valid)
@@ -15,15 +16,18 @@
 //! the hand-up happens inside [`RecvPool::complete`], which returns the [`Received`] token.
 //!
 //! # Invariants
-//! - every descriptor is in exactly one state; `posted + held + free == N`;
+//! - every descriptor is in exactly one state; `posted + held + free == buffer_count`;
 //! - a buffer is borrowed (`&[u8]`) only while its descriptor is Held, and only through
 //!   `&self`, so [`RecvPool::post`] (`&mut self`) cannot repost it while a view lives;
 //! - a [`Received`] token is the only handle to a Held buffer; [`RecvPool::release`] consumes
 //!   it, so an old view cannot outlive its release;
-//! - `wr_id = generation << 32 | index`; the generation changes on every post and on drain, so
-//!   completions for an earlier post (stale), a second completion (duplicate) and ids that were
-//!   never handed out (forged) are all rejected and counted, never trusted;
-//! - after a flush or error completion, or [`RecvPool::close`], nothing is posted again;
+//! - wr_ids follow [`crate::device::WrId`] (kind Receive, this pool's epoch, index,
+//!   generation); the generation changes on every post and on drain, so completions for an
+//!   earlier post (stale), a second completion (duplicate) and ids that were never handed out
+//!   or belong to another pool (forged) are all rejected and counted, never trusted;
+//! - a flush or error completion frees its descriptor and is reported; it does not close the
+//!   pool, because with a shared receive queue it concerns one connection only. After
+//!   [`RecvPool::close`] (the owning connection is closing) nothing is posted again;
 //!   [`RecvPool::drain`] returns every descriptor to Free.
 //!
 //! # Bookkeeping
@@ -33,24 +37,28 @@
 //! # Credits and replenishment
 //! The pool advertises `credits` (≥ 1). It keeps up to `credits + batch` Receives posted and
 //! refills once the posted count falls to `credits` or below, always by at least `batch` work
-//! requests chained into one post (one doorbell). `N ≥ credits + batch` is required, so the
-//! grant never exceeds what stays posted: the peer may have at most `credits` calls
-//! outstanding, and each outstanding call either still needs a posted Receive or is Held here.
+//! requests chained into one post (one doorbell). At least `credits + batch` buffers are
+//! required, so the grant never exceeds what stays posted: the peer may have at most
+//! `credits` calls outstanding, and each outstanding call either still needs a posted Receive
+//! or is Held here. [`RecvPool::refill`] posts until the watermark holds, whatever the credits.
 
 use heapless::Vec;
-use static_assertions::{assert_eq_size, const_assert};
+use static_assertions::const_assert;
 
+use crate::device::{Device, WrId, WrKind, MAX_EPOCH};
 use crate::dma::{DmaRegion, DmaSync, CACHE_LINE};
 use crate::wire::{decode_layout, DecodeError, DecodeLimits, Disposition, ErrorReply, Layout};
 use crate::xdr::XdrView;
+
+pub use crate::device::{Completion, CompletionStatus, RecvWr};
 
 /// Smallest Receive buffer: the RFC 8166 default inline threshold.
 pub const MIN_BUFFER_SIZE: usize = 1024;
 /// Largest Receive buffer.
 pub const MAX_BUFFER_SIZE: usize = 65536;
 
-const INDEX_MASK: u64 = 0xffff;
-const RESERVED_MASK: u64 = 0xffff_0000;
+/// Receive work requests handed to the device per chained post in [`RecvPool::refill`].
+pub const REFILL_CHAIN: usize = 32;
 
 /// Pool configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,20 +72,42 @@ pub struct PoolConfig {
     pub batch: u16,
     /// Decoder limits.
     pub limits: DecodeLimits,
+    /// Receive buffers carved from the region: 0 means `credits + batch` (memory follows the
+    /// credits); otherwise at least `credits + batch` and at most `N`.
+    pub buffers: u16,
+    /// The epoch in this pool's wr_ids (see [`crate::device`]): differs per pool, ≤ 16383.
+    pub epoch: u16,
 }
 
 impl PoolConfig {
-    /// 4 KiB buffers, 32 credits, batches of 8, default limits (needs `N ≥ 40`).
+    /// 4 KiB buffers, 32 credits, batches of 8, default limits, `credits + batch` buffers,
+    /// epoch 0 (needs `N ≥ 40`).
     pub const DEFAULT: PoolConfig = PoolConfig {
         buffer_size: 4096,
         credits: 32,
         batch: 8,
         limits: DecodeLimits::DEFAULT,
+        buffers: 0,
+        epoch: 0,
     };
+
+    /// Receive buffers this configuration carves: `buffers`, or `credits + batch` if 0.
+    pub const fn buffer_count(&self) -> usize {
+        if self.buffers == 0 {
+            self.credits as usize + self.batch as usize
+        } else {
+            self.buffers as usize
+        }
+    }
 
     /// The region size [`RecvPool::new`] needs for `n` buffers of `buffer_size` bytes.
     pub const fn region_len(n: usize, buffer_size: usize) -> usize {
         n * stride(buffer_size)
+    }
+
+    /// The region size this configuration needs.
+    pub const fn needed_region_len(&self) -> usize {
+        Self::region_len(self.buffer_count(), self.buffer_size)
     }
 }
 
@@ -101,20 +131,21 @@ pub enum PoolError {
         /// The size asked for.
         size: usize,
     },
-    /// `N` is 0 or above 65535.
-    Capacity {
-        /// The `N` asked for.
-        n: usize,
+    /// The epoch does not fit 14 bits.
+    Epoch {
+        /// The epoch asked for.
+        epoch: u16,
     },
     /// `credits` is 0.
     ZeroCredits,
     /// `batch` is 0.
     ZeroBatch,
-    /// `N < credits + batch`: the grant could not stay posted.
+    /// Fewer buffers than `credits + batch` (the grant could not stay posted), or more than
+    /// the capacity `N`.
     TooFewDescriptors {
-        /// The pool's `N`.
+        /// Buffers available: the configured count, or `N` if that is the limit.
         n: usize,
-        /// `credits + batch`.
+        /// Buffers needed.
         needed: usize,
     },
     /// The region is smaller than `N × stride`.
@@ -133,13 +164,15 @@ impl core::fmt::Display for PoolError {
                 f,
                 "Receive buffer size {size} is outside {MIN_BUFFER_SIZE}..={MAX_BUFFER_SIZE} bytes"
             ),
-            PoolError::Capacity { n } => write!(f, "pool capacity N = {n} must be 1..=65535"),
+            PoolError::Epoch { epoch } => {
+                write!(f, "pool epoch {epoch} does not fit 14 bits (max {MAX_EPOCH})")
+            }
             PoolError::ZeroCredits => write!(f, "credits must be at least 1"),
             PoolError::ZeroBatch => write!(f, "batch must be at least 1"),
             PoolError::TooFewDescriptors { n, needed } => write!(
                 f,
-                "N = {n} descriptors cannot keep credits + batch = {needed} Receives posted: \
-                 raise N or lower credits/batch"
+                "{n} Receive descriptors cannot hold the {needed} needed (credits + batch, within \
+                 the pool capacity N): raise N or buffers, or lower credits/batch"
             ),
             PoolError::RegionTooSmall { needed, len } => write!(
                 f,
@@ -152,49 +185,6 @@ impl core::fmt::Display for PoolError {
 
 impl core::error::Error for PoolError {}
 
-/// One Receive work request with its single SGE, as the binding hands it to the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(C)]
-pub struct RecvWr {
-    /// Identifies the descriptor and the post (index + generation).
-    pub wr_id: u64,
-    /// Device address of the Receive buffer.
-    pub addr: u64,
-    /// Buffer length.
-    pub length: u32,
-    /// Local key of the region.
-    pub lkey: u32,
-}
-
-assert_eq_size!(RecvWr, [u8; 24]);
-
-/// Completion status, as the binding maps it from the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum CompletionStatus {
-    /// The Receive completed with data.
-    Success,
-    /// Flushed: the queue pair went to error (disconnect, teardown).
-    Flushed,
-    /// Any other error; `code` is the device's status (e.g. `ibv_wc_status`).
-    Error {
-        /// Device status code.
-        code: u32,
-    },
-}
-
-/// A Receive completion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Completion {
-    /// The wr_id the device returned.
-    pub wr_id: u64,
-    /// Status.
-    pub status: CompletionStatus,
-    /// Bytes the device wrote (meaningful for `Success`).
-    pub byte_len: u32,
-}
 
 /// A completion the pool refused: counted, never trusted, no descriptor touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -216,8 +206,8 @@ pub enum CompletionError {
         /// The id.
         wr_id: u64,
     },
-    /// A device error completion: the descriptor went back to Free, the pool is closing. The
-    /// connection is unusable; tear it down.
+    /// A device error completion: the descriptor went back to Free. The connection it arrived
+    /// on is unusable: tear that connection down (a shared pool stays open for the others).
     DeviceError {
         /// The id.
         wr_id: u64,
@@ -286,7 +276,7 @@ pub enum Completed {
         /// The RDMA_ERROR to send, built only from bytes that arrived.
         reply: Option<ErrorReply>,
     },
-    /// A flush: the descriptor is Free and the pool is closing.
+    /// A flush: the descriptor is Free. The connection it arrived on is closing.
     Flushed,
 }
 
@@ -333,7 +323,7 @@ pub enum DescState {
 
 /// Per-descriptor bookkeeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecvDescriptor {
+struct RecvDescriptor {
     generation: u32,
     state: DescState,
 }
@@ -396,6 +386,8 @@ pub struct RecvPool<'a, const N: usize> {
     free: Vec<u16, N>,
     stride: usize,
     buffer_size: u32,
+    tag: u16,
+    count: u16,
     credits: u16,
     batch: u16,
     posted: u16,
@@ -429,12 +421,24 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         if config.batch == 0 {
             return Err(PoolError::ZeroBatch);
         }
+        if config.epoch > MAX_EPOCH {
+            return Err(PoolError::Epoch {
+                epoch: config.epoch,
+            });
+        }
         let needed = config.credits as usize + config.batch as usize;
-        if N < needed {
-            return Err(PoolError::TooFewDescriptors { n: N, needed });
+        let count = config.buffer_count();
+        if count < needed {
+            return Err(PoolError::TooFewDescriptors { n: count, needed });
+        }
+        if count > N {
+            return Err(PoolError::TooFewDescriptors {
+                n: N,
+                needed: count,
+            });
         }
         let stride = stride(config.buffer_size);
-        let needed = N * stride;
+        let needed = count * stride;
         if region.len() < needed {
             return Err(PoolError::RegionTooSmall {
                 needed,
@@ -442,12 +446,12 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             });
         }
         let mut free = Vec::new();
-        for i in (0..N as u16).rev() {
+        for i in (0..count as u16).rev() {
             let _ = free.push(i);
         }
         debug!(
             "rpcrdma pool: {} buffers of {} bytes, credits {}",
-            N, config.buffer_size, config.credits
+            count, config.buffer_size, config.credits
         );
         Ok(RecvPool {
             region,
@@ -458,6 +462,8 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             free,
             stride,
             buffer_size: config.buffer_size as u32,
+            tag: WrId::tag_of(WrKind::Recv, config.epoch),
+            count: count as u16,
             credits: config.credits,
             batch: config.batch,
             posted: 0,
@@ -484,6 +490,18 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     #[inline]
     pub fn post_target(&self) -> usize {
         self.credits as usize + self.batch as usize
+    }
+
+    /// Receive buffers carved from the region (`credits + batch` unless configured).
+    #[inline]
+    pub fn buffer_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// The epoch of this pool's wr_ids.
+    #[inline]
+    pub fn epoch(&self) -> u16 {
+        WrId(u64::from(self.tag) << 16).epoch()
     }
 
     /// Whether a refill is due: posted has fallen to `credits` or below and the pool is open.
@@ -513,7 +531,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             desc.state = DescState::Posted;
             let offset = i * self.stride;
             *wr = RecvWr {
-                wr_id: (desc.generation as u64) << 32 | index as u64,
+                wr_id: (desc.generation as u64) << 32 | (self.tag as u64) << 16 | index as u64,
                 addr: self.region.device_addr(offset),
                 length: self.buffer_size,
                 lkey: self.region.lkey(),
@@ -542,11 +560,50 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         n
     }
 
-    /// Validates a wr_id: index in range, generation current, descriptor Posted.
+    /// Posts Receives until the watermark holds: chains of up to [`REFILL_CHAIN`] work
+    /// requests, one doorbell each, until [`RecvPool::needs_post`] is false or no descriptor is
+    /// free. Work requests the device refuses come back to the free list. Returns how many were
+    /// posted.
+    ///
+    /// # Errors
+    /// The device's [`crate::device::PostError`]; what it refused is already cancelled.
+    pub fn refill<D: Device + ?Sized>(
+        &mut self,
+        device: &mut D,
+    ) -> Result<usize, crate::device::PostError> {
+        let mut total = 0;
+        let mut wrs = [RecvWr::default(); REFILL_CHAIN];
+        while self.needs_post() {
+            let n = self.post(&mut wrs);
+            if n == 0 {
+                break;
+            }
+            let batch = wrs.get(..n).unwrap_or_default();
+            if let Err(e) = device.post_recv(batch) {
+                self.cancel(batch.get(e.index..).unwrap_or_default());
+                return Err(crate::device::PostError {
+                    index: total + e.index,
+                    code: e.code,
+                });
+            }
+            total += n;
+            if n < REFILL_CHAIN {
+                // Either the watermark holds or no descriptor is free.
+                if !self.needs_post() || self.free.is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Validates a wr_id: tag (kind and epoch), index in range, generation current,
+    /// descriptor Posted.
     #[inline]
     fn lookup(&mut self, wr_id: u64) -> Result<usize, CompletionError> {
-        let index = (wr_id & INDEX_MASK) as usize;
-        let Some(desc) = self.descs.get(index).filter(|_| wr_id & RESERVED_MASK == 0) else {
+        let id = WrId(wr_id);
+        let index = id.index() as usize;
+        let Some(desc) = self.descs.get(index).filter(|_| id.tag() == self.tag) else {
             self.counters.rejected_unknown += 1;
             return Err(CompletionError::UnknownWrId { wr_id });
         };
@@ -652,7 +709,6 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         status: CompletionStatus,
     ) -> Result<Completed, CompletionError> {
         self.free_descriptor(index);
-        self.closing = true;
         match status {
             CompletionStatus::Error { code } => {
                 self.counters.device_errors += 1;
@@ -726,12 +782,13 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         Ok(())
     }
 
-    /// Stops posting (disconnect seen). Completions and releases still work.
+    /// Stops posting (the connection that owns this pool is closing). Completions and releases
+    /// still work. A pool shared by several connections (SRQ) is closed only at teardown.
     pub fn close(&mut self) {
         self.closing = true;
     }
 
-    /// Whether the pool is closing (flush, device error, `close` or `drain`).
+    /// Whether the pool is closing (`close` or `drain`).
     #[inline]
     pub fn is_closing(&self) -> bool {
         self.closing
@@ -744,7 +801,8 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     pub fn drain(&mut self) -> DrainReport {
         let mut report = DrainReport::default();
         self.free.clear();
-        for (i, desc) in self.descs.iter_mut().enumerate().rev() {
+        let count = self.count as usize;
+        for (i, desc) in self.descs.iter_mut().enumerate().take(count).rev() {
             match desc.state {
                 DescState::Posted => report.posted += 1,
                 DescState::Held => report.held += 1,

@@ -1,12 +1,24 @@
 //! The XDR view handed to the RPC layer: `head`, `pages`, `tail`, like the kernel's `xdr_buf`.
 //!
-//! Built in constant time from a received [`Message`]: `head` is a slice of the Receive buffer
-//! (no copy, independent of the buffer size and of the pool size). Without Read chunks the whole
-//! inline RPC message is `head`, and `pages` and `tail` are empty. With Read chunks, `head` is
-//! the inline bytes before the first chunk's inline offset and `tail` the inline bytes after it;
-//! the chunk data is not in the Receive buffer (it arrives by RDMA Read into pages the caller
-//! provides), so `pages` stays empty and [`XdrView::read_payload_len`] says how much belongs
-//! there. An RDMA_NOMSG call has an empty `head`: the whole call is in the call chunk.
+//! Built in constant time, without copying the message:
+//! - **no Read chunks**: `head` is the inline RPC message, a slice of the Receive buffer;
+//!   `pages` and `tail` are empty;
+//! - **a data chunk** (RDMA_MSG with a Read chunk at position P): `head` is the inline bytes
+//!   before the chunk's place, `pages` the chunk data that RDMA Read pulled into a page run
+//!   (registered once, see [`crate::pages`]), `tail` the inline bytes after it;
+//! - **a call chunk** (RDMA_NOMSG, or RDMA_MSG with a position-zero chunk): the call itself was
+//!   pulled into the page run; `head` is its bytes (up to the first data chunk inside it, if
+//!   any), `pages` / `tail` as above.
+//!
+//! `pages` holds exactly the data the chunks carried: the XDR roundup of the last data item is
+//! not in it (RFC 8166 leaves it out of both the chunk and the inline stream), so the stream is
+//! `head ‖ pages ‖ pad ‖ tail` with `pad` zero bytes up to a multiple of four. When one call
+//! carries several data chunks, the inline bytes between them are placed between the chunks'
+//! data in the page run (the only copy, bounded by the inline size), so `pages` stays one slice.
+//!
+//! A view made by [`XdrView::new`] from a bare [`Message`] (no responder, no pages) has empty
+//! `pages` and splits the inline bytes at the first data chunk's place;
+//! [`XdrView::read_payload_len`] says how much belongs there.
 
 use crate::wire::Message;
 
@@ -15,11 +27,12 @@ use crate::wire::Message;
 pub struct XdrView<'a> {
     message: Message<'a>,
     head: &'a [u8],
+    pages: &'a [u8],
     tail: &'a [u8],
 }
 
 impl<'a> XdrView<'a> {
-    /// The view of a decoded message.
+    /// The view of a decoded message whose Read chunks (if any) were not pulled.
     #[inline]
     pub fn new(message: Message<'a>) -> Self {
         let inline = message.rpc_message();
@@ -27,6 +40,7 @@ impl<'a> XdrView<'a> {
             return XdrView {
                 message,
                 head: inline,
+                pages: &[],
                 tail: &[],
             };
         }
@@ -38,7 +52,7 @@ impl<'a> XdrView<'a> {
         let at = message
             .read_list()
             .chunks()
-            .next()
+            .find(|c| c.position != 0)
             .map_or(inline.len(), |c| {
                 usize::try_from(c.inline_offset).unwrap_or(usize::MAX)
             })
@@ -47,27 +61,60 @@ impl<'a> XdrView<'a> {
         XdrView {
             message,
             head,
+            pages: &[],
             tail,
         }
     }
 
-    /// The inline bytes before the first Read chunk (all of them without Read chunks).
+    /// A view from its parts (the responder builds these once the Read chunks arrived).
+    #[inline]
+    pub fn from_parts(message: Message<'a>, head: &'a [u8], pages: &'a [u8], tail: &'a [u8]) -> Self {
+        XdrView {
+            message,
+            head,
+            pages,
+            tail,
+        }
+    }
+
+    /// The bytes before the first data chunk (all of the call without one).
     #[inline]
     pub fn head(&self) -> &'a [u8] {
         self.head
     }
 
-    /// The Read chunk data. Always empty here: the data arrives by RDMA Read into memory the
-    /// caller provides; see [`XdrView::read_payload_len`].
+    /// The data the Read chunks carried (empty without data chunks, or when not pulled).
     #[inline]
-    pub fn pages(&self) -> &'a [&'a [u8]] {
-        &[]
+    pub fn pages(&self) -> &'a [u8] {
+        self.pages
     }
 
-    /// The inline bytes after the first Read chunk's position.
+    /// The bytes after the last data chunk's place.
     #[inline]
     pub fn tail(&self) -> &'a [u8] {
         self.tail
+    }
+
+    /// Zero bytes between `pages` and `tail` in the XDR stream (the last data item's roundup).
+    #[inline]
+    pub fn pad_len(&self) -> usize {
+        if self.pages.is_empty() {
+            0
+        } else {
+            (4 - self.pages.len() % 4) % 4
+        }
+    }
+
+    /// Length of the whole XDR stream: `head + pages + pad + tail`.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.head.len() + self.pages.len() + self.pad_len() + self.tail.len()
+    }
+
+    /// Whether the stream is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Bytes the Read chunks carry (0 without Read chunks).
@@ -85,5 +132,73 @@ impl<'a> XdrView<'a> {
     #[inline]
     pub fn inline_len(&self) -> usize {
         self.head.len() + self.tail.len()
+    }
+
+    /// The stream's four parts in order: `head`, `pages`, the pad (zeros), `tail`.
+    #[inline]
+    pub fn parts(&self) -> [&'a [u8]; 4] {
+        static ZEROS: [u8; 3] = [0; 3];
+        [
+            self.head,
+            self.pages,
+            ZEROS.get(..self.pad_len()).unwrap_or_default(),
+            self.tail,
+        ]
+    }
+
+    /// Calls `f` with the slices that make up stream bytes `offset .. offset + len` (fewer if
+    /// the stream ends first), in order, without copying.
+    pub fn for_each_slice(&self, offset: usize, len: usize, mut f: impl FnMut(&'a [u8])) {
+        let mut skip = offset;
+        let mut left = len;
+        for part in self.parts() {
+            if left == 0 {
+                break;
+            }
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let piece = part.get(skip..).unwrap_or_default();
+            skip = 0;
+            let piece = piece.get(..left.min(piece.len())).unwrap_or_default();
+            left -= piece.len();
+            f(piece);
+        }
+    }
+
+    /// The big-endian word at stream offset `offset`.
+    pub fn word(&self, offset: usize) -> Option<u32> {
+        let mut b = [0u8; 4];
+        (self.copy_out(offset, &mut b) == 4).then(|| u32::from_be_bytes(b))
+    }
+
+    /// The byte at `offset` of the XDR stream, for decoders that read across the parts.
+    pub fn byte_at(&self, offset: usize) -> Option<u8> {
+        let mut at = offset;
+        for part in [self.head, self.pages] {
+            if at < part.len() {
+                return part.get(at).copied();
+            }
+            at -= part.len();
+        }
+        let pad = self.pad_len();
+        if at < pad {
+            return Some(0);
+        }
+        self.tail.get(at - pad).copied()
+    }
+
+    /// Copies the XDR stream from `offset` into `out`; returns how many bytes were copied
+    /// (fewer when the stream ends first).
+    pub fn copy_out(&self, offset: usize, out: &mut [u8]) -> usize {
+        let mut done = 0;
+        self.for_each_slice(offset, out.len(), |piece| {
+            if let Some(dst) = out.get_mut(done..done + piece.len()) {
+                dst.copy_from_slice(piece);
+            }
+            done += piece.len();
+        });
+        done
     }
 }

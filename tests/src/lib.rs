@@ -9,3 +9,4 @@
 
 pub mod fixtures;
 pub mod nic;
+pub mod rig;

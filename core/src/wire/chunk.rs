@@ -195,8 +195,10 @@ impl<'a> ReadList<'a> {
 pub struct ReadChunk<'a> {
     /// Position in the reassembled RPC message.
     pub position: u32,
-    /// Where the chunk data goes in the inline body: `position` less the (XDR-padded) data of
-    /// the chunks before it. The XDR head is `inline[..inline_offset]`.
+    /// Where the chunk data goes in the base it is inserted into — the inline body, or the
+    /// call chunk's data when there is one: `position` less the (XDR-padded) data of the data
+    /// chunks before it. The call chunk itself has offset 0 and is not counted. The XDR head
+    /// is `base[..inline_offset]`.
     pub inline_offset: u64,
     /// Total data length (sum of the segment lengths).
     pub length: u64,
@@ -247,7 +249,9 @@ impl<'a> Iterator for ReadChunks<'a> {
             length,
             segments: ReadList::new(items),
         };
-        self.data_before += xdr_roundup_u64(length);
+        if first.position != 0 {
+            self.data_before += xdr_roundup_u64(length);
+        }
         Some(chunk)
     }
 }

@@ -103,7 +103,8 @@ pub enum DecodeError {
         /// The position.
         position: u32,
     },
-    /// A Read chunk's position, less the chunk data before it, lies past the inline body.
+    /// A Read chunk's position, less the chunk data before it, lies past the inline body (or
+    /// past the call chunk's data, when the call travels in a position-zero chunk).
     ReadPositionBeyondInline {
         /// The position.
         position: u32,
@@ -126,8 +127,6 @@ pub enum DecodeError {
     },
     /// An RDMA_NOMSG call without a position-zero Read chunk: there is no call to read.
     NomsgWithoutCallChunk,
-    /// An RDMA_MSG with a position-zero Read chunk: the call would be both inline and in a chunk.
-    CallChunkInMsg,
     /// A write or reply chunk with a segment count of 0.
     EmptyChunk {
         /// The list holding it.
@@ -168,7 +167,6 @@ impl DecodeError {
             | DecodeError::ReadPositionsOutOfOrder { .. }
             | DecodeError::OverlappingReadChunks { .. }
             | DecodeError::NomsgWithoutCallChunk
-            | DecodeError::CallChunkInMsg
             | DecodeError::EmptyChunk { .. }
             | DecodeError::TooManySegments { .. }
             | DecodeError::TooManyWriteChunks => Disposition::ReplyErrChunk,
@@ -230,9 +228,6 @@ impl fmt::Display for DecodeError {
             ),
             DecodeError::NomsgWithoutCallChunk => {
                 write!(f, "RDMA_NOMSG call without a position-zero Read chunk")
-            }
-            DecodeError::CallChunkInMsg => {
-                write!(f, "RDMA_MSG carries a position-zero Read chunk")
             }
             DecodeError::EmptyChunk { list } => {
                 write!(f, "{list:?} chunk with a segment count of 0")

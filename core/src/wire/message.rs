@@ -381,6 +381,11 @@ fn counted_segments(
 }
 
 /// Semantic checks of a structurally valid read list.
+///
+/// Positions count in the reassembled RPC message. Without a call chunk, the base the data
+/// chunks are inserted into is the inline body; with one (position zero: RDMA_NOMSG, or an
+/// RDMA_MSG that moved its call into a chunk, which RFC 8166 permits), the base is the call
+/// chunk's data and every data chunk's place must lie within it.
 fn check_read_list(
     list: ReadList<'_>,
     proc_: Proc,
@@ -389,11 +394,9 @@ fn check_read_list(
 ) -> Result<(), DecodeError> {
     let max = limits.max_read_payload;
     let mut total: u32 = 0;
-    // The current chunk: its position and data length so far.
-    let mut current: Option<(u32, u64)> = None;
-    // XDR-padded data of the chunks before the current one.
-    let mut data_before: u64 = 0;
-    let mut has_call_chunk = false;
+    // The call chunk's length: the leading items at position zero.
+    let mut call_len: u64 = 0;
+    let mut previous: Option<u32> = None;
 
     for (index, item) in list.iter().enumerate() {
         let length = item.segment.length;
@@ -413,36 +416,48 @@ fn check_read_list(
         if position % 4 != 0 {
             return Err(DecodeError::MisalignedReadPosition { position });
         }
-        match current {
-            Some((pos, ref mut len)) if pos == position => {
-                *len += length as u64;
-                continue;
-            }
-            Some((previous, _)) if position < previous => {
+        if let Some(previous) = previous {
+            if position < previous {
                 return Err(DecodeError::ReadPositionsOutOfOrder { previous, position });
             }
-            Some((previous, len)) => {
-                if (position as u64) < previous as u64 + xdr_roundup_u64(len) {
-                    return Err(DecodeError::OverlappingReadChunks { previous, position });
-                }
-                data_before += xdr_roundup_u64(len);
-            }
-            None => has_call_chunk = position == 0,
         }
-        // A new chunk starts here: its data goes at this offset of the inline body.
-        let inline_offset = position as u64 - data_before;
-        if inline_offset > inline_len as u64 {
-            return Err(DecodeError::ReadPositionBeyondInline {
-                position,
-                inline_len,
-            });
+        if position == 0 {
+            call_len += length as u64;
         }
-        current = Some((position, length as u64));
+        previous = Some(position);
     }
 
-    match (proc_, has_call_chunk) {
-        (Proc::Nomsg, false) => Err(DecodeError::NomsgWithoutCallChunk),
-        (Proc::Msg, true) => Err(DecodeError::CallChunkInMsg),
-        _ => Ok(()),
+    let has_call_chunk = call_len != 0;
+    if proc_ == Proc::Nomsg && !has_call_chunk {
+        return Err(DecodeError::NomsgWithoutCallChunk);
     }
+    let base_len = if has_call_chunk {
+        call_len
+    } else {
+        inline_len as u64
+    };
+    // Data chunks: where each goes in the base, in order and without overlap.
+    let mut data_before: u64 = 0;
+    let mut last: Option<(u32, u64)> = None;
+    for chunk in list.chunks().filter(|c| c.position != 0) {
+        let position = chunk.position;
+        if let Some((prev, prev_len)) = last {
+            if (position as u64) < prev as u64 + xdr_roundup_u64(prev_len) {
+                return Err(DecodeError::OverlappingReadChunks {
+                    previous: prev,
+                    position,
+                });
+            }
+        }
+        let offset = (position as u64).saturating_sub(data_before);
+        if (position as u64) < data_before || offset > base_len {
+            return Err(DecodeError::ReadPositionBeyondInline {
+                position,
+                inline_len: usize::try_from(base_len).unwrap_or(usize::MAX),
+            });
+        }
+        data_before += xdr_roundup_u64(chunk.length);
+        last = Some((position, chunk.length));
+    }
+    Ok(())
 }

@@ -20,7 +20,9 @@
 //!   and no write or reply chunk with zero segments;
 //! - read segments are non-empty, each and their sum within [`DecodeLimits::max_read_payload`];
 //!   read positions are 4-byte aligned, non-decreasing, non-overlapping and inside the inline body;
-//! - an RDMA_NOMSG carries a position-zero (call) chunk; an RDMA_MSG does not.
+//! - an RDMA_NOMSG carries a position-zero (call) chunk; an RDMA_MSG may too (RFC 8166
+//!   permits it; the call is then the chunk's data and the inline bytes are not part of it);
+//! - with a call chunk, every other chunk's place lies within the call chunk's data.
 
 mod chunk;
 mod error;

@@ -1,10 +1,28 @@
 //! Minimal ONC RPC (RFC 5531) call parsing and reply building, zero-copy, for the services the
 //! examples run on top of the transport (NULL procedures, a checksum test program).
 //!
-//! This is the upper layer's part, not RPC-over-RDMA's: it reads the inline RPC message the
-//! transport hands up ([`crate::xdr::XdrView::head`]) and writes reply bodies into send buffers.
+//! This is the upper layer's part, not RPC-over-RDMA's: it reads the RPC message the transport
+//! hands up (`XdrView::head`) and writes reply bodies into send buffers.
 
-use crate::wire::{be32, put32, XDR_UNIT};
+const XDR_UNIT: usize = 4;
+
+/// The big-endian word at `at`, if all four bytes are there.
+#[inline]
+pub fn be32(buf: &[u8], at: usize) -> Option<u32> {
+    let b = buf.get(at..at.checked_add(XDR_UNIT)?)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Writes a big-endian word at `at` if it fits.
+#[inline]
+pub fn put32(buf: &mut [u8], at: usize, value: u32) {
+    if let Some(b) = at
+        .checked_add(XDR_UNIT)
+        .and_then(|end| buf.get_mut(at..end))
+    {
+        b.copy_from_slice(&value.to_be_bytes());
+    }
+}
 
 /// `msg_type` CALL.
 pub const CALL: u32 = 0;
@@ -103,6 +121,8 @@ pub enum AcceptStat {
     ProcUnavail,
     /// Arguments could not be decoded.
     GarbageArgs,
+    /// The server could not execute the call (resources).
+    SystemErr,
 }
 
 /// Writes an accepted reply header (AUTH_NONE verifier) for `xid`; returns its length, or
@@ -114,6 +134,7 @@ pub fn emit_accepted_reply(buf: &mut [u8], xid: u32, stat: AcceptStat) -> Option
         AcceptStat::ProgMismatch { low, high } => (2, Some((low, high))),
         AcceptStat::ProcUnavail => (3, None),
         AcceptStat::GarbageArgs => (4, None),
+        AcceptStat::SystemErr => (5, None),
     };
     let len = if extra.is_some() { 32 } else { 24 };
     let out = buf.get_mut(..len)?;
@@ -177,9 +198,36 @@ pub fn parse_accepted_reply(msg: &[u8]) -> Option<(u32, u32, usize)> {
 
 /// The checksum the test program returns for its argument bytes: 32-bit FNV-1a.
 pub fn checksum(data: &[u8]) -> u32 {
-    data.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ b as u32).wrapping_mul(0x0100_0193)
-    })
+    let mut c = Checksum::new();
+    c.update(data);
+    c.value()
+}
+
+/// [`checksum`] over data that comes in pieces.
+#[derive(Debug, Clone, Copy)]
+pub struct Checksum(u32);
+
+impl Default for Checksum {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Checksum {
+    /// The initial state.
+    pub const fn new() -> Self {
+        Checksum(0x811c_9dc5)
+    }
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0 = data
+            .iter()
+            .fold(self.0, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+    }
+    /// The checksum so far.
+    pub fn value(&self) -> u32 {
+        self.0
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,279 @@
+//! The upper-layer interface: what an RPC service sees of a call and how it hands back a reply.
+
+use crate::pages::PageRun;
+use crate::xdr::XdrView;
+
+/// A call ready to be served: its XDR view and what the requester offered for the reply.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'v> {
+    /// The call as head / pages / tail.
+    pub view: XdrView<'v>,
+    /// The RPC-over-RDMA xid (the RPC message's own xid is its first word).
+    pub xid: u32,
+    /// Bytes the requester's first write chunk can take (0 without one): room for a
+    /// DDP-eligible reply payload.
+    pub write_chunk_len: u64,
+    /// Bytes the requester's reply chunk can take (0 without one).
+    pub reply_chunk_len: u64,
+    /// Largest reply (transport header included) the requester receives inline.
+    pub peer_inline: usize,
+}
+
+/// What the service did with a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Verdict {
+    /// The reply is in the [`ReplyWriter`]: send it.
+    Reply,
+    /// No reply (for example a message the service discards). The Receive is released.
+    NoReply,
+}
+
+/// An RPC service on top of the transport.
+pub trait Service {
+    /// Serves one call: read it from `call.view`, write the RPC reply into `reply`.
+    fn serve(&mut self, call: &Call<'_>, reply: &mut ReplyWriter<'_>) -> Verdict;
+
+    /// A reverse-direction reply (RFC 8167) arrived on the forward channel. Default: ignored
+    /// (a service without a backchannel).
+    fn backchannel_reply(&mut self, _view: &XdrView<'_>) {}
+}
+
+/// Pages the responder lends a service for a reply payload: registered once, carved into
+/// runs (see [`crate::pages::PagePool`]).
+pub trait PayloadPages {
+    /// A run for `len` bytes, or `None` if none is free.
+    fn alloc(&mut self, len: usize) -> Option<PageRun>;
+    /// The run's bytes for the CPU to fill.
+    fn bytes_mut(&mut self, run: &PageRun) -> &mut [u8];
+    /// Gives a run back.
+    fn free(&mut self, run: PageRun) -> bool;
+}
+
+impl<const P: usize> PayloadPages for crate::pages::PagePool<'_, P> {
+    fn alloc(&mut self, len: usize) -> Option<PageRun> {
+        crate::pages::PagePool::alloc(self, len)
+    }
+    fn bytes_mut(&mut self, run: &PageRun) -> &mut [u8] {
+        crate::pages::PagePool::bytes_mut(self, run)
+    }
+    fn free(&mut self, run: PageRun) -> bool {
+        crate::pages::PagePool::free(self, run)
+    }
+}
+
+/// Where a reply's payload lives.
+#[derive(Debug)]
+pub(crate) enum PayloadSource {
+    /// Pages lent by the responder.
+    Lent(PageRun),
+    /// Memory the service registered itself, alive for the program's life.
+    External {
+        bytes: &'static [u8],
+        device_addr: u64,
+        lkey: u32,
+    },
+}
+
+/// A reply payload: bytes that belong at `position` of the RPC reply.
+#[derive(Debug)]
+pub(crate) struct Payload {
+    pub(crate) position: usize,
+    pub(crate) len: usize,
+    /// DDP-eligible (RFC 8267: READ data, READLINK path): may go into the write chunk.
+    pub(crate) ddp: bool,
+    pub(crate) source: PayloadSource,
+}
+
+/// Why a payload could not be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The reply already has a payload (one per reply).
+    AlreadySet,
+    /// No page run of that size is free now (or ever, if larger than the pool).
+    NoPages {
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// `position` is past the reply body or not a multiple of 4.
+    BadPosition {
+        /// The position.
+        position: usize,
+    },
+}
+
+impl core::fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            PayloadError::AlreadySet => write!(f, "the reply already carries a payload"),
+            PayloadError::NoPages { len } => write!(
+                f,
+                "no free page run for a {len}-byte payload: raise the payload pool or lower \
+                 the largest reply"
+            ),
+            PayloadError::BadPosition { position } => write!(
+                f,
+                "payload position {position} is not a multiple of 4 inside the reply body"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for PayloadError {}
+
+/// The service's side of a reply: the RPC reply body in the send buffer, and at most one
+/// payload (lent pages or the service's own registered memory) inserted at a position of it.
+///
+/// The reply stream is `body[..position] ‖ payload ‖ pad ‖ body[position..]`. The responder
+/// chooses how it travels (RFC 8166 §3.5): a DDP-eligible payload goes into the requester's
+/// write chunk when it offered one; the rest goes inline if it fits the requester's inline
+/// size, else through its reply chunk; a reply that fits nowhere is answered with ERR_CHUNK.
+pub struct ReplyWriter<'w> {
+    body: &'w mut [u8],
+    len: usize,
+    pages: &'w mut dyn PayloadPages,
+    pub(crate) payload: Option<Payload>,
+}
+
+impl<'w> ReplyWriter<'w> {
+    pub(crate) fn new(body: &'w mut [u8], pages: &'w mut dyn PayloadPages) -> Self {
+        ReplyWriter {
+            body,
+            len: 0,
+            pages,
+            payload: None,
+        }
+    }
+
+    /// The whole body buffer; write the reply at its start, then call
+    /// [`ReplyWriter::set_len`].
+    #[inline]
+    pub fn buffer(&mut self) -> &mut [u8] {
+        self.body
+    }
+
+    /// Room for the body, in bytes.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Sets the body length (clamped to the capacity).
+    #[inline]
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.body.len());
+    }
+
+    /// Body length so far.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the body is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The body written so far.
+    #[inline]
+    pub fn body(&self) -> &[u8] {
+        self.body.get(..self.len).unwrap_or_default()
+    }
+
+    /// Appends bytes to the body; returns false (and writes nothing) if they do not fit.
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        let end = self.len + bytes.len();
+        match self.body.get_mut(self.len..end) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len = end;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Borrows a run of registered pages for a payload of `len` bytes that belongs at
+    /// `position` of the body (a multiple of 4, at most the body length when the reply is
+    /// finished), and returns its bytes to fill. `ddp`: the payload is DDP-eligible (RFC 8267)
+    /// and may travel in the requester's write chunk. The pages go back to the responder when
+    /// the reply has been sent.
+    ///
+    /// # Errors
+    /// [`PayloadError`] if a payload is already set, the position is misaligned, or no run is
+    /// free.
+    pub fn lend_payload(
+        &mut self,
+        len: usize,
+        position: usize,
+        ddp: bool,
+    ) -> Result<&mut [u8], PayloadError> {
+        if self.payload.is_some() {
+            return Err(PayloadError::AlreadySet);
+        }
+        if position % 4 != 0 {
+            return Err(PayloadError::BadPosition { position });
+        }
+        let run = self.pages.alloc(len).ok_or(PayloadError::NoPages { len })?;
+        self.payload = Some(Payload {
+            position,
+            len,
+            ddp,
+            source: PayloadSource::Lent(run),
+        });
+        match &self.payload {
+            Some(Payload {
+                source: PayloadSource::Lent(run),
+                ..
+            }) => Ok(self.pages.bytes_mut(run)),
+            _ => Ok(&mut []),
+        }
+    }
+
+    /// Attaches a payload in the service's own registered memory (`device_addr` under `lkey`
+    /// is how the device reaches `bytes`), for the program's life.
+    ///
+    /// # Errors
+    /// As [`ReplyWriter::lend_payload`], without the page shortage.
+    pub fn external_payload(
+        &mut self,
+        bytes: &'static [u8],
+        device_addr: u64,
+        lkey: u32,
+        position: usize,
+        ddp: bool,
+    ) -> Result<(), PayloadError> {
+        if self.payload.is_some() {
+            return Err(PayloadError::AlreadySet);
+        }
+        if position % 4 != 0 {
+            return Err(PayloadError::BadPosition { position });
+        }
+        self.payload = Some(Payload {
+            position,
+            len: bytes.len(),
+            ddp,
+            source: PayloadSource::External {
+                bytes,
+                device_addr,
+                lkey,
+            },
+        });
+        Ok(())
+    }
+
+    /// Drops the payload (its pages go back).
+    pub fn clear_payload(&mut self) {
+        if let Some(Payload {
+            source: PayloadSource::Lent(run),
+            ..
+        }) = self.payload.take()
+        {
+            self.pages.free(run);
+        }
+    }
+}

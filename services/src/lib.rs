@@ -1,0 +1,284 @@
+//! # rpcrdma-services
+//!
+//! The RPC services the examples run on the core's responder: plain ONC RPC (RFC 5531) parsing
+//! and reply building ([`oncrpc`]), and [`ExampleService`], which `rpcrdma-serve`, the firmware
+//! examples and the tests all use:
+//!
+//! - the NULL procedure of configured programs (NFS 100003 versions 3 and 4 by default);
+//! - the test program [`TEST_PROG`] version 1, whose procedures exercise every way an
+//!   RPC-over-RDMA call and reply can travel:
+//!   - [`PROC_CHECKSUM`]`(opaque data<>) -> u32`: FNV-1a of the data (a large call arrives
+//!     through a Read chunk, or entirely in a position-zero chunk);
+//!   - [`PROC_GENERATE`]`(u32 len, u32 seed) -> opaque<>`: `len` pattern bytes as a
+//!     DDP-eligible payload (into the requester's write chunk when it offered one);
+//!   - [`PROC_ECHO`]`(opaque data<>) -> opaque<>`: the data back, DDP-eligible;
+//!   - [`PROC_BULK`]`(u32 len, u32 seed) -> opaque<>`: pattern bytes that are *not*
+//!     DDP-eligible, like a READDIR reply: inline if small, else the whole reply through the
+//!     reply chunk.
+//!
+//! Nothing here knows RPC-over-RDMA: the service reads the call from an [`XdrView`] and writes
+//! its reply through a [`ReplyWriter`]; the core's responder decides how it travels.
+#![no_std]
+#![warn(missing_docs)]
+
+pub mod oncrpc;
+
+use heapless::Vec;
+use rpcrdma_core::responder::{Call, ReplyWriter, Service, Verdict};
+use rpcrdma_core::xdr::XdrView;
+
+use oncrpc::{AcceptStat, CallHeader, RpcError};
+
+/// NFS.
+pub const NFS_PROG: u32 = 100_003;
+/// The test program.
+pub const TEST_PROG: u32 = 0x2000_5250;
+/// Its version.
+pub const TEST_VERS: u32 = 1;
+/// `CHECKSUM(opaque data<>) -> u32`.
+pub const PROC_CHECKSUM: u32 = 1;
+/// `GENERATE(u32 len, u32 seed) -> opaque<>` (DDP-eligible).
+pub const PROC_GENERATE: u32 = 2;
+/// `ECHO(opaque data<>) -> opaque<>` (DDP-eligible).
+pub const PROC_ECHO: u32 = 3;
+/// `BULK(u32 len, u32 seed) -> opaque<>` (not DDP-eligible).
+pub const PROC_BULK: u32 = 4;
+
+/// Programs whose NULL procedure is served, at most.
+pub const MAX_PROGRAMS: usize = 8;
+
+/// The byte at `index` of the pattern for `seed` (what GENERATE and BULK return).
+#[inline]
+pub fn pattern_byte(seed: u32, index: usize) -> u8 {
+    let x = (index as u32).wrapping_mul(0x9e37_79b1) ^ seed.rotate_left(7);
+    (x >> 24) as u8 ^ (index as u8)
+}
+
+/// Fills `out` with the pattern for `seed`, starting at pattern index `from`.
+pub fn fill_pattern(seed: u32, from: usize, out: &mut [u8]) {
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = pattern_byte(seed, from + i);
+    }
+}
+
+/// A program whose NULL procedure is served: versions `low..=high`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Program {
+    /// Program number.
+    pub prog: u32,
+    /// Lowest version.
+    pub low: u32,
+    /// Highest version.
+    pub high: u32,
+}
+
+/// What the service answered, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ServiceStats {
+    /// NULL calls answered.
+    pub null: u64,
+    /// CHECKSUM calls answered.
+    pub checksum: u64,
+    /// GENERATE / ECHO / BULK calls answered with a payload.
+    pub payloads: u64,
+    /// Calls answered with an error status (unknown program, garbage arguments, …).
+    pub errors: u64,
+    /// Backchannel replies seen (ignored: no backchannel here).
+    pub backchannel: u64,
+}
+
+/// The example service.
+#[derive(Debug, Clone)]
+pub struct ExampleService {
+    programs: Vec<Program, MAX_PROGRAMS>,
+    /// Largest GENERATE / BULK / ECHO reply it produces.
+    pub max_payload: u32,
+    /// What it did.
+    pub stats: ServiceStats,
+}
+
+impl Default for ExampleService {
+    fn default() -> Self {
+        Self::new(&[Program {
+            prog: NFS_PROG,
+            low: 3,
+            high: 4,
+        }])
+    }
+}
+
+impl ExampleService {
+    /// Serves NULL of `programs` (at most [`MAX_PROGRAMS`]) and the test program.
+    pub fn new(programs: &[Program]) -> Self {
+        let mut list = Vec::new();
+        for p in programs.iter().take(MAX_PROGRAMS) {
+            let _ = list.push(*p);
+        }
+        ExampleService {
+            programs: list,
+            max_payload: 1 << 20,
+            stats: ServiceStats::default(),
+        }
+    }
+
+    fn error(&mut self, reply: &mut ReplyWriter<'_>, xid: u32, stat: AcceptStat) -> Verdict {
+        self.stats.errors += 1;
+        let n = oncrpc::emit_accepted_reply(reply.buffer(), xid, stat).unwrap_or(0);
+        reply.set_len(n);
+        Verdict::Reply
+    }
+
+    fn success(reply: &mut ReplyWriter<'_>, xid: u32) -> usize {
+        let n = oncrpc::emit_accepted_reply(reply.buffer(), xid, AcceptStat::Success).unwrap_or(0);
+        reply.set_len(n);
+        n
+    }
+
+    /// Answers with `len` bytes as an `opaque<>` result: the length word in the body, the
+    /// bytes as a payload (filled by `fill`) at the position after it.
+    fn opaque_reply(
+        &mut self,
+        reply: &mut ReplyWriter<'_>,
+        xid: u32,
+        len: usize,
+        ddp: bool,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Verdict {
+        let n = Self::success(reply, xid);
+        if !reply.push(&(len as u32).to_be_bytes()) {
+            return self.error(reply, xid, AcceptStat::SystemErr);
+        }
+        if len == 0 {
+            self.stats.payloads += 1;
+            return Verdict::Reply;
+        }
+        match reply.lend_payload(len, n + 4, ddp) {
+            Ok(bytes) => {
+                fill(bytes);
+                self.stats.payloads += 1;
+                Verdict::Reply
+            }
+            Err(_) => self.error(reply, xid, AcceptStat::SystemErr),
+        }
+    }
+
+    fn serve_test(
+        &mut self,
+        view: &XdrView<'_>,
+        h: &CallHeader,
+        reply: &mut ReplyWriter<'_>,
+    ) -> Verdict {
+        let args = h.args_offset;
+        match h.proc_ {
+            0 => {
+                self.stats.null += 1;
+                Self::success(reply, h.xid);
+                Verdict::Reply
+            }
+            PROC_CHECKSUM => {
+                let Some(len) = view.word(args) else {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                };
+                let len = len as usize;
+                if args + 4 + len > view.len() {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                }
+                let mut sum = oncrpc::Checksum::new();
+                view.for_each_slice(args + 4, len, |piece| sum.update(piece));
+                let n = Self::success(reply, h.xid);
+                reply.set_len(n);
+                reply.push(&sum.value().to_be_bytes());
+                self.stats.checksum += 1;
+                Verdict::Reply
+            }
+            PROC_GENERATE | PROC_BULK => {
+                let (Some(len), Some(seed)) = (view.word(args), view.word(args + 4)) else {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                };
+                if len > self.max_payload {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                }
+                let ddp = h.proc_ == PROC_GENERATE;
+                self.opaque_reply(reply, h.xid, len as usize, ddp, |out| {
+                    fill_pattern(seed, 0, out)
+                })
+            }
+            PROC_ECHO => {
+                let Some(len) = view.word(args) else {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                };
+                let len = len as usize;
+                if args + 4 + len > view.len() || len > self.max_payload as usize {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                }
+                self.opaque_reply(reply, h.xid, len, true, |out| {
+                    view.copy_out(args + 4, out);
+                })
+            }
+            _ => self.error(reply, h.xid, AcceptStat::ProcUnavail),
+        }
+    }
+}
+
+/// Parses the call header from `view`: from `head` when it holds it (the common case, no
+/// copy), else from a copy of the stream's first bytes.
+fn parse_call_header(view: &XdrView<'_>) -> Result<CallHeader, RpcError> {
+    match oncrpc::parse_call(view.head()) {
+        Err(RpcError::Truncated) if view.len() > view.head().len() => {
+            let mut buf = [0u8; 1024];
+            let n = view.copy_out(0, &mut buf);
+            oncrpc::parse_call(buf.get(..n).unwrap_or_default())
+        }
+        other => other,
+    }
+}
+
+impl Service for ExampleService {
+    fn serve(&mut self, call: &Call<'_>, reply: &mut ReplyWriter<'_>) -> Verdict {
+        let view = &call.view;
+        let xid = view.word(0).unwrap_or(call.xid);
+        let h = match parse_call_header(view) {
+            Ok(h) => h,
+            Err(RpcError::RpcVersion { .. }) => {
+                self.stats.errors += 1;
+                let n = oncrpc::emit_rpc_mismatch(reply.buffer(), xid).unwrap_or(0);
+                reply.set_len(n);
+                return Verdict::Reply;
+            }
+            Err(RpcError::NotACall) => return Verdict::NoReply,
+            Err(_) => return self.error(reply, xid, AcceptStat::GarbageArgs),
+        };
+        if h.prog == TEST_PROG {
+            if h.vers != TEST_VERS {
+                let stat = AcceptStat::ProgMismatch {
+                    low: TEST_VERS,
+                    high: TEST_VERS,
+                };
+                return self.error(reply, h.xid, stat);
+            }
+            return self.serve_test(view, &h, reply);
+        }
+        match self.programs.iter().find(|p| p.prog == h.prog).copied() {
+            None => self.error(reply, h.xid, AcceptStat::ProgUnavail),
+            Some(p) if !(p.low..=p.high).contains(&h.vers) => {
+                let stat = AcceptStat::ProgMismatch {
+                    low: p.low,
+                    high: p.high,
+                };
+                self.error(reply, h.xid, stat)
+            }
+            Some(_) if h.proc_ != 0 => self.error(reply, h.xid, AcceptStat::ProcUnavail),
+            Some(_) => {
+                self.stats.null += 1;
+                Self::success(reply, h.xid);
+                Verdict::Reply
+            }
+        }
+    }
+
+    fn backchannel_reply(&mut self, _view: &XdrView<'_>) {
+        self.stats.backchannel += 1;
+    }
+}

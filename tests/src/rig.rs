@@ -1,0 +1,386 @@
+//! A responder on the software NIC with a scripted requester: the rig the responder tests,
+//! property tests and the core benchmark share.
+//!
+//! Memory is leaked (`'static`) so the pool, page pools and connection can live in one struct
+//! next to the NIC that reaches the same bytes; a test leaks a few MiB at most.
+
+use rpcrdma_core::device::{Completion, Device};
+use rpcrdma_core::dma::CoherentDma;
+use rpcrdma_core::pages::PagePool;
+use rpcrdma_core::pool::{PoolConfig, RecvPool};
+use rpcrdma_core::responder::{Connection, ResponderConfig, Resources, Service};
+use rpcrdma_core::wire::{
+    DecodeLimits, Header, HeaderRepr, Proc, ReadSegment, Segment, MAX_READ_SEGMENTS,
+};
+use rpcrdma_services::oncrpc;
+
+use crate::nic::{Access, DmaMemory, NicError, SoftNic};
+
+/// Receive descriptors (capacity).
+pub const N: usize = 512;
+/// Page-pool capacity.
+pub const P: usize = 1024;
+/// Call-slot capacity.
+pub const C: usize = 512;
+
+/// Device addresses and keys of this side's memory.
+pub const RECV_IOVA: u64 = 0x0000_7e00_0000_0000;
+/// Receive memory key.
+pub const RECV_LKEY: u32 = 0x1001;
+/// Send slots.
+pub const SEND_IOVA: u64 = 0x0000_7e10_0000_0000;
+/// Send memory key.
+pub const SEND_LKEY: u32 = 0x1002;
+/// Read sinks.
+pub const SINK_IOVA: u64 = 0x0000_7e20_0000_0000;
+/// Sink memory key.
+pub const SINK_LKEY: u32 = 0x1003;
+/// Reply payload pages.
+pub const PAYLOAD_IOVA: u64 = 0x0000_7e30_0000_0000;
+/// Payload memory key.
+pub const PAYLOAD_LKEY: u32 = 0x1004;
+
+/// The requester's memory the responder RDMA-Reads (call data).
+pub const SOURCE_ADDR: u64 = 0x1_0000_0000;
+/// Its key.
+pub const SOURCE_RKEY: u32 = 0x7001;
+/// The requester's memory the responder RDMA-Writes (write and reply chunks).
+pub const TARGET_ADDR: u64 = 0x2_0000_0000;
+/// Its key.
+pub const TARGET_RKEY: u32 = 0x7002;
+/// Size of each requester region.
+pub const REQUESTER_MEM: usize = 4 << 20;
+
+/// Rig settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RigConfig {
+    /// Receive buffer size.
+    pub buffer_size: usize,
+    /// Credits.
+    pub credits: u16,
+    /// Refill batch.
+    pub batch: u16,
+    /// Send slot size.
+    pub send_size: usize,
+    /// What the requester receives inline.
+    pub peer_inline: usize,
+    /// Reads in flight at most.
+    pub initiator_depth: u8,
+    /// Bytes of sink pages.
+    pub sink_bytes: usize,
+    /// Bytes of payload pages.
+    pub payload_bytes: usize,
+}
+
+impl Default for RigConfig {
+    fn default() -> Self {
+        RigConfig {
+            buffer_size: 4096,
+            credits: 32,
+            batch: 8,
+            send_size: 4096,
+            peer_inline: 4096,
+            initiator_depth: 4,
+            sink_bytes: 2 << 20,
+            payload_bytes: 2 << 20,
+        }
+    }
+}
+
+fn leak(len: usize) -> &'static mut DmaMemory {
+    Box::leak(Box::new(DmaMemory::new(len)))
+}
+
+/// A reply as the requester parses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// xid.
+    pub xid: u32,
+    /// Credit grant.
+    pub credits: u32,
+    /// Receives the responder had posted when the reply went out.
+    pub posted_at_send: usize,
+    /// RDMA_MSG, RDMA_NOMSG or RDMA_ERROR.
+    pub proc_: Proc,
+    /// `rdma_err` for RDMA_ERROR.
+    pub error: Option<u32>,
+    /// Lengths written per segment of the write chunk (if echoed).
+    pub write_lengths: Option<Vec<u32>>,
+    /// Lengths written per segment of the reply chunk (if used).
+    pub reply_lengths: Option<Vec<u32>>,
+    /// The inline RPC reply (RDMA_MSG).
+    pub inline: Vec<u8>,
+    /// Total message length.
+    pub len: usize,
+}
+
+/// Parses a reply message the responder sent.
+pub fn parse_reply(bytes: &[u8], posted_at_send: usize) -> Reply {
+    let h = Header::new_checked(bytes).expect("reply has a fixed header");
+    let proc_ = Proc::from_wire(h.proc_raw()).expect("known proc");
+    let mut reply = Reply {
+        xid: h.xid(),
+        credits: h.credits(),
+        posted_at_send,
+        proc_,
+        error: None,
+        write_lengths: None,
+        reply_lengths: None,
+        inline: Vec::new(),
+        len: bytes.len(),
+    };
+    if proc_ == Proc::Error {
+        reply.error = Some(u32::from_be_bytes(bytes[16..20].try_into().unwrap()));
+        return reply;
+    }
+    // A reply header: fixed header, read list (empty), write list, reply chunk.
+    let w = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!(w(16), 0, "a reply carries no read list");
+    let mut at = 20;
+    let chunk = |at: &mut usize| -> Vec<u32> {
+        let n = w(*at + 4) as usize;
+        let lengths = (0..n).map(|k| w(*at + 8 + 16 * k + 4)).collect();
+        *at += 8 + 16 * n;
+        lengths
+    };
+    if w(at) == 1 {
+        reply.write_lengths = Some(chunk(&mut at));
+        assert_eq!(w(at), 0, "one write chunk at most");
+    }
+    at += 4;
+    if w(at) == 1 {
+        reply.reply_lengths = Some(chunk(&mut at));
+    } else {
+        at += 4;
+    }
+    if proc_ == Proc::Msg {
+        reply.inline = bytes[at..].to_vec();
+    } else {
+        assert_eq!(at, bytes.len(), "RDMA_NOMSG carries nothing after the header");
+    }
+    reply
+}
+
+/// Builds a call message: transport header (`proc_`, read list, write chunk, reply chunk)
+/// followed by `inline` (nothing is appended for RDMA_NOMSG unless given).
+pub fn call_message(
+    xid: u32,
+    proc_: Proc,
+    reads: &[ReadSegment],
+    write: Option<&[Segment]>,
+    reply: Option<&[Segment]>,
+    inline: &[u8],
+) -> Vec<u8> {
+    let mut h = HeaderRepr::reply(xid, 32);
+    h.proc_ = proc_;
+    for r in reads.iter().take(MAX_READ_SEGMENTS) {
+        h.read_list.push(*r).unwrap();
+    }
+    if let Some(w) = write {
+        h = h.with_write_chunk(w).unwrap();
+    }
+    if let Some(r) = reply {
+        h = h.with_reply_chunk(r).unwrap();
+    }
+    let mut out = vec![0u8; h.buffer_len()];
+    h.emit(&mut out).unwrap();
+    out.extend_from_slice(inline);
+    out
+}
+
+/// An ONC RPC call header (AUTH_NONE) followed by `args`.
+pub fn rpc_call(xid: u32, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 40];
+    oncrpc::emit_call(&mut b, xid, prog, vers, proc_).unwrap();
+    b.extend_from_slice(args);
+    b
+}
+
+/// XDR words to bytes.
+pub fn words(w: &[u32]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_be_bytes()).collect()
+}
+
+/// The responder, its memory, the software NIC and the requester's memory.
+pub struct Rig<S: Service> {
+    /// The NIC.
+    pub nic: Box<SoftNic>,
+    /// The receive pool.
+    pub pool: RecvPool<'static, N>,
+    /// Read sinks.
+    pub sinks: PagePool<'static, P>,
+    /// Payload pages.
+    pub payloads: PagePool<'static, P>,
+    /// The connection.
+    pub conn: Connection<'static, C>,
+    /// The service.
+    pub service: S,
+    /// Requester memory the responder reads.
+    pub source: &'static mut DmaMemory,
+    /// Requester memory the responder writes.
+    pub target: &'static mut DmaMemory,
+    /// Credits the requester holds (1 until the first reply).
+    pub granted: u32,
+    /// Calls sent and not answered.
+    pub outstanding: usize,
+    /// Replies received.
+    pub replies: Vec<Reply>,
+    /// Every grant seen stayed within the Receives posted when it was sent.
+    pub grant_violations: usize,
+}
+
+impl<S: Service> Rig<S> {
+    /// A rig with `config`, serving with `service`.
+    pub fn new(config: RigConfig, service: S) -> Self {
+        let pool_config = PoolConfig {
+            buffer_size: config.buffer_size,
+            credits: config.credits,
+            batch: config.batch,
+            limits: DecodeLimits::DEFAULT,
+            buffers: 0,
+            epoch: 7,
+        };
+        let recv = leak(pool_config.needed_region_len());
+        let rc = ResponderConfig {
+            credits: config.credits,
+            send_size: config.send_size,
+            initiator_depth: config.initiator_depth,
+            sq_depth: 1024,
+            epoch: 8,
+        };
+        let send = leak(rc.send_region_len());
+        let sink = leak(config.sink_bytes);
+        let payload = leak(config.payload_bytes);
+        let source = leak(REQUESTER_MEM);
+        let target = leak(REQUESTER_MEM);
+        let mut nic = Box::new(SoftNic::new());
+        recv.register(&mut nic, RECV_IOVA, RECV_LKEY);
+        send.register(&mut nic, SEND_IOVA, SEND_LKEY);
+        sink.register(&mut nic, SINK_IOVA, SINK_LKEY);
+        payload.register(&mut nic, PAYLOAD_IOVA, PAYLOAD_LKEY);
+        source.register_remote(&mut nic, SOURCE_RKEY, SOURCE_ADDR, Access::Read);
+        target.register_remote(&mut nic, TARGET_RKEY, TARGET_ADDR, Access::Write);
+        let pool = RecvPool::new(recv.region_at(RECV_IOVA, RECV_LKEY), pool_config).unwrap();
+        let sinks = PagePool::new(sink.region_at(SINK_IOVA, SINK_LKEY), 4096).unwrap();
+        let payloads = PagePool::new(payload.region_at(PAYLOAD_IOVA, PAYLOAD_LKEY), 4096).unwrap();
+        let conn = Connection::new(send.region_at(SEND_IOVA, SEND_LKEY), rc, config.peer_inline)
+            .unwrap();
+        let mut rig = Rig {
+            nic,
+            pool,
+            sinks,
+            payloads,
+            conn,
+            service,
+            source,
+            target,
+            granted: 1,
+            outstanding: 0,
+            replies: Vec::new(),
+            grant_violations: 0,
+        };
+        rig.pool.refill(&mut *rig.nic).unwrap();
+        rig
+    }
+
+    /// Runs the responder until the NIC is quiet: poll, handle, flush.
+    pub fn pump(&mut self) -> usize {
+        let mut total = 0;
+        let mut wcs = [Completion::EMPTY; 16];
+        for _ in 0..100_000 {
+            let n = self.nic.poll(&mut wcs);
+            let mut res = Resources {
+                pool: &mut self.pool,
+                sinks: &mut self.sinks,
+                payloads: &mut self.payloads,
+                shared_pool: false,
+                grant_limit: None,
+            };
+            for wc in &wcs[..n] {
+                self.conn
+                    .handle(&mut res, &mut CoherentDma, &mut self.service, wc);
+            }
+            let _ = self.conn.flush(&mut res, &mut *self.nic, &mut self.service);
+            total += n;
+            self.collect();
+            if n == 0 && self.nic.queued() == 0 && self.nic.pending() == 0 {
+                break;
+            }
+        }
+        total
+    }
+
+    /// Takes the replies the requester received.
+    pub fn collect(&mut self) {
+        while let Some(sent) = self.nic.take_sent() {
+            let r = parse_reply(&sent.bytes, sent.posted_at_send);
+            if r.credits as usize > r.posted_at_send {
+                self.grant_violations += 1;
+            }
+            self.granted = r.credits.max(1);
+            self.outstanding = self.outstanding.saturating_sub(1);
+            self.replies.push(r);
+        }
+    }
+
+    /// The requester sends a call (within its credits, or it panics: the tests keep within).
+    ///
+    /// # Errors
+    /// The NIC's error: RNR means the responder broke the credit promise.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), NicError> {
+        assert!(
+            self.outstanding < self.granted as usize,
+            "the requester would exceed its {} credits",
+            self.granted
+        );
+        self.nic.deliver(msg)?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// Sends a call and pumps until its reply; returns the reply.
+    pub fn round_trip(&mut self, msg: &[u8]) -> Reply {
+        let before = self.replies.len();
+        self.send(msg).expect("a Receive is posted");
+        self.pump();
+        assert!(self.replies.len() > before, "no reply");
+        self.replies.last().cloned().unwrap()
+    }
+
+    /// Writes `data` into the requester's source memory at `offset`; returns the segment.
+    pub fn source_segment(&mut self, offset: usize, data: &[u8]) -> Segment {
+        self.source.bytes_mut()[offset..offset + data.len()].copy_from_slice(data);
+        Segment {
+            handle: SOURCE_RKEY,
+            length: data.len() as u32,
+            offset: SOURCE_ADDR + offset as u64,
+        }
+    }
+
+    /// A segment of `len` bytes of the requester's target memory at `offset`.
+    pub fn target_segment(&self, offset: usize, len: u32) -> Segment {
+        Segment {
+            handle: TARGET_RKEY,
+            length: len,
+            offset: TARGET_ADDR + offset as u64,
+        }
+    }
+
+    /// The requester's target memory.
+    pub fn target_bytes(&self) -> &[u8] {
+        self.target.bytes()
+    }
+
+    /// Whether nothing leaked: no call in progress, no Receive held, every page free.
+    pub fn assert_quiet(&self) {
+        assert_eq!(self.conn.calls_in_progress(), 0, "calls in progress");
+        assert_eq!(self.pool.held(), 0, "Receives held");
+        assert_eq!(self.sinks.free_pages(), self.sinks.page_count(), "sink pages");
+        assert_eq!(
+            self.payloads.free_pages(),
+            self.payloads.page_count(),
+            "payload pages"
+        );
+        assert_eq!(self.conn.sq_in_flight(), 0, "send-queue work requests");
+    }
+}

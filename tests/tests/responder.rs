@@ -1,0 +1,448 @@
+//! The core's responder end to end on the software NIC: every chunk shape of RFC 8166 in and
+//! out, failures mid-chunk, and the credit promise (no requester Send ever meets RNR; no grant
+//! exceeds the Receives posted when it was sent).
+
+use rpcrdma_core::device::{Completion, CompletionStatus, WrId, WrKind};
+use rpcrdma_core::responder::{Call, ReplyWriter, Service, Verdict};
+use rpcrdma_core::wire::{Proc, ReadSegment, Segment};
+use rpcrdma_services::{
+    oncrpc, pattern_byte, ExampleService, NFS_PROG, PROC_BULK, PROC_CHECKSUM, PROC_ECHO,
+    PROC_GENERATE, TEST_PROG, TEST_VERS,
+};
+use rpcrdma_tests::nic::Op;
+use rpcrdma_tests::rig::*;
+
+fn rig() -> Rig<ExampleService> {
+    Rig::new(RigConfig::default(), ExampleService::default())
+}
+
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|i| pattern_byte(seed, i)).collect()
+}
+
+/// (xid, accept_stat, results) of an inline RPC reply.
+fn accepted(rpc: &[u8]) -> (u32, u32, Vec<u8>) {
+    let (xid, stat, at) = oncrpc::parse_accepted_reply(rpc).expect("accepted reply");
+    (xid, stat, rpc[at.min(rpc.len())..].to_vec())
+}
+
+fn read_seg(position: u32, segment: Segment) -> ReadSegment {
+    ReadSegment { position, segment }
+}
+
+/// A CHECKSUM call whose data travels in a Read chunk at its position (after the length word).
+fn checksum_msg(rig: &mut Rig<ExampleService>, xid: u32, data: &[u8], pieces: usize) -> Vec<u8> {
+    let inline = rpc_call(xid, TEST_PROG, TEST_VERS, PROC_CHECKSUM, &words(&[data.len() as u32]));
+    let step = data.len().div_ceil(pieces);
+    let reads: Vec<ReadSegment> = data
+        .chunks(step)
+        .enumerate()
+        .map(|(k, part)| read_seg(44, rig.source_segment(k * step, part)))
+        .collect();
+    call_message(xid, Proc::Msg, &reads, None, None, &inline)
+}
+
+#[test]
+fn null_call_is_answered_inline_with_the_full_grant() {
+    let mut rig = rig();
+    let msg = call_message(1, Proc::Msg, &[], None, None, &rpc_call(1, NFS_PROG, 3, 0, &[]));
+    let r = rig.round_trip(&msg);
+    assert_eq!((r.xid, r.proc_, r.credits), (1, Proc::Msg, 32));
+    assert_eq!(accepted(&r.inline).1, 0, "SUCCESS");
+    assert!(r.posted_at_send >= 32);
+    rig.assert_quiet();
+}
+
+#[test]
+fn checksum_call_through_a_read_chunk_at_its_position() {
+    let mut rig = rig();
+    let data = pattern(9, 65536);
+    let msg = checksum_msg(&mut rig, 2, &data, 1);
+    let r = rig.round_trip(&msg);
+    let (xid, stat, rest) = accepted(&r.inline);
+    assert_eq!((xid, stat), (2, 0));
+    assert_eq!(rest, oncrpc::checksum(&data).to_be_bytes());
+    assert_eq!(rig.conn.counters().read_bytes, 65536);
+    assert_eq!(rig.nic.counters.read_bytes, 65536);
+    rig.assert_quiet();
+}
+
+#[test]
+fn read_chunk_of_several_segments_and_odd_length() {
+    let mut rig = rig();
+    let data = pattern(3, 10_001);
+    let msg = checksum_msg(&mut rig, 3, &data, 5);
+    let r = rig.round_trip(&msg);
+    assert_eq!(accepted(&r.inline).2, oncrpc::checksum(&data).to_be_bytes());
+    rig.assert_quiet();
+}
+
+#[test]
+fn nomsg_call_travels_whole_in_the_position_zero_chunk() {
+    let mut rig = rig();
+    let data = pattern(4, 100_000);
+    let mut args = words(&[data.len() as u32]);
+    args.extend_from_slice(&data);
+    let call = rpc_call(4, TEST_PROG, TEST_VERS, PROC_CHECKSUM, &args);
+    let seg = rig.source_segment(0, &call);
+    let msg = call_message(4, Proc::Nomsg, &[read_seg(0, seg)], None, None, &[]);
+    let r = rig.round_trip(&msg);
+    let (xid, stat, rest) = accepted(&r.inline);
+    assert_eq!((xid, stat), (4, 0), "the RPC xid comes from the chunk");
+    assert_eq!(rest, oncrpc::checksum(&data).to_be_bytes());
+    rig.assert_quiet();
+}
+
+#[test]
+fn msg_with_a_position_zero_chunk_is_served_from_the_chunk() {
+    let mut rig = rig();
+    let call = rpc_call(5, NFS_PROG, 3, 0, &[]);
+    let seg = rig.source_segment(0, &call);
+    // RFC 8166 permits it; the inline bytes are not part of the call.
+    let msg = call_message(5, Proc::Msg, &[read_seg(0, seg)], None, None, &[0xee; 8]);
+    let r = rig.round_trip(&msg);
+    assert_eq!(accepted(&r.inline).0, 5);
+    assert_eq!(accepted(&r.inline).1, 0);
+    rig.assert_quiet();
+}
+
+/// Records the XDR stream the service saw.
+#[derive(Default)]
+struct Recorder {
+    streams: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)>,
+}
+
+impl Service for Recorder {
+    fn serve(&mut self, call: &Call<'_>, reply: &mut ReplyWriter<'_>) -> Verdict {
+        let v = &call.view;
+        let mut all = vec![0u8; v.len()];
+        assert_eq!(v.copy_out(0, &mut all), v.len());
+        self.streams
+            .push((v.head().to_vec(), v.pages().to_vec(), v.tail().to_vec(), all));
+        reply.push(&call.xid.to_be_bytes());
+        Verdict::Reply
+    }
+}
+
+#[test]
+fn two_data_chunks_reassemble_in_order() {
+    let mut rig = Rig::new(RigConfig::default(), Recorder::default());
+    let (a, b, c) = ([1u8; 8], [2u8; 8], [3u8; 8]);
+    let d1 = [0xd1u8; 5];
+    let d2 = [0xd2u8; 3];
+    let s1 = rig.source.bytes_mut();
+    s1[..5].copy_from_slice(&d1);
+    s1[64..67].copy_from_slice(&d2);
+    let seg1 = Segment { handle: SOURCE_RKEY, length: 5, offset: SOURCE_ADDR };
+    let seg2 = Segment { handle: SOURCE_RKEY, length: 3, offset: SOURCE_ADDR + 64 };
+    let inline: Vec<u8> = [a, b, c].concat();
+    // Stream: A | d1 + pad(3) | B | d2 + pad(1) | C; positions count in the stream.
+    let reads = [read_seg(8, seg1), read_seg(8 + 8 + 8, seg2)];
+    let msg = call_message(6, Proc::Msg, &reads, None, None, &inline);
+    rig.round_trip(&msg);
+    let (head, pages, tail, all) = rig.service.streams.pop().unwrap();
+    let expected: Vec<u8> = [&a[..], &d1, &[0; 3], &b, &d2, &[0], &c].concat();
+    assert_eq!(all, expected);
+    assert_eq!(head, a);
+    assert_eq!(pages, [&d1[..], &[0; 3], &b, &d2].concat());
+    assert_eq!(tail, c);
+    rig.assert_quiet();
+}
+
+#[test]
+fn nomsg_call_chunk_with_a_data_chunk_inside_it() {
+    let mut rig = Rig::new(RigConfig::default(), Recorder::default());
+    // The call chunk carries 16 bytes of call with a data item removed at offset 8; the data
+    // chunk (6 bytes) goes there: stream = call[..8] | data + pad(2) | call[8..].
+    let call: Vec<u8> = (0u8..16).collect();
+    let data = [0xaau8; 6];
+    let s = rig.source.bytes_mut();
+    s[..16].copy_from_slice(&call);
+    s[128..134].copy_from_slice(&data);
+    let reads = [
+        read_seg(0, Segment { handle: SOURCE_RKEY, length: 16, offset: SOURCE_ADDR }),
+        read_seg(8, Segment { handle: SOURCE_RKEY, length: 6, offset: SOURCE_ADDR + 128 }),
+    ];
+    let msg = call_message(7, Proc::Nomsg, &reads, None, None, &[]);
+    rig.round_trip(&msg);
+    let (head, pages, tail, all) = rig.service.streams.pop().unwrap();
+    assert_eq!(head, &call[..8]);
+    assert_eq!(pages, data);
+    assert_eq!(tail, &call[8..]);
+    assert_eq!(all, [&call[..8], &data[..], &[0, 0], &call[8..]].concat());
+    rig.assert_quiet();
+}
+
+fn generate_msg(xid: u32, proc_: u32, len: u32, seed: u32, write: Option<&[Segment]>, reply: Option<&[Segment]>) -> Vec<u8> {
+    let inline = rpc_call(xid, TEST_PROG, TEST_VERS, proc_, &words(&[len, seed]));
+    call_message(xid, Proc::Msg, &[], write, reply, &inline)
+}
+
+#[test]
+fn generate_payload_goes_into_the_write_chunk_full_and_short() {
+    let mut rig = rig();
+    // Full: 64 KiB into a 64 KiB chunk of two segments.
+    let w = [rig.target_segment(0, 32768), rig.target_segment(65536, 32768)];
+    let r = rig.round_trip(&generate_msg(8, PROC_GENERATE, 65536, 11, Some(&w), None));
+    assert_eq!(r.proc_, Proc::Msg);
+    assert_eq!(r.write_lengths, Some(vec![32768, 32768]));
+    let (_, stat, rest) = accepted(&r.inline);
+    assert_eq!((stat, rest), (0, 65536u32.to_be_bytes().to_vec()), "length inline, data in the chunk");
+    let expected = pattern(11, 65536);
+    assert_eq!(&rig.target_bytes()[..32768], &expected[..32768]);
+    assert_eq!(&rig.target_bytes()[65536..98304], &expected[32768..]);
+    // Short: 5,000 bytes offered 64 KiB: the write list says what was written.
+    let w = [rig.target_segment(200_000, 65536)];
+    let r = rig.round_trip(&generate_msg(9, PROC_GENERATE, 5000, 12, Some(&w), None));
+    assert_eq!(r.write_lengths, Some(vec![5000]));
+    assert_eq!(&rig.target_bytes()[200_000..205_000], &pattern(12, 5000)[..]);
+    assert_eq!(rig.conn.counters().write_chunk_bytes, 70_536);
+    rig.assert_quiet();
+}
+
+#[test]
+fn payload_larger_than_the_write_chunk_is_err_chunk() {
+    let mut rig = rig();
+    let w = [rig.target_segment(0, 1000)];
+    let r = rig.round_trip(&generate_msg(10, PROC_GENERATE, 4000, 1, Some(&w), None));
+    assert_eq!((r.xid, r.proc_, r.error), (10, Proc::Error, Some(2)));
+    assert_eq!(rig.conn.counters().reply_too_large, 1);
+    rig.assert_quiet();
+}
+
+#[test]
+fn large_reply_goes_whole_through_the_reply_chunk() {
+    let mut rig = rig();
+    let rc = [rig.target_segment(0, 100_000), rig.target_segment(300_000, 100_000)];
+    let r = rig.round_trip(&generate_msg(11, PROC_BULK, 150_000, 5, None, Some(&rc)));
+    assert_eq!(r.proc_, Proc::Nomsg);
+    assert!(r.inline.is_empty());
+    let total = 28 + 150_000; // accepted reply header, length word, data (no pad: 150000 % 4 == 0)
+    assert_eq!(r.reply_lengths, Some(vec![100_000, (total - 100_000) as u32]));
+    let mut stream = rig.target_bytes()[..100_000].to_vec();
+    stream.extend_from_slice(&rig.target_bytes()[300_000..300_000 + total - 100_000]);
+    let (xid, stat, rest) = accepted(&stream);
+    assert_eq!((xid, stat), (11, 0));
+    assert_eq!(&rest[..4], &150_000u32.to_be_bytes());
+    assert_eq!(&rest[4..], &pattern(5, 150_000)[..]);
+    rig.assert_quiet();
+}
+
+#[test]
+fn ddp_payload_in_the_write_chunk_and_small_rest_inline_even_with_a_reply_chunk() {
+    let mut rig = rig();
+    let w = [rig.target_segment(0, 65536)];
+    let rc = [rig.target_segment(100_000, 65536)];
+    let r = rig.round_trip(&generate_msg(12, PROC_GENERATE, 30_000, 6, Some(&w), Some(&rc)));
+    assert_eq!(r.proc_, Proc::Msg);
+    assert_eq!(r.write_lengths, Some(vec![30_000]));
+    assert_eq!(r.reply_lengths, None);
+    assert_eq!(&rig.target_bytes()[..30_000], &pattern(6, 30_000)[..]);
+    rig.assert_quiet();
+}
+
+#[test]
+fn echo_uses_both_chunks_with_an_odd_length() {
+    let mut rig = rig();
+    let data = pattern(77, 70_001);
+    let inline = rpc_call(13, TEST_PROG, TEST_VERS, PROC_ECHO, &words(&[data.len() as u32]));
+    let seg = rig.source_segment(0, &data);
+    let w = [rig.target_segment(0, 131_072)];
+    let msg = call_message(13, Proc::Msg, &[read_seg(44, seg)], Some(&w), None, &inline);
+    let r = rig.round_trip(&msg);
+    assert_eq!(r.write_lengths, Some(vec![70_001]));
+    assert_eq!(&rig.target_bytes()[..70_001], &data[..]);
+    rig.assert_quiet();
+}
+
+#[test]
+fn small_payload_without_chunks_is_copied_inline_with_its_pad() {
+    let mut rig = rig();
+    let r = rig.round_trip(&generate_msg(14, PROC_GENERATE, 7, 2, None, None));
+    assert_eq!(r.proc_, Proc::Msg);
+    let (_, stat, rest) = accepted(&r.inline);
+    assert_eq!(stat, 0);
+    assert_eq!(&rest[..4], &7u32.to_be_bytes());
+    assert_eq!(&rest[4..11], &pattern(2, 7)[..]);
+    assert_eq!(&rest[11..], &[0]);
+    rig.assert_quiet();
+}
+
+#[test]
+fn reply_that_fits_nowhere_is_err_chunk() {
+    let mut rig = rig();
+    let r = rig.round_trip(&generate_msg(15, PROC_BULK, 10_000, 2, None, None));
+    assert_eq!((r.proc_, r.error), (Proc::Error, Some(2)));
+    let rc = [rig.target_segment(0, 512)];
+    let r = rig.round_trip(&generate_msg(16, PROC_BULK, 10_000, 2, None, Some(&rc)));
+    assert_eq!((r.proc_, r.error), (Proc::Error, Some(2)), "reply chunk too small");
+    assert_eq!(rig.conn.counters().reply_too_large, 2);
+    rig.assert_quiet();
+}
+
+#[test]
+fn malformed_header_gets_err_chunk_and_nothing_is_held() {
+    let mut rig = rig();
+    let mut msg = call_message(17, Proc::Msg, &[], None, None, &rpc_call(17, NFS_PROG, 3, 0, &[]));
+    msg[16..20].copy_from_slice(&7u32.to_be_bytes()); // read list discriminator 7
+    let r = rig.round_trip(&msg);
+    assert_eq!((r.xid, r.proc_, r.error), (17, Proc::Error, Some(2)));
+    msg[4..8].copy_from_slice(&2u32.to_be_bytes()); // version 2
+    let r = rig.round_trip(&msg);
+    assert_eq!((r.proc_, r.error, r.len), (Proc::Error, Some(1), 28));
+    rig.assert_quiet();
+}
+
+#[test]
+fn read_error_mid_chunk_closes_the_connection_and_leaks_nothing() {
+    let mut rig = rig();
+    let data = pattern(1, 40_000);
+    let msg = checksum_msg(&mut rig, 18, &data, 8);
+    rig.nic.fail_next(Op::Read, 10);
+    rig.send(&msg).unwrap();
+    rig.pump();
+    assert!(rig.conn.is_closing());
+    assert!(rig.replies.is_empty(), "no reply to a call whose data never arrived");
+    assert!(rig.pool.is_closing(), "the connection's own pool stops posting");
+    rig.assert_quiet();
+    assert_eq!(rig.pool.posted(), 0, "every posted Receive flushed");
+}
+
+#[test]
+fn flush_with_reads_outstanding_returns_pages_and_receive() {
+    let mut rig = rig();
+    let data = pattern(1, 40_000);
+    let msg = checksum_msg(&mut rig, 19, &data, 8);
+    rig.nic.hold(true);
+    rig.send(&msg).unwrap();
+    rig.pump();
+    assert!(rig.conn.sq_in_flight() > 0, "Reads outstanding");
+    assert!(rig.sinks.free_pages() < rig.sinks.page_count());
+    rig.nic.flush(); // disconnect
+    rig.nic.hold(false);
+    rig.pump();
+    assert!(rig.conn.is_closing());
+    rig.assert_quiet();
+}
+
+#[test]
+fn disconnect_with_writes_outstanding_returns_everything() {
+    let mut rig = rig();
+    let w = [rig.target_segment(0, 65536)];
+    rig.nic.hold(true);
+    rig.send(&generate_msg(20, PROC_GENERATE, 60_000, 3, Some(&w), None)).unwrap();
+    rig.pump();
+    assert!(rig.conn.sq_in_flight() >= 2, "Write and Send outstanding");
+    assert!(rig.payloads.free_pages() < rig.payloads.page_count());
+    rig.nic.flush();
+    rig.nic.hold(false);
+    rig.pump();
+    rig.assert_quiet();
+}
+
+#[test]
+fn drain_reclaims_calls_whose_completions_never_came() {
+    let mut rig = rig();
+    let w = [rig.target_segment(0, 65536)];
+    rig.nic.hold(true);
+    rig.send(&generate_msg(21, PROC_GENERATE, 60_000, 3, Some(&w), None)).unwrap();
+    rig.pump();
+    let mut res = rpcrdma_core::responder::Resources {
+        pool: &mut rig.pool,
+        sinks: &mut rig.sinks,
+        payloads: &mut rig.payloads,
+        shared_pool: false,
+        grant_limit: None,
+    };
+    let report = rig.conn.drain(&mut res);
+    assert_eq!((report.calls, report.work_requests), (1, 2));
+    rig.pool.drain();
+    rig.assert_quiet();
+}
+
+#[test]
+fn pipelined_requester_never_meets_rnr_and_grants_stay_backed() {
+    // Credits 64, refill batch 16: the requester sends a new call for every reply it gets.
+    let config = RigConfig { credits: 64, batch: 16, ..RigConfig::default() };
+    let mut rig = Rig::new(config, ExampleService::default());
+    let null = |xid: u32| call_message(xid, Proc::Msg, &[], None, None, &rpc_call(xid, NFS_PROG, 3, 0, &[]));
+    rig.send(&null(0)).unwrap();
+    rig.pump();
+    let mut xid = 1;
+    for _ in 0..300 {
+        while rig.outstanding < rig.granted as usize {
+            rig.send(&null(xid)).expect("no RNR: a Receive is posted for every call within the grant");
+            xid += 1;
+        }
+        rig.pump();
+    }
+    assert_eq!(rig.nic.counters.rnr, 0);
+    assert_eq!(rig.grant_violations, 0);
+    assert!(rig.replies.len() > 10_000);
+    assert!(rig.replies.iter().all(|r| r.credits == 64));
+    rig.assert_quiet();
+}
+
+#[test]
+fn credits_above_the_refill_chain_are_backed() {
+    let config = RigConfig { credits: 200, batch: 16, ..RigConfig::default() };
+    let mut rig = Rig::new(config, ExampleService::default());
+    assert!(rig.pool.posted() >= 200, "posted {}", rig.pool.posted());
+    let null = |xid: u32| call_message(xid, Proc::Msg, &[], None, None, &rpc_call(xid, NFS_PROG, 3, 0, &[]));
+    let r = rig.round_trip(&null(1));
+    assert_eq!(r.credits, 200);
+    for x in 0..200 {
+        rig.send(&null(100 + x)).unwrap();
+    }
+    rig.pump();
+    assert_eq!(rig.replies.len(), 201);
+    assert_eq!(rig.grant_violations, 0);
+    assert_eq!(rig.nic.counters.rnr, 0);
+}
+
+#[test]
+fn stale_foreign_and_unknown_send_completions_are_refused() {
+    let mut rig = rig();
+    let msg = call_message(22, Proc::Msg, &[], None, None, &rpc_call(22, NFS_PROG, 3, 0, &[]));
+    rig.round_trip(&msg);
+    let bad = [
+        WrId::new(WrKind::Send, 8, 0, 1).0,  // the first call's Send: done, stale now
+        WrId::new(WrKind::Send, 9, 0, 2).0,  // another connection's epoch
+        WrId::new(WrKind::Write, 8, 400, 1).0, // a call slot never used
+        WrId::new(WrKind::Read, 8, 0, 2).0,  // a Read for a call that is not reading
+    ];
+    for wr_id in bad {
+        rig.nic
+            .inject(Completion { wr_id, status: CompletionStatus::Success, byte_len: 0 })
+            .unwrap();
+    }
+    rig.pump();
+    assert_eq!(rig.conn.counters().refused_completions, 4);
+    assert!(!rig.conn.is_closing());
+    let r = rig.round_trip(&msg);
+    assert_eq!(r.proc_, Proc::Msg, "still serving");
+    rig.assert_quiet();
+}
+
+#[test]
+fn reads_in_flight_stay_within_the_initiator_depth() {
+    let config = RigConfig { initiator_depth: 2, ..RigConfig::default() };
+    let mut rig = Rig::new(config, ExampleService::default());
+    let data = pattern(8, 16 * 1000);
+    let msg = checksum_msg(&mut rig, 23, &data, 16);
+    let r = rig.round_trip(&msg);
+    assert_eq!(accepted(&r.inline).2, oncrpc::checksum(&data).to_be_bytes());
+    assert!(rig.nic.counters.max_reads_outstanding <= 2);
+    assert_eq!(rig.nic.counters.reads, 16);
+    rig.assert_quiet();
+}
+
+#[test]
+fn message_longer_than_the_receive_closes_only_this_connection() {
+    let mut rig = rig();
+    let big = vec![0u8; 5000];
+    let _ = rig.nic.deliver(&big);
+    rig.pump();
+    assert!(rig.conn.is_closing());
+    rig.assert_quiet();
+}
