@@ -265,6 +265,7 @@ mod tests {
     struct Mem([u8; 8 * 4096]);
 
     #[test]
+    #[allow(unsafe_code)]
     fn first_fit_contiguous_runs_and_stale_free() {
         let mut mem = Mem([0; 8 * 4096]);
         // SAFETY: test memory, exclusively borrowed; no device.

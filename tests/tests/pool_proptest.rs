@@ -3,6 +3,7 @@
 //! descriptor is in exactly one state, posted ≤ N, every outstanding view is of a Held buffer,
 //! nothing is posted after close, and the counters add up. After drain: everything is Free.
 
+use rpcrdma_core::device::Device;
 use proptest::prelude::*;
 use rpcrdma_core::dma::CoherentDma;
 use rpcrdma_core::pool::{
@@ -19,6 +20,8 @@ const CONFIG: PoolConfig = PoolConfig {
     credits: 4,
     batch: 3,
     limits: DecodeLimits::DEFAULT,
+    buffers: N as u16,
+    epoch: 0,
 };
 
 #[derive(Debug, Clone)]
@@ -101,9 +104,13 @@ proptest! {
                                 prop_assert_eq!(pool.state(rx.index()), Some(DescState::Held));
                                 held.push(rx);
                             }
-                            Ok(Completed::Flushed) => closed = true,
+                            // The owner (one connection per pool here) closes on the first
+                            // flush or error; the pool itself stays open (it may be shared).
+                            Ok(Completed::Flushed) | Err(CompletionError::DeviceError { .. }) => {
+                                pool.close();
+                                closed = true;
+                            }
                             Ok(Completed::Rejected { .. }) => {}
-                            Err(CompletionError::DeviceError { .. }) => closed = true,
                             Err(_) => {}
                         }
                     }
@@ -127,15 +134,15 @@ proptest! {
                     }
                 }
                 Op::Flush => {
-                    nic.flush_all();
+                    nic.flush();
                 }
                 Op::InjectDuplicate => {
                     if let Some(id) = last_id {
-                        nic.inject(Completion { wr_id: id, status: CompletionStatus::Success, byte_len: 28 });
+                        nic.inject(Completion { wr_id: id, status: CompletionStatus::Success, byte_len: 28 }).unwrap();
                     }
                 }
                 Op::InjectForged(id) => {
-                    nic.inject(Completion { wr_id: id, status: CompletionStatus::Success, byte_len: 28 });
+                    nic.inject(Completion { wr_id: id, status: CompletionStatus::Success, byte_len: 28 }).unwrap();
                 }
                 Op::Close => {
                     pool.close();

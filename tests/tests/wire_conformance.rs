@@ -821,10 +821,29 @@ fn test_nomsg_without_call_chunk() {
 }
 
 #[test]
-fn test_msg_with_call_chunk() {
+fn test_msg_with_call_chunk_is_accepted() {
+    // RFC 8166 lets an RDMA_MSG move its call into a position-zero chunk (Linux accepts it).
+    let b = bytes(&with_header(0, &[1, 0, 1, 100, 0, 0, 0, 0, 0], &RPC_NULL_CALL));
+    let m = decode(&b, b.len(), &DecodeLimits::default()).expect("accepted");
+    assert_eq!(m.read_list().call_chunk().map(|c| c.length), Some(100));
+}
+
+#[test]
+fn test_data_chunk_inside_the_call_chunk() {
+    // NOMSG: call chunk of 64 bytes, a data chunk at position 40 (inside it): valid.
+    let ok = with_header(1, &[1, 0, 1, 64, 0, 0, 1, 40, 2, 8, 0, 0, 0, 0, 0], &[]);
+    let b = bytes(&ok);
+    let m = decode(&b, b.len(), &DecodeLimits::default()).expect("valid");
+    let chunks: Vec<_> = m.read_list().chunks().collect();
+    assert_eq!((chunks[1].position, chunks[1].inline_offset), (40, 40));
+    // Position 68 lies past the 64-byte call chunk: the base is the call chunk, not the
+    // (empty) inline body.
     expect_err(
-        &with_header(0, &[1, 0, 1, 100, 0, 0, 0, 0, 0], &RPC_NULL_CALL),
-        DecodeError::CallChunkInMsg,
+        &with_header(1, &[1, 0, 1, 64, 0, 0, 1, 68, 2, 8, 0, 0, 0, 0, 0], &[]),
+        DecodeError::ReadPositionBeyondInline {
+            position: 68,
+            inline_len: 64,
+        },
         Disposition::ReplyErrChunk,
     );
 }
@@ -936,7 +955,6 @@ fn test_disposition_mapping() {
             Disposition::ReplyErrChunk,
         ),
         (NomsgWithoutCallChunk, Disposition::ReplyErrChunk),
-        (CallChunkInMsg, Disposition::ReplyErrChunk),
         (
             EmptyChunk {
                 list: ListKind::Write,

@@ -2,6 +2,7 @@
 //! loop of full cycles (post → device write → complete → sync → decode → view → release) over
 //! every valid fixture, plus malformed ones, must leave the allocation count unchanged.
 
+use rpcrdma_core::device::Device;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
