@@ -274,7 +274,10 @@ mod tests {
         let a = pool.alloc(4096 * 3).unwrap();
         let b = pool.alloc(1).unwrap();
         let c = pool.alloc(4096 * 4).unwrap();
-        assert_eq!((a.pages(), b.pages(), c.pages(), pool.free_pages()), (3, 1, 4, 0));
+        assert_eq!(
+            (a.pages(), b.pages(), c.pages(), pool.free_pages()),
+            (3, 1, 4, 0)
+        );
         assert!(pool.alloc(1).is_none());
         assert_eq!(pool.device_addr(&b, 8), 0x10_0000 + 3 * 4096 + 8);
         pool.bytes_mut(&b)[0] = 0xab;

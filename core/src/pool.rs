@@ -165,7 +165,10 @@ impl core::fmt::Display for PoolError {
                 "Receive buffer size {size} is outside {MIN_BUFFER_SIZE}..={MAX_BUFFER_SIZE} bytes"
             ),
             PoolError::Epoch { epoch } => {
-                write!(f, "pool epoch {epoch} does not fit 14 bits (max {MAX_EPOCH})")
+                write!(
+                    f,
+                    "pool epoch {epoch} does not fit 14 bits (max {MAX_EPOCH})"
+                )
             }
             PoolError::ZeroCredits => write!(f, "credits must be at least 1"),
             PoolError::ZeroBatch => write!(f, "batch must be at least 1"),
@@ -184,7 +187,6 @@ impl core::fmt::Display for PoolError {
 }
 
 impl core::error::Error for PoolError {}
-
 
 /// A completion the pool refused: counted, never trusted, no descriptor touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -366,6 +368,29 @@ pub struct Counters {
     pub cancelled: u64,
     /// Descriptors reclaimed by `drain` (Posted or Held at teardown).
     pub drained: u64,
+}
+
+impl Counters {
+    /// Adds `other` into `self` (summing pools).
+    pub fn accumulate(&mut self, other: &Counters) {
+        let o = other;
+        self.posted += o.posted;
+        self.batches += o.batches;
+        self.completed += o.completed;
+        self.bytes += o.bytes;
+        self.flushed += o.flushed;
+        self.device_errors += o.device_errors;
+        self.delivered += o.delivered;
+        self.released += o.released;
+        self.err_vers += o.err_vers;
+        self.err_chunk += o.err_chunk;
+        self.dropped += o.dropped;
+        self.rejected_unknown += o.rejected_unknown;
+        self.rejected_stale += o.rejected_stale;
+        self.rejected_duplicate += o.rejected_duplicate;
+        self.cancelled += o.cancelled;
+        self.drained += o.drained;
+    }
 }
 
 /// What [`RecvPool::drain`] reclaimed.

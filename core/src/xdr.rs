@@ -68,7 +68,12 @@ impl<'a> XdrView<'a> {
 
     /// A view from its parts (the responder builds these once the Read chunks arrived).
     #[inline]
-    pub fn from_parts(message: Message<'a>, head: &'a [u8], pages: &'a [u8], tail: &'a [u8]) -> Self {
+    pub fn from_parts(
+        message: Message<'a>,
+        head: &'a [u8],
+        pages: &'a [u8],
+        tail: &'a [u8],
+    ) -> Self {
         XdrView {
             message,
             head,

@@ -1,33 +1,45 @@
 //! The requester side: an RPC-over-RDMA client for `rpcrdma-load` and the end-to-end tests.
 //!
-//! Not the product (the product is the server's receive path), but a real peer: it connects
-//! through rdma_cm with RFC 8797 private data, keeps persistently registered Receive and Send
-//! buffers, respects the credits the server grants, and parses every reply header.
+//! Not the product (the product is the server side), but a real peer: it connects through
+//! rdma_cm with RFC 8797 private data, keeps persistently registered Receive and Send
+//! buffers, respects the credits the server grants, and can move call data through Read
+//! chunks (RDMA_MSG with a chunk at the data's position, or RDMA_NOMSG with the whole call in a
+//! position-zero chunk) and offer write and reply chunks for the reply, from memory registered
+//! once with remote access. Every reply header is parsed; chunk data is read back from the
+//! memory the server wrote.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use rdma_sys::*;
-use rpcrdma_core::wire::{self, Header, HeaderRepr, PrivateData, Proc, DEFAULT_INLINE_THRESHOLD};
+use rdma_sys::{ibv_access_flags, ibv_wc_status, rdma_cm_event_type};
+use rpcrdma_core::device::{Device, RecvWr, SendOp, SendWr, Sge};
+use rpcrdma_core::wire::{
+    Header, HeaderRepr, PrivateData, Proc, ReadSegment, Segment, DEFAULT_INLINE_THRESHOLD,
+};
 
 use crate::cm::{private_data_for, CmId, EventChannel};
 use crate::error::{Error, Result};
-use crate::memory::{Registered, SendSlots};
-use crate::verbs::{
-    post_recv_batch, post_send, require_device, wc_array, Cq, Pd, RecvQueue, POLL_BATCH,
-};
-use rpcrdma_core::pool::RecvWr;
+use crate::memory::Registered;
+use crate::verbs::{require_device, wc_array, Cq, Pd, QpCaps, QueuePair, VerbsDevice, POLL_BATCH};
+
+/// Largest segment the client puts in a chunk (larger chunks get several segments).
+pub const SEGMENT_MAX: usize = 256 * 1024;
 
 /// A reply as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// RDMA_MSG: the granted credits and the inline RPC reply.
+    /// RDMA_MSG or RDMA_NOMSG: the RPC reply.
     Msg {
         /// xid.
         xid: u32,
         /// Credits granted.
         credits: u32,
-        /// The RPC reply bytes.
+        /// The RPC reply stream: inline bytes, or what the server wrote into the reply chunk.
         rpc: Vec<u8>,
+        /// Whether it came through the reply chunk (RDMA_NOMSG).
+        via_reply_chunk: bool,
+        /// What the server wrote into the write chunk (its reported lengths), if it used one.
+        write_chunk: Option<Vec<u8>>,
     },
     /// RDMA_ERROR with its `rdma_err` code (1 ERR_VERS, 2 ERR_CHUNK).
     Error {
@@ -57,29 +69,56 @@ impl Reply {
     }
 }
 
-/// A connected client. Field order is drop order: id (QP), buffers (MRs), CQs, PD, channel.
+/// How a call travels.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallShape<'a> {
+    /// Data that goes through a Read chunk at `position` (the offset in the RPC stream
+    /// where it belongs), instead of inline.
+    pub read: Option<(u32, &'a [u8])>,
+    /// Send the whole call in a position-zero Read chunk (RDMA_NOMSG).
+    pub nomsg: bool,
+    /// Offer a write chunk of this many bytes for a DDP-eligible reply payload.
+    pub write_chunk: Option<usize>,
+    /// Offer a reply chunk of this many bytes.
+    pub reply_chunk: Option<usize>,
+}
+
+/// A connected client. Field order is drop order: QP, id, buffers (MRs), CQs, PD, channel.
 pub struct Client {
+    qp: QueuePair,
     id: CmId,
     recv: Registered,
-    send: SendSlots,
+    send: Registered,
+    source: Registered,
+    target: Registered,
     recv_cq: Cq,
     send_cq: Cq,
     pd: Pd,
     events: EventChannel,
     slots: usize,
     slot_size: usize,
+    chunk_bytes: usize,
+    free_send: Vec<usize>,
+    free_chunk: Vec<usize>,
+    chunk_of: HashMap<u32, usize>,
     granted: u32,
-    sends_outstanding: usize,
     /// The server's private data.
     pub server: Option<PrivateData>,
 }
 
 impl Client {
-    /// Connects to `addr:port` with `slots` Receive and Send buffers of `slot_size` bytes.
+    /// Connects to `addr:port` with `slots` Receive and Send buffers of `slot_size` bytes, and
+    /// `slots` areas of `chunk_bytes` for chunk data each way (0: inline calls only).
     ///
     /// # Errors
     /// No device, resolution or connection failure.
-    pub fn connect(addr: Ipv4Addr, port: u16, slots: usize, slot_size: usize) -> Result<Client> {
+    pub fn connect(
+        addr: Ipv4Addr,
+        port: u16,
+        slots: usize,
+        slot_size: usize,
+        chunk_bytes: usize,
+    ) -> Result<Client> {
         require_device(None)?;
         let events = EventChannel::new()?;
         let id = CmId::new(&events)?;
@@ -87,41 +126,64 @@ impl Client {
         let ctx = id.verbs().ok_or(Error::NoDevice)?;
         let pd = Pd::new(ctx)?;
         let recv_cq = Cq::new(ctx, (slots * 2) as i32, None)?;
-        let send_cq = Cq::new(ctx, (slots * 2) as i32, None)?;
-        // SAFETY: plain old data, fields set below.
-        let mut attr: ibv_qp_init_attr = unsafe { std::mem::zeroed() };
-        attr.send_cq = send_cq.as_raw();
-        attr.recv_cq = recv_cq.as_raw();
-        attr.cap.max_send_wr = slots as u32;
-        attr.cap.max_recv_wr = slots as u32;
-        attr.cap.max_send_sge = 1;
-        attr.cap.max_recv_sge = 1;
-        attr.qp_type = ibv_qp_type::IBV_QPT_RC;
-        id.create_qp(&pd, &mut attr)?;
+        let send_cq = Cq::new(ctx, (slots * 4) as i32, None)?;
+        let qp = QueuePair::create(
+            &id,
+            &pd,
+            &send_cq,
+            &recv_cq,
+            None,
+            QpCaps {
+                max_send_wr: slots as u32,
+                max_recv_wr: slots as u32,
+            },
+        )?;
         let recv = Registered::local_write(&pd, slots * slot_size)?;
-        let send = SendSlots::new(&pd, slots, slot_size)?;
+        let send = Registered::local_write(&pd, slots * slot_size)?;
+        let chunk = chunk_bytes.max(4096);
+        let source = Registered::with_access(
+            &pd,
+            slots * chunk,
+            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 | ibv_access_flags::IBV_ACCESS_REMOTE_READ.0,
+        )?;
+        let target = Registered::with_access(
+            &pd,
+            slots * 2 * chunk,
+            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0
+                | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0,
+        )?;
         let mut client = Client {
+            qp,
             id,
             recv,
             send,
+            source,
+            target,
             recv_cq,
             send_cq,
             pd,
             events,
             slots,
             slot_size,
+            chunk_bytes: chunk,
+            free_send: (0..slots).rev().collect(),
+            free_chunk: (0..slots).rev().collect(),
+            chunk_of: HashMap::new(),
             granted: 1,
-            sends_outstanding: 0,
             server: None,
         };
         let wrs: Vec<RecvWr> = (0..slots).map(|i| client.recv_wr(i)).collect();
-        // SAFETY: our QP; each WR is one distinct slot of the registered Receive memory.
-        unsafe { post_recv_batch(RecvQueue::Qp(client.id.qp()), &wrs) }.map_err(|(_, e)| e)?;
+        VerbsDevice::new(&client.qp, None, None)
+            .post_recv(&wrs)
+            .map_err(|e| Error::Verb {
+                verb: "ibv_post_recv",
+                errno: e.code,
+            })?;
         client.id.connect(&private_data_for(slot_size, slot_size))?;
         let ev = client
             .events
             .expect(rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED, "ESTABLISHED")?;
-        client.server = ev.private_data().ok().flatten();
+        client.server = ev.private_data();
         Ok(client)
     }
 
@@ -145,21 +207,109 @@ impl Client {
             .map_or(DEFAULT_INLINE_THRESHOLD, |p| p.recv_size as usize)
     }
 
-    /// Sends an RDMA_MSG call: transport header then the RPC `call` bytes.
+    /// Bytes of chunk memory per call.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_bytes
+    }
+
+    /// Sends an RDMA_MSG call with everything inline.
     ///
     /// # Errors
     /// No free Send slot, or a post failure.
     pub fn send_call(&mut self, xid: u32, call: &[u8]) -> Result<()> {
-        let hdr = HeaderRepr {
-            credits: self.slots as u32,
-            ..HeaderRepr::reply(xid, self.slots as u32)
-        };
-        self.send_with(|out| {
-            let n = hdr.emit(out).unwrap_or(0);
-            let m = call.len().min(out.len() - n);
-            out[n..n + m].copy_from_slice(&call[..m]);
+        self.send_shaped(xid, call, &CallShape::default())
+    }
+
+    fn segments(handle: u32, addr: u64, len: usize) -> Vec<Segment> {
+        (0..len)
+            .step_by(SEGMENT_MAX)
+            .map(|off| Segment {
+                handle,
+                length: (len - off).min(SEGMENT_MAX) as u32,
+                offset: addr + off as u64,
+            })
+            .collect()
+    }
+
+    /// Sends a call shaped by `shape`: `call` is the whole RPC call; with `shape.read`, the
+    /// data at that position is left out of the inline part and read by the server from this
+    /// client's memory; with `shape.nomsg` the whole call is.
+    ///
+    /// # Errors
+    /// No free chunk area or Send slot, a chunk larger than the area, or a post failure.
+    pub fn send_shaped(&mut self, xid: u32, call: &[u8], shape: &CallShape<'_>) -> Result<()> {
+        let needs_chunks = shape.read.is_some()
+            || shape.nomsg
+            || shape.write_chunk.is_some()
+            || shape.reply_chunk.is_some();
+        let mut header = HeaderRepr::reply(xid, self.slots as u32);
+        let mut inline: &[u8] = call;
+        if needs_chunks {
+            let area = self
+                .free_chunk
+                .pop()
+                .ok_or_else(|| Error::Protocol("no free chunk area".into()))?;
+            self.chunk_of.insert(xid, area);
+            let src_off = area * self.chunk_bytes;
+            let src_addr = self.source.as_ptr() as u64 + src_off as u64;
+            let rkey = self.source.rkey();
+            let too_big = |n: usize| Error::Protocol(format!("{n} bytes exceed the chunk area"));
+            let read_items =
+                |position: u32, data: &[u8], src: &mut [u8]| -> Result<Vec<ReadSegment>> {
+                    let dst = src
+                        .get_mut(..data.len())
+                        .ok_or_else(|| too_big(data.len()))?;
+                    dst.copy_from_slice(data);
+                    Ok(Self::segments(rkey, src_addr, data.len())
+                        .into_iter()
+                        .map(|segment| ReadSegment { position, segment })
+                        .collect())
+                };
+            let src = self.source.area_mut(src_off, self.chunk_bytes);
+            if shape.nomsg {
+                header.proc_ = Proc::Nomsg;
+                for r in read_items(0, call, src)? {
+                    header.read_list.push(r).map_err(|_| too_big(call.len()))?;
+                }
+                inline = &[];
+            } else if let Some((position, data)) = shape.read {
+                for r in read_items(position, data, src)? {
+                    header.read_list.push(r).map_err(|_| too_big(data.len()))?;
+                }
+            }
+            let tgt_addr = self.target.as_ptr() as u64 + (area * 2 * self.chunk_bytes) as u64;
+            if let Some(len) = shape.write_chunk {
+                if len > self.chunk_bytes {
+                    return Err(too_big(len));
+                }
+                let segs = Self::segments(self.target.rkey(), tgt_addr, len);
+                header = header
+                    .with_write_chunk(&segs)
+                    .map_err(|e| Error::Protocol(e.to_string()))?;
+            }
+            if let Some(len) = shape.reply_chunk {
+                if len > self.chunk_bytes {
+                    return Err(too_big(len));
+                }
+                let segs =
+                    Self::segments(self.target.rkey(), tgt_addr + self.chunk_bytes as u64, len);
+                header = header
+                    .with_reply_chunk(&segs)
+                    .map_err(|e| Error::Protocol(e.to_string()))?;
+            }
+        }
+        let result = self.send_with(|out| {
+            let n = header.emit(out).unwrap_or(0);
+            let m = inline.len().min(out.len() - n);
+            out[n..n + m].copy_from_slice(&inline[..m]);
             n + m
-        })
+        });
+        if result.is_err() {
+            if let Some(area) = self.chunk_of.remove(&xid) {
+                self.free_chunk.push(area);
+            }
+        }
+        result
     }
 
     /// Sends arbitrary bytes as one message (for malformed-header tests).
@@ -175,25 +325,32 @@ impl Client {
     }
 
     fn send_with(&mut self, build: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
-        while self.send.available() == 0 {
+        while self.free_send.is_empty() {
             self.reap_sends()?;
         }
-        let (slot, bytes) = self
-            .send
-            .take()
+        let slot = self
+            .free_send
+            .pop()
             .ok_or_else(|| Error::Protocol("no Send slot".into()))?;
-        let len = build(bytes);
-        let (addr, lkey) = self.send.sge(slot);
-        // SAFETY: the QP lives in `self.id`; the slot is registered and ours until its Send
-        // completion gives it back.
-        match unsafe { post_send(self.id.qp(), slot as u64, addr, len as u32, lkey) } {
-            Ok(()) => {
-                self.sends_outstanding += 1;
-                Ok(())
-            }
+        let off = slot * self.slot_size;
+        let len = build(self.send.area_mut(off, self.slot_size));
+        let wr = SendWr {
+            wr_id: slot as u64,
+            op: SendOp::Send,
+            local: Sge {
+                addr: self.send.as_ptr() as u64 + off as u64,
+                length: len as u32,
+                lkey: self.send.lkey(),
+            },
+        };
+        match VerbsDevice::new(&self.qp, None, None).post_send(&[wr]) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                self.send.give_back(slot);
-                Err(e)
+                self.free_send.push(slot);
+                Err(Error::Verb {
+                    verb: "ibv_post_send",
+                    errno: e.code,
+                })
             }
         }
     }
@@ -202,8 +359,7 @@ impl Client {
         let mut wcs = wc_array::<POLL_BATCH>();
         let n = self.send_cq.poll(&mut wcs)?;
         for wc in &wcs[..n] {
-            self.send.give_back(wc.wr_id as u16);
-            self.sends_outstanding -= 1;
+            self.free_send.push(wc.wr_id as usize);
             if wc.status != ibv_wc_status::IBV_WC_SUCCESS {
                 return Err(Error::Completion {
                     what: "client Send",
@@ -218,13 +374,13 @@ impl Client {
     /// Polls for replies; appends what arrived to `out` and reposts the Receives.
     ///
     /// # Errors
-    /// A failed completion (the connection broke) or repost failure.
+    /// A failed completion (the connection broke), an unparsable reply, or a repost failure.
     pub fn poll_replies(&mut self, out: &mut Vec<Reply>) -> Result<usize> {
         self.reap_sends()?;
         let mut wcs = wc_array::<POLL_BATCH>();
         let n = self.recv_cq.poll(&mut wcs)?;
-        let mut repost = [RecvWr::default(); POLL_BATCH];
-        for (k, wc) in wcs[..n].iter().enumerate() {
+        let mut repost = Vec::with_capacity(n);
+        for wc in &wcs[..n] {
             if wc.status != ibv_wc_status::IBV_WC_SUCCESS {
                 return Err(Error::Completion {
                     what: "client Receive",
@@ -233,26 +389,109 @@ impl Client {
                 });
             }
             let i = wc.wr_id as usize;
-            // SAFETY: slot i lies in the registered memory; its Receive completed, so the
-            // device is done writing it until we repost it below.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    self.recv.as_ptr().add(i * self.slot_size),
-                    wc.byte_len as usize,
-                )
-            };
-            out.push(parse_reply(bytes)?);
-            if let Some(r) = out.last() {
-                self.granted = r.credits().max(1);
-            }
-            repost[k] = self.recv_wr(i);
+            let bytes = self
+                .recv
+                .area(i * self.slot_size, wc.byte_len as usize)
+                .to_vec();
+            repost.push(self.recv_wr(i));
+            let reply = self.parse_reply(&bytes)?;
+            self.granted = reply.credits().max(1);
+            out.push(reply);
         }
         if n > 0 {
-            // SAFETY: our QP; each slot's previous Receive completed above.
-            unsafe { post_recv_batch(RecvQueue::Qp(self.id.qp()), &repost[..n]) }
-                .map_err(|(_, e)| e)?;
+            VerbsDevice::new(&self.qp, None, None)
+                .post_recv(&repost)
+                .map_err(|e| Error::Verb {
+                    verb: "ibv_post_recv",
+                    errno: e.code,
+                })?;
         }
         Ok(n)
+    }
+
+    /// Parses a reply and reads back the chunk data the server wrote.
+    fn parse_reply(&mut self, bytes: &[u8]) -> Result<Reply> {
+        let bad = |what: &str| Error::Protocol(format!("reply header: {what}"));
+        let h = Header::new_checked(bytes).map_err(|e| bad(&e.to_string()))?;
+        let xid = h.xid();
+        let area = self.chunk_of.remove(&xid);
+        if let Some(a) = area {
+            self.free_chunk.push(a);
+        }
+        let w = |at: usize| -> Result<u32> {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| bad("truncated"))
+        };
+        let proc_ = Proc::from_wire(h.proc_raw());
+        if proc_ == Some(Proc::Error) {
+            return Ok(Reply::Error {
+                xid,
+                credits: h.credits(),
+                code: w(16)?,
+                len: bytes.len(),
+            });
+        }
+        if !matches!(proc_, Some(Proc::Msg | Proc::Nomsg)) {
+            return Err(bad(&format!("unexpected proc {:?}", h.proc_raw())));
+        }
+        if w(16)? != 0 {
+            return Err(bad("a reply with a read list"));
+        }
+        // (offset in the requester's memory, length) per segment of a chunk.
+        let mut at = 20;
+        let chunk = |at: &mut usize| -> Result<Vec<(u64, usize)>> {
+            let count = w(*at + 4)? as usize;
+            let mut segs = Vec::with_capacity(count);
+            for k in 0..count {
+                let base = *at + 8 + 16 * k;
+                let len = w(base + 4)? as usize;
+                let addr = (w(base + 8)? as u64) << 32 | w(base + 12)? as u64;
+                segs.push((addr, len));
+            }
+            *at += 8 + 16 * count;
+            Ok(segs)
+        };
+        let mut write = None;
+        while w(at)? == 1 {
+            let segs = chunk(&mut at)?;
+            if write.is_none() {
+                write = Some(segs);
+            }
+        }
+        at += 4;
+        let reply_segs = if w(at)? == 1 {
+            Some(chunk(&mut at)?)
+        } else {
+            at += 4;
+            None
+        };
+        let read_back = |segs: &[(u64, usize)], target: &Registered| -> Result<Vec<u8>> {
+            let base = target.as_ptr() as u64;
+            let mut v = Vec::new();
+            for &(addr, len) in segs {
+                let off = addr
+                    .checked_sub(base)
+                    .filter(|off| (*off as usize) + len <= target.len())
+                    .ok_or_else(|| bad("segment outside the client's memory"))?;
+                v.extend_from_slice(target.area(off as usize, len));
+            }
+            Ok(v)
+        };
+        let write_chunk = write.map(|s| read_back(&s, &self.target)).transpose()?;
+        let (rpc, via_reply_chunk) = match (proc_, reply_segs) {
+            (Some(Proc::Nomsg), Some(segs)) => (read_back(&segs, &self.target)?, true),
+            (Some(Proc::Nomsg), None) => return Err(bad("RDMA_NOMSG without a reply chunk")),
+            _ => (bytes.get(at..).unwrap_or_default().to_vec(), false),
+        };
+        Ok(Reply::Msg {
+            xid,
+            credits: h.credits(),
+            rpc,
+            via_reply_chunk,
+            write_chunk,
+        })
     }
 
     /// Disconnects and waits for the server to see it.
@@ -263,75 +502,5 @@ impl Client {
             "DISCONNECTED",
         );
         let _ = &self.pd;
-    }
-}
-
-/// Parses a reply message.
-///
-/// # Errors
-/// [`Error::Protocol`] for a header the client cannot use.
-pub fn parse_reply(bytes: &[u8]) -> Result<Reply> {
-    let h =
-        Header::new_checked(bytes).map_err(|e| Error::Protocol(format!("reply header: {e}")))?;
-    match Proc::from_wire(h.proc_raw()) {
-        Some(Proc::Error) => {
-            let code = bytes
-                .get(16..20)
-                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            Ok(Reply::Error {
-                xid: h.xid(),
-                credits: h.credits(),
-                code,
-                len: bytes.len(),
-            })
-        }
-        Some(Proc::Msg) => {
-            let m = wire::decode(bytes, bytes.len(), &wire::DecodeLimits::default())
-                .map_err(|e| Error::Protocol(format!("reply header: {e}")))?;
-            Ok(Reply::Msg {
-                xid: m.xid(),
-                credits: m.credits(),
-                rpc: m.rpc_message().to_vec(),
-            })
-        }
-        other => Err(Error::Protocol(format!("unexpected reply proc {other:?}"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_msg_and_error_replies() {
-        let mut b = [0u8; 64];
-        let n = HeaderRepr::reply(5, 9).emit(&mut b).unwrap();
-        b[n..n + 4].copy_from_slice(&5u32.to_be_bytes());
-        let r = parse_reply(&b[..n + 4]).unwrap();
-        assert_eq!(
-            r,
-            Reply::Msg {
-                xid: 5,
-                credits: 9,
-                rpc: 5u32.to_be_bytes().to_vec()
-            }
-        );
-        let e = wire::ErrorReply {
-            xid: 6,
-            vers: 1,
-            credits: 3,
-            kind: wire::ErrorReplyKind::Chunk,
-        };
-        let n = e.emit(&mut b).unwrap();
-        assert_eq!(
-            parse_reply(&b[..n]).unwrap(),
-            Reply::Error {
-                xid: 6,
-                credits: 3,
-                code: 2,
-                len: 20
-            }
-        );
-        assert!(parse_reply(&b[..10]).is_err());
     }
 }

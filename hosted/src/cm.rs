@@ -82,6 +82,8 @@ impl EventChannel {
                 id: e.id,
                 listen_id: e.listen_id,
                 private,
+                responder_resources: conn.responder_resources,
+                initiator_depth: conn.initiator_depth,
             }
         };
         // SAFETY: acknowledge exactly once.
@@ -134,6 +136,12 @@ pub struct CmEvent {
     pub listen_id: *mut rdma_cm_id,
     /// The private data that came with it.
     pub private: Vec<u8>,
+    /// From this side's point of view (rdma_cm swaps the peer's values for a listener): RDMA
+    /// Reads the peer may issue to this side in flight.
+    pub responder_resources: u8,
+    /// From this side's point of view: RDMA Reads this side may issue to the peer in flight
+    /// (the peer's responder resources).
+    pub initiator_depth: u8,
 }
 
 impl CmEvent {
@@ -145,16 +153,20 @@ impl CmEvent {
             .into_owned()
     }
 
-    /// The peer's RFC 8797 private data, or `None` if it sent none (then RFC 8166's 1 KiB
-    /// defaults apply).
-    ///
-    /// # Errors
-    /// [`Error::PrivateData`] if it sent something malformed.
-    pub fn private_data(&self) -> Result<Option<PrivateData>> {
-        if self.private.is_empty() {
-            return Ok(None);
+    /// The peer's RFC 8797 private data, or `None` when there is none to use: absent, too short,
+    /// or with the wrong magic or version (rdma_cm hands a listener 56 zero bytes when the
+    /// client sent nothing). RFC 8797 says to treat all of these as "no private data": the
+    /// RFC 8166 defaults (1 KiB inline each way) apply.
+    pub fn private_data(&self) -> Option<PrivateData> {
+        match PrivateData::parse(&self.private) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                if !self.private.iter().all(|b| *b == 0) {
+                    log::debug!("connection private data not RFC 8797 ({e}): using the defaults");
+                }
+                None
+            }
         }
-        Ok(Some(PrivateData::parse(&self.private)?))
     }
 }
 
@@ -188,6 +200,17 @@ impl CmId {
             .ok_or_else(|| verb_error("rdma_create_id"))
     }
 
+    /// Takes ownership of the new id a CONNECT_REQUEST event carries (`None` for any other
+    /// event).
+    pub fn from_event(ev: &CmEvent) -> Option<CmId> {
+        if ev.kind != rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST {
+            return None;
+        }
+        // SAFETY: a CONNECT_REQUEST's id is new, made for this listener, and owned by nobody
+        // else; the event is consumed once by the server's loop.
+        unsafe { CmId::from_raw(ev.id) }
+    }
+
     /// Takes ownership of an id rdma_cm created (a CONNECT_REQUEST's).
     ///
     /// # Safety
@@ -209,7 +232,7 @@ impl CmId {
         unsafe { crate::verbs::Context::from_raw((*self.as_raw()).verbs) }
     }
 
-    /// The id's QP (after `create_qp`).
+    /// The id's QP (after [`crate::verbs::QueuePair::create`]).
     pub fn qp(&self) -> *mut ibv_qp {
         // SAFETY: live id.
         unsafe { (*self.as_raw()).qp }
@@ -262,24 +285,16 @@ impl CmId {
         Ok(())
     }
 
-    /// Creates an RC QP on this id.
-    ///
-    /// # Errors
-    /// `rdma_create_qp` failure.
-    pub fn create_qp(&self, pd: &crate::verbs::Pd, attr: &mut ibv_qp_init_attr) -> Result<()> {
-        // SAFETY: live id and PD; attr valid for the call (its CQs/SRQ are the caller's).
-        check("rdma_create_qp", unsafe {
-            rdma_create_qp(self.as_raw(), pd.as_raw(), attr)
-        })
-    }
-
-    /// Accepts a connection request, sending `private`.
+    /// Accepts a connection request, sending `private`, issuing at most `initiator_depth`
+    /// RDMA Reads in flight (no more than the peer's responder resources).
     ///
     /// # Errors
     /// `rdma_accept` failure.
-    pub fn accept(&self, private: &PrivateData) -> Result<()> {
+    pub fn accept(&self, private: &PrivateData, initiator_depth: u8) -> Result<()> {
         let bytes = private.to_bytes();
         let mut param = conn_param(&bytes);
+        param.initiator_depth = initiator_depth;
+        param.responder_resources = 0;
         // SAFETY: live id with a QP; param and bytes live across the call.
         check("rdma_accept", unsafe {
             rdma_accept(self.as_raw(), &mut param)
@@ -292,13 +307,16 @@ impl CmId {
         unsafe { rdma_reject(self.as_raw(), ptr::null(), 0) };
     }
 
-    /// Connects, sending `private`.
+    /// Connects, sending `private` and accepting up to 16 RDMA Reads in flight from the server
+    /// (a requester does not issue Reads itself, like Linux's client).
     ///
     /// # Errors
     /// `rdma_connect` failure.
     pub fn connect(&self, private: &PrivateData) -> Result<()> {
         let bytes = private.to_bytes();
         let mut param = conn_param(&bytes);
+        param.responder_resources = 16;
+        param.initiator_depth = 0;
         // SAFETY: live id with a QP; param and bytes live across the call.
         check("rdma_connect", unsafe {
             rdma_connect(self.as_raw(), &mut param)
@@ -343,7 +361,9 @@ fn conn_param(private: &[u8; 8]) -> rdma_conn_param {
     p.responder_resources = 1;
     p.initiator_depth = 1;
     p.retry_count = 7;
-    p.rnr_retry_count = 7;
+    // Like Linux's client: no RNR retries, so a Send that finds no Receive fails the
+    // connection instead of hiding a broken credit promise.
+    p.rnr_retry_count = 0;
     p
 }
 

@@ -1,44 +1,54 @@
-//! The `rpcrdma-serve` engine: one thread, one event loop, many connections.
+//! The `rpcrdma-serve` engine: one thread, one event loop, many connections, and the core's
+//! responder doing all the protocol work.
 //!
-//! Every Receive completion goes to the core's pool ([`RecvPool::complete`]), which validates it
-//! and decodes the header; this module only moves bytes: it posts the pool's work-request
-//! batches with one doorbell, hands the XDR view to the service ([`Service`]), sends the reply
-//! (or the RDMA_ERROR the core built) from a persistently registered Send slot, and releases the
-//! Receive. Connections use their own receive queue and pool, or one SRQ and pool shared by all
-//! (`srq`). Teardown: disconnect → the QP's Receives flush → the pool drains → QP destroyed →
-//! MR deregistered → memory unmapped, and the counters say so.
+//! This module only moves completions and work requests between verbs and the core: it polls
+//! the shared completion queues, hands each completion to its connection's
+//! [`Connection`](rpcrdma_core::responder::Connection) (found by QP number), and at the end of
+//! the batch lets each touched connection flush (refill, credit grant, one chained post). With
+//! `srq`, one shared receive queue and pool serve every connection: it is refilled before any
+//! connection flushes, and a [`CreditLedger`] keeps the grants of all connections within the
+//! Receives posted.
+//!
+//! Teardown of a connection: it is closing (a flush or error completion, a CM disconnect, or
+//! shutdown) → `rdma_disconnect` → its work requests flush → the QP is destroyed → the
+//! responder drains (Receives, pages, send slots back) → its own pool drains → MRs
+//! deregistered → memory unmapped. A QP that fails without a CM event is disconnected the
+//! same way, and reaped after at most two seconds.
+#![deny(unsafe_code)]
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdma_sys::*;
-use rpcrdma_core::dma::{CoherentDma, DmaRegion};
-use rpcrdma_core::oncrpc::{self, AcceptStat};
-use rpcrdma_core::pool::{Completed, CompletionError, Counters, PoolConfig, RecvPool, RecvWr};
-use rpcrdma_core::wire::{
-    DecodeLimits, HeaderRepr, PrivateData, DEFAULT_INLINE_THRESHOLD, NFS_RDMA_PORT,
-};
+use rdma_sys::{ibv_wc, rdma_cm_event_type};
+use rpcrdma_core::device::{WrId, WrKind};
+use rpcrdma_core::dma::CoherentDma;
+use rpcrdma_core::pool::{Counters, PoolConfig};
+use rpcrdma_core::responder::{CreditLedger, Resources, ResponderConfig, ResponderCounters};
+use rpcrdma_core::wire::{DecodeLimits, PrivateData, DEFAULT_INLINE_THRESHOLD, NFS_RDMA_PORT};
+use rpcrdma_services::{ExampleService, Program, NFS_PROG};
 
 use crate::cm::{private_data_for, CmEvent, CmId, EventChannel};
 use crate::error::{Error, Result};
-use crate::memory::{HostMemory, SendSlots};
+use crate::memory::{Pages, RecvBuffers, ResponderMemory};
 use crate::verbs::{
-    post_recv_batch, post_send, require_device, to_completion, wc_array, CompChannel, Cq, Mr, Pd,
-    RecvQueue, Srq, POLL_BATCH,
+    require_device, set_nonblocking, to_completion, wc_array, CompChannel, Context, Cq, Pd, QpCaps,
+    QueuePair, Srq, VerbsDevice, POLL_BATCH,
 };
 
-/// Receive descriptors per pool.
-pub const RECV_DESCRIPTORS: usize = 256;
-/// The checksum test program: procedure 1 takes `opaque<>` and returns its FNV-1a checksum.
-pub const CHECKSUM_PROG: u32 = 0x2000_5250;
-/// Its version.
-pub const CHECKSUM_VERS: u32 = 1;
-/// Its procedure.
-pub const CHECKSUM_PROC: u32 = 1;
-/// NFS.
-pub const NFS_PROG: u32 = 100_003;
+/// Receive descriptors a pool can track (its buffers follow the credits).
+pub const MAX_RECV: usize = 4096;
+/// Call slots per connection (two per credit).
+pub const MAX_CALLS: usize = 512;
+/// Pages a page pool can track.
+pub const MAX_PAGES: usize = 8192;
+/// Page size of the sink and payload pools.
+pub const PAGE_SIZE: usize = 4096;
+/// Connections at most (also the credit ledger's size).
+pub const MAX_CONNECTIONS: usize = 256;
+/// Completion queue depth (each CQ).
+pub const CQ_DEPTH: usize = 16384;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -51,19 +61,27 @@ pub struct ServerConfig {
     pub device: Option<String>,
     /// Receive buffer size (inline threshold we receive).
     pub buffer_size: usize,
-    /// Credits granted per connection (per server with an SRQ).
+    /// Credits granted per connection (for all connections together with an SRQ).
     pub credits: u16,
     /// Receives per refill doorbell.
     pub batch: u16,
+    /// Largest inline reply (send slot size).
+    pub send_size: usize,
     /// Share one SRQ and pool among all connections.
     pub srq: bool,
     /// Sleep on completion channels instead of busy-polling.
     pub event_mode: bool,
-    /// Register and deregister a memory region around every Receive (the design the seed
-    /// replaced; for comparison only).
+    /// Register and deregister a memory region around every Receive (the design the
+    /// persistent pool replaced; for comparison only).
     pub register_per_receive: bool,
-    /// Programs whose NULL procedure is answered: (program, versions).
-    pub programs: Vec<(u32, Vec<u32>)>,
+    /// Programs whose NULL procedure is answered.
+    pub programs: Vec<Program>,
+    /// Largest Read-chunk payload of one call.
+    pub max_read_payload: u32,
+    /// Bytes of Read-sink pages (all connections).
+    pub sink_bytes: usize,
+    /// Bytes of reply-payload pages (all connections).
+    pub payload_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,10 +93,18 @@ impl Default for ServerConfig {
             buffer_size: 4096,
             credits: 64,
             batch: 16,
+            send_size: 4096,
             srq: false,
             event_mode: false,
             register_per_receive: false,
-            programs: vec![(NFS_PROG, vec![3, 4])],
+            programs: vec![Program {
+                prog: NFS_PROG,
+                low: 3,
+                high: 4,
+            }],
+            max_read_payload: 1 << 20,
+            sink_bytes: 8 << 20,
+            payload_bytes: 8 << 20,
         }
     }
 }
@@ -92,143 +118,60 @@ pub struct ServerStats {
     pub closed: u64,
     /// Connection requests rejected.
     pub rejected: u64,
-    /// RPC calls answered (any accept_stat).
-    pub calls: u64,
-    /// RDMA_ERROR / ERR_VERS replies sent.
-    pub err_vers_sent: u64,
-    /// RDMA_ERROR / ERR_CHUNK replies sent.
-    pub err_chunk_sent: u64,
-    /// Malformed messages dropped without reply.
-    pub dropped: u64,
-    /// Backchannel replies received (this server has no backchannel; dropped).
-    pub backchannel: u64,
-    /// Completions the pool refused (unknown, stale, duplicate wr_id).
-    pub bad_completions: u64,
-    /// Replies that could not be sent (no Send slot, post failure, connection gone).
-    pub send_failures: u64,
-    /// Descriptors still in flight when connections were torn down (must be 0 after drain).
-    pub leaked_descriptors: u64,
-    /// Pool counters summed over closed connections (and the SRQ pool at exit).
+    /// Connections that failed without a CM event (flush or error completion) and were
+    /// disconnected by the server.
+    pub failed_connections: u64,
+    /// Completions for no known connection.
+    pub stray_completions: u64,
+    /// Descriptors, calls or pages still held after teardown (must be 0).
+    pub leaked: u64,
+    /// Receive-pool counters (all connections and the shared pool).
     pub pool: Counters,
+    /// Responder counters (all connections).
+    pub responder: ResponderCounters,
 }
 
-/// A Receive pool with its memory. Field order is drop order: pool, then per-Receive MRs and
-/// the region MR (deregistered), then the memory (unmapped).
-struct RecvSide {
-    pool: RecvPool<'static, RECV_DESCRIPTORS>,
-    per_recv: Vec<Option<Mr>>,
-    mr: Option<Mr>,
-    #[allow(dead_code)] // owned: unmapped last
-    mem: HostMemory,
-}
-
-impl RecvSide {
-    fn new(pd: &Pd, cfg: &ServerConfig) -> Result<Box<RecvSide>> {
-        let pool_cfg = PoolConfig {
-            buffer_size: cfg.buffer_size,
-            credits: cfg.credits,
-            batch: cfg.batch,
-            limits: DecodeLimits::DEFAULT,
-        };
-        let mem = HostMemory::new(PoolConfig::region_len(RECV_DESCRIPTORS, cfg.buffer_size))?;
-        let mr = if cfg.register_per_receive {
-            None
-        } else {
-            // SAFETY: `mem` outlives `mr` (field order).
-            Some(unsafe {
-                Mr::register(
-                    pd,
-                    mem.as_ptr(),
-                    mem.len(),
-                    ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0,
-                )
-            }?)
-        };
-        let lkey = mr.as_ref().map_or(0, Mr::lkey);
-        // SAFETY: the mapping lives in this struct and is dropped after the pool; the device
-        // writes only into Receives this pool posted (we post nothing else on its queue).
-        let region = unsafe { DmaRegion::new(mem.as_ptr(), mem.as_ptr() as u64, mem.len(), lkey) }?;
-        let pool = RecvPool::new(region, pool_cfg)?;
-        let per_recv = (0..RECV_DESCRIPTORS).map(|_| None).collect();
-        Ok(Box::new(RecvSide {
-            pool,
-            per_recv,
-            mr,
-            mem,
-        }))
-    }
-
-    /// Posts what the pool's watermark asks for, as one chained post.
-    fn replenish(&mut self, pd: &Pd, queue: RecvQueue) -> Result<()> {
-        let mut wrs = [RecvWr::default(); 64];
-        let n = self.pool.post(&mut wrs);
-        if n == 0 {
-            return Ok(());
-        }
-        if self.mr.is_none() {
-            // Register-per-Receive mode: one MR per buffer, for this post only.
-            for wr in &mut wrs[..n] {
-                // SAFETY: the buffer lies inside `mem`, which outlives the MR.
-                let mr = unsafe {
-                    Mr::register(
-                        pd,
-                        wr.addr as *mut u8,
-                        wr.length as usize,
-                        ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0,
-                    )
-                }?;
-                wr.lkey = mr.lkey();
-                self.per_recv[(wr.wr_id & 0xffff) as usize] = Some(mr);
-            }
-        }
-        // SAFETY: the queue belongs to this side's QP/SRQ, which outlives the post; the WRs are
-        // the pool's, one buffer each.
-        if let Err((bad, e)) = unsafe { post_recv_batch(queue, &wrs[..n]) } {
-            self.pool.cancel(&wrs[bad..n]);
-            return Err(e);
-        }
-        Ok(())
-    }
-}
-
-/// The sending half of a connection. Field order is drop order: the id (and its QP) goes
-/// first, then the Send slots' MR and memory.
-struct ReplyPath {
+struct Conn {
+    // Field order is drop order: the QP first (the device stops touching memory), then the id,
+    // then the responder and its send slots, then the connection's own receive buffers.
+    qp: QueuePair,
     id: CmId,
-    send: SendSlots,
-    peer: PrivateData,
+    responder: Box<ResponderMemory<MAX_CALLS>>,
+    recv: Option<Box<RecvBuffers<MAX_RECV>>>,
+    slot: usize,
     disconnecting: Option<Instant>,
-    sends_outstanding: usize,
-}
-
-/// One accepted connection: the reply path (with the QP, dropped first) and, without an SRQ,
-/// its own receive side.
-struct Connection {
-    reply: ReplyPath,
-    recv: Option<Box<RecvSide>>,
+    failed: bool,
 }
 
 /// Verbs resources shared by all connections, made on the first connection request (the
 /// listener may be bound to every device). Field order is drop order.
 struct Shared {
-    srq_recv: Option<Box<RecvSide>>,
     srq: Option<Srq>,
+    srq_recv: Option<Box<RecvBuffers<MAX_RECV>>>,
+    sinks: Box<Pages<MAX_PAGES>>,
+    payloads: Box<Pages<MAX_PAGES>>,
     recv_cq: Cq,
     send_cq: Cq,
     channel: Option<CompChannel>,
     pd: Pd,
-    ctx: crate::verbs::Context,
+    #[allow(dead_code)] // owned by rdma_cm; kept for the device name in logs
+    ctx: Context,
 }
 
 /// The server. Field order is drop order: connections, then shared resources, then the
 /// listener and its event channel.
 pub struct Server {
-    conns: HashMap<u32, Connection>,
+    conns: HashMap<u32, Conn>,
     shared: Option<Shared>,
     #[allow(dead_code)] // owned: the listening id lives as long as the server
     listen: CmId,
     events: EventChannel,
     cfg: ServerConfig,
+    service: ExampleService,
+    ledger: Box<CreditLedger<MAX_CONNECTIONS>>,
+    free_slots: Vec<usize>,
+    next_epoch: u16,
+    sq_reserved: usize,
     stats: ServerStats,
 }
 
@@ -236,7 +179,8 @@ impl Server {
     /// Binds and listens.
     ///
     /// # Errors
-    /// [`Error::NoDevice`] without RDMA devices; bind/listen failures.
+    /// [`Error::NoDevice`] without RDMA devices; bind/listen failures; a configuration the
+    /// core refuses.
     pub fn bind(cfg: ServerConfig) -> Result<Server> {
         require_device(cfg.device.as_deref())?;
         let events = EventChannel::new()?;
@@ -256,28 +200,74 @@ impl Server {
                 ""
             }
         );
+        let mut service = ExampleService::new(&cfg.programs);
+        service.max_payload = cfg.max_read_payload;
         Ok(Server {
             conns: HashMap::new(),
             shared: None,
             listen,
             events,
+            service,
+            ledger: Box::new(CreditLedger::new()),
+            free_slots: (0..MAX_CONNECTIONS).rev().collect(),
+            next_epoch: 1,
+            sq_reserved: 0,
             cfg,
             stats: ServerStats::default(),
         })
     }
 
-    /// Counters so far.
+    fn pool_config(&self, credits: u16, epoch: u16) -> PoolConfig {
+        PoolConfig {
+            buffer_size: self.cfg.buffer_size,
+            credits,
+            batch: self.cfg.batch,
+            limits: DecodeLimits {
+                max_read_payload: self.cfg.max_read_payload,
+            },
+            buffers: 0,
+            epoch,
+        }
+    }
+
+    fn responder_config(&self, initiator_depth: u8, epoch: u16) -> ResponderConfig {
+        let credits = if self.cfg.srq {
+            self.cfg.credits.min((MAX_CALLS / 2) as u16)
+        } else {
+            self.cfg.credits
+        };
+        ResponderConfig {
+            credits,
+            send_size: self.cfg.send_size,
+            initiator_depth,
+            sq_depth: self.sq_depth(credits),
+            epoch,
+        }
+    }
+
+    fn sq_depth(&self, credits: u16) -> u16 {
+        // A Send per call plus room for Writes and Reads; the responder never exceeds it.
+        (credits as usize * 4 + 64).min(u16::MAX as usize) as u16
+    }
+
+    /// Counters so far (open connections included).
     pub fn stats(&self) -> ServerStats {
         let mut s = self.stats;
         if let Some(r) = self.shared.as_ref().and_then(|sh| sh.srq_recv.as_ref()) {
-            add_counters(&mut s.pool, &r.pool.counters());
+            s.pool.accumulate(&r.pool().counters());
         }
         for c in self.conns.values() {
             if let Some(r) = &c.recv {
-                add_counters(&mut s.pool, &r.pool.counters());
+                s.pool.accumulate(&r.pool().counters());
             }
+            s.responder.accumulate(&c.responder.conn().counters());
         }
         s
+    }
+
+    /// The example service's counters.
+    pub fn service_stats(&self) -> rpcrdma_services::ServiceStats {
+        self.service.stats
     }
 
     /// Open connections.
@@ -285,18 +275,27 @@ impl Server {
         self.conns.len()
     }
 
-    /// Bytes of registered memory per connection (receive pool + send slots).
+    /// Bytes of registered memory per connection: its Receive buffers (none with an SRQ) and
+    /// its send slots. Read sinks and payload pages are shared by all connections
+    /// ([`Server::shared_memory`]).
     pub fn memory_per_connection(&self) -> usize {
         let recv = if self.cfg.srq {
             0
         } else {
-            PoolConfig::region_len(RECV_DESCRIPTORS, self.cfg.buffer_size)
+            self.pool_config(self.cfg.credits, 0).needed_region_len()
         };
-        recv + self.send_slots() * self.cfg.buffer_size.max(DEFAULT_INLINE_THRESHOLD)
+        recv + self.responder_config(1, 1).send_region_len()
     }
 
-    fn send_slots(&self) -> usize {
-        2 * self.cfg.credits as usize
+    /// Bytes of registered memory shared by all connections: Read sinks, payload pages, and
+    /// the SRQ's Receive buffers.
+    pub fn shared_memory(&self) -> usize {
+        let srq = if self.cfg.srq {
+            self.pool_config(self.cfg.credits, 0).needed_region_len()
+        } else {
+            0
+        };
+        self.cfg.sink_bytes + self.cfg.payload_bytes + srq
     }
 
     /// Runs until `stop` is set; then disconnects everything and drains.
@@ -321,16 +320,12 @@ impl Server {
                 break;
             }
             let work = self.poll_completions()?;
-            if work == 0 {
-                idle = idle.saturating_add(1);
-            } else {
-                idle = 0;
-            }
+            idle = if work == 0 { idle.saturating_add(1) } else { 0 };
             // rdma_cm and teardown are checked when idle or every 256 busy iterations: no
             // syscall per message on the hot path.
             if idle > 0 || n % 256 == 0 {
                 self.poll_cm()?;
-                self.reap_disconnected();
+                self.reap();
             }
             if idle > 64 {
                 self.wait(Duration::from_millis(if self.cfg.event_mode {
@@ -351,26 +346,11 @@ impl Server {
             }
             return Ok(());
         }
-        let mut fds = vec![libc::pollfd {
-            fd: self.events.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = vec![self.events.fd()];
         if let Some(ch) = self.shared.as_ref().and_then(|s| s.channel.as_ref()) {
-            fds.push(libc::pollfd {
-                fd: ch.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            fds.push(ch.fd());
         }
-        // SAFETY: fds is a valid array of pollfd for the call.
-        unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as u64,
-                timeout.as_millis() as i32,
-            )
-        };
+        crate::verbs::wait_readable(&fds, timeout)?;
         if let Some(ch) = self.shared.as_ref().and_then(|s| s.channel.as_ref()) {
             while ch.consume_event()? {}
         }
@@ -385,19 +365,9 @@ impl Server {
                     log::debug!("connection established");
                 }
                 rdma_cm_event_type::RDMA_CM_EVENT_DISCONNECTED
-                | rdma_cm_event_type::RDMA_CM_EVENT_REJECTED
-                | rdma_cm_event_type::RDMA_CM_EVENT_UNREACHABLE
-                | rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_ERROR => {
-                    if let Some(conn) = self
-                        .conns
-                        .values_mut()
-                        .map(|c| &mut c.reply)
-                        .find(|c| c.id.as_raw() == ev.id)
-                    {
-                        if conn.disconnecting.is_none() {
-                            conn.id.disconnect();
-                            conn.disconnecting = Some(Instant::now());
-                        }
+                | rdma_cm_event_type::RDMA_CM_EVENT_TIMEWAIT_EXIT => {
+                    if let Some(conn) = self.conns.values_mut().find(|c| c.id.as_raw() == ev.id) {
+                        start_disconnect(conn);
                     }
                 }
                 rdma_cm_event_type::RDMA_CM_EVENT_DEVICE_REMOVAL => {
@@ -413,7 +383,7 @@ impl Server {
         Ok(())
     }
 
-    fn ensure_shared(&mut self, ctx: Option<crate::verbs::Context>) -> Result<()> {
+    fn ensure_shared(&mut self, ctx: Option<Context>) -> Result<()> {
         if self.shared.is_some() {
             return Ok(());
         }
@@ -431,25 +401,35 @@ impl Server {
             None
         };
         if let Some(ch) = &channel {
-            crate::verbs::set_nonblocking(ch.fd())?;
+            set_nonblocking(ch.fd())?;
         }
-        let recv_cq = Cq::new(ctx, 4096, channel.as_ref())?;
-        let send_cq = Cq::new(ctx, 4096, channel.as_ref())?;
+        let recv_cq = Cq::new(ctx, CQ_DEPTH as i32, channel.as_ref())?;
+        let send_cq = Cq::new(ctx, CQ_DEPTH as i32, channel.as_ref())?;
+        let sinks = Pages::new(&pd, self.cfg.sink_bytes, PAGE_SIZE)?;
+        let payloads = Pages::new(&pd, self.cfg.payload_bytes, PAGE_SIZE)?;
         let (srq, srq_recv) = if self.cfg.srq {
-            let srq = Srq::new(&pd, RECV_DESCRIPTORS as u32)?;
-            let mut side = RecvSide::new(&pd, &self.cfg)?;
-            side.replenish(&pd, RecvQueue::Srq(srq.as_raw()))?;
+            let pool_cfg = self.pool_config(self.cfg.credits, 0);
+            let srq = Srq::new(&pd, pool_cfg.buffer_count() as u32)?;
+            let mut side = RecvBuffers::new(&pd, pool_cfg, self.cfg.register_per_receive)?;
+            let mut dev = VerbsDevice::srq_only(&srq);
+            let (pool, mut dev) = side.parts(&pd, &mut dev);
+            pool.refill(&mut dev)
+                .map_err(|e| Error::Protocol(format!("SRQ refill: {e}")))?;
             (Some(srq), Some(side))
         } else {
             (None, None)
         };
         log::info!(
-            "device {name}: protection domain, CQs{} ready",
+            "device {name}: protection domain, CQs, {} KiB of Read sinks and {} KiB of payload pages{}",
+            self.cfg.sink_bytes / 1024,
+            self.cfg.payload_bytes / 1024,
             if srq.is_some() { ", SRQ" } else { "" }
         );
         self.shared = Some(Shared {
-            srq_recv,
             srq,
+            srq_recv,
+            sinks,
+            payloads,
             recv_cq,
             send_cq,
             channel,
@@ -460,8 +440,7 @@ impl Server {
     }
 
     fn on_connect_request(&mut self, ev: &CmEvent) {
-        // SAFETY: a CONNECT_REQUEST's id is new and ours.
-        let Some(id) = (unsafe { CmId::from_raw(ev.id) }) else {
+        let Some(id) = CmId::from_event(ev) else {
             return;
         };
         match self.accept(id, ev) {
@@ -474,231 +453,157 @@ impl Server {
     }
 
     fn accept(&mut self, id: CmId, ev: &CmEvent) -> Result<()> {
-        let peer = match ev.private_data() {
-            Ok(Some(p)) => p,
-            Ok(None) => private_data_for(DEFAULT_INLINE_THRESHOLD, DEFAULT_INLINE_THRESHOLD),
-            Err(e) => {
-                id.reject();
-                return Err(e);
-            }
-        };
+        // RFC 8797: absent or unrecognised private data means the RFC 8166 defaults.
+        let peer = ev.private_data();
+        let peer_inline = peer.map_or(DEFAULT_INLINE_THRESHOLD, |p| p.recv_size as usize);
         if let Err(e) = self.ensure_shared(id.verbs()) {
             id.reject();
             return Err(e);
         }
-        let slots = self.send_slots();
-        let sh = self.shared.as_ref().ok_or(Error::NoDevice)?;
-        // SAFETY: plain old data; the fields used are set below.
-        let mut attr: ibv_qp_init_attr = unsafe { std::mem::zeroed() };
-        attr.send_cq = sh.send_cq.as_raw();
-        attr.recv_cq = sh.recv_cq.as_raw();
-        attr.srq = sh.srq.as_ref().map_or(std::ptr::null_mut(), Srq::as_raw);
-        attr.cap.max_send_wr = slots as u32;
-        attr.cap.max_recv_wr = if self.cfg.srq {
-            0
-        } else {
-            RECV_DESCRIPTORS as u32
-        };
-        attr.cap.max_send_sge = 1;
-        attr.cap.max_recv_sge = 1;
-        attr.qp_type = ibv_qp_type::IBV_QPT_RC;
-        if let Err(e) = id.create_qp(&sh.pd, &mut attr) {
+        let Some(slot) = self.free_slots.pop() else {
             id.reject();
-            return Err(e);
+            return Err(Error::Protocol(format!(
+                "{MAX_CONNECTIONS} connections already open"
+            )));
+        };
+        match self.accept_on(id, ev, slot, peer, peer_inline) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.free_slots.push(slot);
+                Err(e)
+            }
         }
-        let qp = id.qp();
-        // SAFETY: the QP was just created.
-        let qp_num = unsafe { (*qp).qp_num };
+    }
+
+    fn accept_on(
+        &mut self,
+        id: CmId,
+        ev: &CmEvent,
+        slot: usize,
+        peer: Option<PrivateData>,
+        peer_inline: usize,
+    ) -> Result<()> {
+        let epoch = self.next_epoch;
+        self.next_epoch = if epoch >= rpcrdma_core::device::MAX_EPOCH {
+            1
+        } else {
+            epoch + 1
+        };
+        // Reads this side may issue: the requester's responder resources, which rdma_cm reports
+        // to a listener as the event's initiator depth (from this side's point of view).
+        let depth = ev.initiator_depth.clamp(1, 16);
+        let rcfg = self.responder_config(depth, epoch);
+        let pool_cfg = self.pool_config(self.cfg.credits, epoch);
+        let sq = rcfg.sq_depth as usize;
+        if self.sq_reserved + sq > CQ_DEPTH {
+            id.reject();
+            return Err(Error::Protocol(
+                "the send completion queue is fully committed: too many connections".into(),
+            ));
+        }
+        let sh = self.shared.as_ref().ok_or(Error::NoDevice)?;
+        let caps = QpCaps {
+            max_send_wr: sq as u32,
+            max_recv_wr: pool_cfg.buffer_count() as u32,
+        };
+        let qp =
+            match QueuePair::create(&id, &sh.pd, &sh.send_cq, &sh.recv_cq, sh.srq.as_ref(), caps) {
+                Ok(qp) => qp,
+                Err(e) => {
+                    id.reject();
+                    return Err(e);
+                }
+            };
+        let responder = ResponderMemory::new(&sh.pd, rcfg, peer_inline)?;
         let recv = if self.cfg.srq {
             None
         } else {
-            let mut side = RecvSide::new(&sh.pd, &self.cfg)?;
-            side.replenish(&sh.pd, RecvQueue::Qp(qp))?;
+            let mut side = RecvBuffers::new(&sh.pd, pool_cfg, self.cfg.register_per_receive)?;
+            let mut dev = VerbsDevice::new(&qp, None, None);
+            let (pool, mut dev) = side.parts(&sh.pd, &mut dev);
+            pool.refill(&mut dev)
+                .map_err(|e| Error::Protocol(format!("initial Receives: {e}")))?;
             Some(side)
         };
-        let send = SendSlots::new(
-            &sh.pd,
-            slots,
-            self.cfg.buffer_size.max(DEFAULT_INLINE_THRESHOLD),
-        )?;
-        let ours = private_data_for(send.slot_size(), self.cfg.buffer_size);
-        id.accept(&ours)?;
+        let ours = private_data_for(self.cfg.send_size, self.cfg.buffer_size);
+        id.accept(&ours, depth)?;
+        let qp_num = qp.qp_num();
+        self.ledger.open(slot);
+        self.sq_reserved += sq;
         log::info!(
-            "accepted qp {qp_num}: peer receives {} B, sends {} B",
-            peer.recv_size,
-            peer.send_size
+            "accepted qp {qp_num}: peer receives {peer_inline} B inline{}, {depth} Reads in flight, credits {}",
+            if peer.is_none() { " (no private data: defaults)" } else { "" },
+            rcfg.credits
         );
         self.conns.insert(
             qp_num,
-            Connection {
-                reply: ReplyPath {
-                    id,
-                    send,
-                    peer,
-                    disconnecting: None,
-                    sends_outstanding: 0,
-                },
+            Conn {
+                qp,
+                id,
+                responder,
                 recv,
+                slot,
+                disconnecting: None,
+                failed: false,
             },
         );
         Ok(())
     }
 
-    /// Polls both CQs once; returns the completions handled.
+    /// Polls both CQs once and flushes the connections touched; returns the completions
+    /// handled.
     fn poll_completions(&mut self) -> Result<usize> {
         let Some(sh) = self.shared.as_mut() else {
             return Ok(0);
         };
         let mut wcs = wc_array::<POLL_BATCH>();
-        let n = sh.send_cq.poll(&mut wcs)?;
-        for wc in &wcs[..n] {
-            if let Some(conn) = self.conns.get_mut(&wc.qp_num).map(|c| &mut c.reply) {
-                conn.send.give_back(wc.wr_id as u16);
-                conn.sends_outstanding -= 1;
-                if wc.status != ibv_wc_status::IBV_WC_SUCCESS
-                    && wc.status != ibv_wc_status::IBV_WC_WR_FLUSH_ERR
-                {
-                    log::warn!(
-                        "Send on qp {} completed with status {}",
-                        wc.qp_num,
-                        wc.status
-                    );
-                }
-            }
-        }
-        let sends = n;
-        let n = sh.recv_cq.poll(&mut wcs)?;
-        let mut touched: [u32; POLL_BATCH] = [0; POLL_BATCH];
+        let mut touched = [0u32; 2 * POLL_BATCH];
         let mut ntouched = 0;
-        for wc in &wcs[..n] {
-            self.on_receive(wc);
-            if !touched[..ntouched].contains(&wc.qp_num) {
-                touched[ntouched] = wc.qp_num;
-                ntouched += 1;
-            }
-        }
-        // Refill after the batch: one doorbell per pool at most.
-        if n > 0 {
-            let sh = self.shared.as_mut().ok_or(Error::NoDevice)?;
-            if let (Some(side), Some(srq)) = (sh.srq_recv.as_mut(), sh.srq.as_ref()) {
-                side.replenish(&sh.pd, RecvQueue::Srq(srq.as_raw()))?;
+        let mut total = 0;
+        for recv in [false, true] {
+            let n = if recv {
+                sh.recv_cq.poll(&mut wcs)?
             } else {
-                for qp_num in &touched[..ntouched] {
-                    if let Some(conn) = self.conns.get_mut(qp_num) {
-                        if let Some(side) = conn.recv.as_mut() {
-                            if let Err(e) =
-                                side.replenish(&sh.pd, RecvQueue::Qp(conn.reply.id.qp()))
-                            {
-                                log::warn!("qp {qp_num}: refill failed: {e}");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(sends + n)
-    }
-
-    fn on_receive(&mut self, wc: &ibv_wc) {
-        let Some(sh) = self.shared.as_mut() else {
-            return;
-        };
-        let conn = self.conns.get_mut(&wc.qp_num);
-        // The receive side is the SRQ's (shared) or the connection's own; the reply path is
-        // always the connection's. Disjoint fields, so both borrows are plain.
-        let (side, conn): (&mut RecvSide, Option<&mut ReplyPath>) =
-            match (sh.srq_recv.as_mut(), conn) {
-                (Some(side), conn) => (side, conn.map(|c| &mut c.reply)),
-                (
-                    None,
-                    Some(Connection {
-                        reply,
-                        recv: Some(side),
-                    }),
-                ) => (side, Some(reply)),
-                (None, Some(_)) => return,
-                (None, None) => {
-                    self.stats.bad_completions += 1;
-                    return;
-                }
+                sh.send_cq.poll(&mut wcs)?
             };
-        let completion = to_completion(wc);
-        let result = side.pool.complete(&completion, &mut CoherentDma);
-        // Register-per-Receive mode: the buffer's MR goes once the pool has accepted the
-        // completion as its own (a stale or forged wr_id must not deregister a live Receive).
-        let accepted = !matches!(
-            result,
-            Err(CompletionError::UnknownWrId { .. }
-                | CompletionError::StaleWrId { .. }
-                | CompletionError::DuplicateCompletion { .. })
-        );
-        if side.mr.is_none() && accepted {
-            if let Some(slot) = side.per_recv.get_mut((wc.wr_id & 0xffff) as usize) {
-                slot.take();
+            total += n;
+            for wc in &wcs[..n] {
+                if !touched[..ntouched].contains(&wc.qp_num) {
+                    touched[ntouched] = wc.qp_num;
+                    ntouched += 1;
+                }
+                dispatch(&mut self.conns, sh, &mut self.service, &mut self.stats, wc);
             }
         }
-        match result {
-            Ok(Completed::Message(rx)) => {
-                if let Ok(view) = side.pool.view(&rx) {
-                    if view.message().is_backchannel_reply() {
-                        self.stats.backchannel += 1;
-                    } else if let Some(conn) = conn {
-                        let credits = side.pool.credits();
-                        match send_reply(conn, |out| {
-                            let hdr = HeaderRepr::reply(rx.xid(), credits).emit(out).unwrap_or(0);
-                            hdr + serve_call(view.head(), &mut out[hdr..], &self.cfg.programs)
-                        }) {
-                            Ok(()) => self.stats.calls += 1,
-                            Err(e) => {
-                                self.stats.send_failures += 1;
-                                log::warn!("reply not sent: {e}");
-                            }
-                        }
-                    }
-                }
-                let _ = side.pool.release(rx);
-            }
-            Ok(Completed::Rejected { error, reply }) => {
-                log::debug!("qp {}: rejected message: {error}", wc.qp_num);
-                match (reply, conn) {
-                    (Some(r), Some(conn)) => {
-                        let sent = send_reply(conn, |out| r.emit(out).unwrap_or(0));
-                        match (sent, r.kind) {
-                            (Ok(()), rpcrdma_core::wire::ErrorReplyKind::Vers { .. }) => {
-                                self.stats.err_vers_sent += 1
-                            }
-                            (Ok(()), _) => self.stats.err_chunk_sent += 1,
-                            (Err(_), _) => self.stats.send_failures += 1,
-                        }
-                    }
-                    (None, _) => self.stats.dropped += 1,
-                    (Some(_), None) => self.stats.send_failures += 1,
-                }
-            }
-            Ok(Completed::Flushed) => {}
-            Err(e) => {
-                self.stats.bad_completions += 1;
-                log::warn!("qp {}: {e}", wc.qp_num);
-                if let Some(conn) = conn {
-                    if conn.disconnecting.is_none() {
-                        conn.id.disconnect();
-                        conn.disconnecting = Some(Instant::now());
-                    }
-                }
+        if total == 0 {
+            return Ok(0);
+        }
+        // With an SRQ, the shared pool is refilled before any connection sends a grant.
+        if let (Some(srq), Some(side)) = (sh.srq.as_ref(), sh.srq_recv.as_mut()) {
+            let mut dev = VerbsDevice::srq_only(srq);
+            let (pool, mut dev) = side.parts(&sh.pd, &mut dev);
+            if let Err(e) = pool.refill(&mut dev) {
+                log::warn!("SRQ refill failed: {e}");
             }
         }
+        for qp_num in &touched[..ntouched] {
+            if let Some(conn) = self.conns.get_mut(qp_num) {
+                flush(conn, sh, &mut self.service, &mut self.ledger);
+            }
+        }
+        Ok(total)
     }
 
-    /// Tears down connections whose Receives have all flushed (or after a 2 s grace period).
-    fn reap_disconnected(&mut self) {
+    /// Tears down connections whose work has all come back (or after a 2 s grace period).
+    fn reap(&mut self) {
         let done: Vec<u32> = self
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.reply.disconnecting.is_some_and(|t| {
-                    let flushed = c.recv.as_ref().is_none_or(|r| r.pool.posted() == 0);
-                    (flushed && c.reply.sends_outstanding == 0)
-                        || t.elapsed() > Duration::from_secs(2)
+                c.disconnecting.is_some_and(|t| {
+                    let receives_back = c.recv.as_ref().is_none_or(|r| r.pool().posted() == 0);
+                    let sends_back = c.responder.conn().sq_in_flight() == 0;
+                    (receives_back && sends_back) || t.elapsed() > Duration::from_secs(2)
                 })
             })
             .map(|(k, _)| *k)
@@ -710,43 +615,68 @@ impl Server {
         }
     }
 
-    fn teardown(&mut self, qp_num: u32, conn: Connection) {
-        let Connection { reply, recv } = conn;
-        // The QP goes first (then the Send slots): after this the device cannot write the
-        // Receive buffers.
-        drop(reply);
-        if let Some(mut side) = recv {
-            let report = side.pool.drain();
-            let c = side.pool.counters();
-            add_counters(&mut self.stats.pool, &c);
-            self.stats.leaked_descriptors += side.pool.in_flight() as u64;
+    fn teardown(&mut self, qp_num: u32, conn: Conn) {
+        let Conn {
+            qp,
+            id,
+            mut responder,
+            mut recv,
+            slot,
+            failed,
+            ..
+        } = conn;
+        // The QP goes first: after this the device cannot touch this connection's memory.
+        drop(qp);
+        let Some(sh) = self.shared.as_mut() else {
+            return;
+        };
+        let Some(mut res) = resources(sh, recv.as_deref_mut()) else {
+            return;
+        };
+        let report = responder.conn_mut().drain(&mut res);
+        let counters = responder.conn().counters();
+        self.stats.responder.accumulate(&counters);
+        if let Some(side) = recv.as_mut() {
+            let pool = side.pool_mut();
+            let drained = pool.drain();
+            self.stats.pool.accumulate(&pool.counters());
+            self.stats.leaked += pool.in_flight() as u64;
             log::info!(
-                "closed qp {qp_num}: {} calls, {} flushed, drained {} posted + {} held, in flight {}, MR deregistered",
-                c.delivered,
-                c.flushed,
-                report.posted,
-                report.held,
-                side.pool.in_flight()
+                "closed qp {qp_num}: {} calls, drained {} calls / {} work requests / {} posted + {} held Receives, MRs deregistered",
+                counters.calls,
+                report.calls,
+                report.work_requests,
+                drained.posted,
+                drained.held
             );
-            drop(side); // pool, MR(s), memory, in that order
         } else {
-            log::info!("closed qp {qp_num}");
+            log::info!(
+                "closed qp {qp_num}: {} calls, drained {} calls / {} work requests",
+                counters.calls,
+                report.calls,
+                report.work_requests
+            );
         }
+        self.stats.leaked += responder.conn().calls_in_progress() as u64;
+        self.stats.failed_connections += failed as u64;
+        self.sq_reserved -= responder.conn().sq_depth();
+        self.ledger.close(slot);
+        self.free_slots.push(slot);
+        drop(responder);
+        drop(recv);
+        drop(id);
         self.stats.closed += 1;
     }
 
     fn shutdown(&mut self) {
-        for conn in self.conns.values_mut().map(|c| &mut c.reply) {
-            if conn.disconnecting.is_none() {
-                conn.id.disconnect();
-                conn.disconnecting = Some(Instant::now());
-            }
+        for conn in self.conns.values_mut() {
+            start_disconnect(conn);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.conns.is_empty() && Instant::now() < deadline {
             let _ = self.poll_completions();
             let _ = self.poll_cm();
-            self.reap_disconnected();
+            self.reap();
         }
         let rest: Vec<u32> = self.conns.keys().copied().collect();
         for qp_num in rest {
@@ -755,120 +685,135 @@ impl Server {
             }
         }
         if let Some(sh) = self.shared.as_mut() {
+            // The SRQ still holds posted Receives: destroy it before draining.
+            sh.srq.take();
             if let Some(side) = sh.srq_recv.as_mut() {
-                // The SRQ still holds posted Receives: destroy it before draining.
-                sh.srq.take();
-                side.pool.drain();
-                self.stats.leaked_descriptors += side.pool.in_flight() as u64;
+                let pool = side.pool_mut();
+                pool.drain();
+                self.stats.pool.accumulate(&pool.counters());
+                self.stats.leaked += pool.in_flight() as u64;
+            }
+            let pages = sh.sinks.pool().page_count() - sh.sinks.pool().free_pages()
+                + sh.payloads.pool().page_count()
+                - sh.payloads.pool().free_pages();
+            self.stats.leaked += pages as u64;
+        }
+    }
+}
+
+fn start_disconnect(conn: &mut Conn) {
+    if conn.disconnecting.is_none() {
+        conn.id.disconnect();
+        conn.disconnecting = Some(Instant::now());
+    }
+}
+
+/// The resources a connection's responder works with: its own pool or the shared one (a
+/// connection without its own pool exists only with an SRQ, whose pool is made first).
+fn resources<'r>(
+    sh: &'r mut Shared,
+    own: Option<&'r mut RecvBuffers<MAX_RECV>>,
+) -> Option<Resources<'r, 'static, MAX_RECV, MAX_PAGES, MAX_PAGES>> {
+    let shared_pool = own.is_none();
+    let pool = match own {
+        Some(side) => side.pool_mut(),
+        None => sh.srq_recv.as_mut()?.pool_mut(),
+    };
+    Some(Resources {
+        pool,
+        sinks: sh.sinks.pool_mut(),
+        payloads: sh.payloads.pool_mut(),
+        shared_pool,
+        grant_limit: None,
+    })
+}
+
+/// Hands one completion to its connection.
+fn dispatch(
+    conns: &mut HashMap<u32, Conn>,
+    sh: &mut Shared,
+    service: &mut ExampleService,
+    stats: &mut ServerStats,
+    wc: &ibv_wc,
+) {
+    let completion = to_completion(wc);
+    let Some(conn) = conns.get_mut(&wc.qp_num) else {
+        // With an SRQ, a Receive of a connection already torn down still returns its
+        // descriptor through the shared pool (the pool validates the wr_id).
+        if WrId(wc.wr_id).kind() == WrKind::Recv {
+            if let Some(side) = sh.srq_recv.as_mut() {
+                if let Ok(rpcrdma_core::pool::Completed::Message(rx)) =
+                    side.pool_mut().complete(&completion, &mut CoherentDma)
+                {
+                    let _ = side.pool_mut().release(rx);
+                }
             }
         }
-        let _ = self.shared.as_ref().map(|s| s.ctx);
-    }
-}
-
-/// Builds a reply in a free Send slot with `build` (returns the length) and posts it.
-fn send_reply(conn: &mut ReplyPath, build: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
-    let max = (conn.peer.recv_size as usize).min(conn.send.slot_size());
-    let (slot, bytes) = conn
-        .send
-        .take()
-        .ok_or_else(|| Error::Protocol("no free Send slot".into()))?;
-    let len = build(&mut bytes[..max]);
-    let (addr, lkey) = conn.send.sge(slot);
-    // SAFETY: the QP lives in `conn.id`; the slot is registered and stays ours until its Send
-    // completion gives it back.
-    match unsafe { post_send(conn.id.qp(), slot as u64, addr, len as u32, lkey) } {
-        Ok(()) => {
-            conn.sends_outstanding += 1;
-            Ok(())
-        }
-        Err(e) => {
-            conn.send.give_back(slot);
-            Err(e)
-        }
-    }
-}
-
-/// The service: NULL for the configured programs, and the checksum program. Writes the RPC
-/// reply into `out`; returns its length.
-pub fn serve_call(call: &[u8], out: &mut [u8], programs: &[(u32, Vec<u32>)]) -> usize {
-    let h = match oncrpc::parse_call(call) {
-        Ok(h) => h,
-        Err(oncrpc::RpcError::RpcVersion { .. }) => {
-            let xid = call
-                .get(..4)
-                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            return oncrpc::emit_rpc_mismatch(out, xid).unwrap_or(0);
-        }
-        Err(_) => {
-            let xid = call
-                .get(..4)
-                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            return oncrpc::emit_accepted_reply(out, xid, AcceptStat::GarbageArgs).unwrap_or(0);
-        }
+        stats.stray_completions += 1;
+        return;
     };
-    if h.prog == CHECKSUM_PROG {
-        if h.vers != CHECKSUM_VERS {
-            return oncrpc::emit_accepted_reply(
-                out,
-                h.xid,
-                AcceptStat::ProgMismatch { low: 1, high: 1 },
-            )
-            .unwrap_or(0);
+    let Some(mut res) = resources(sh, conn.recv.as_deref_mut()) else {
+        return;
+    };
+    conn.responder
+        .conn_mut()
+        .handle(&mut res, &mut CoherentDma, service, &completion);
+    if WrId(wc.wr_id).kind() == WrKind::Recv {
+        if let Some(side) = conn.recv.as_mut() {
+            side.completed(wc.wr_id);
+        } else if let Some(side) = sh.srq_recv.as_mut() {
+            side.completed(wc.wr_id);
         }
-        if h.proc_ == 0 {
-            return oncrpc::emit_accepted_reply(out, h.xid, AcceptStat::Success).unwrap_or(0);
-        }
-        if h.proc_ != CHECKSUM_PROC {
-            return oncrpc::emit_accepted_reply(out, h.xid, AcceptStat::ProcUnavail).unwrap_or(0);
-        }
-        let args = &call[h.args_offset..];
-        let data = args
-            .get(..4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .and_then(|len| args.get(4..4 + len));
-        let Some(data) = data else {
-            return oncrpc::emit_accepted_reply(out, h.xid, AcceptStat::GarbageArgs).unwrap_or(0);
-        };
-        let n = oncrpc::emit_accepted_reply(out, h.xid, AcceptStat::Success).unwrap_or(0);
-        if let Some(dst) = out.get_mut(n..n + 4) {
-            dst.copy_from_slice(&oncrpc::checksum(data).to_be_bytes());
-            return n + 4;
-        }
-        return n;
-    }
-    match programs.iter().find(|(p, _)| *p == h.prog) {
-        None => oncrpc::emit_accepted_reply(out, h.xid, AcceptStat::ProgUnavail).unwrap_or(0),
-        Some((_, versions)) if !versions.contains(&h.vers) => {
-            let low = versions.iter().copied().min().unwrap_or(0);
-            let high = versions.iter().copied().max().unwrap_or(0);
-            oncrpc::emit_accepted_reply(out, h.xid, AcceptStat::ProgMismatch { low, high })
-                .unwrap_or(0)
-        }
-        Some(_) if h.proc_ != 0 => {
-            oncrpc::emit_accepted_reply(out, h.xid, AcceptStat::ProcUnavail).unwrap_or(0)
-        }
-        Some(_) => oncrpc::emit_accepted_reply(out, h.xid, AcceptStat::Success).unwrap_or(0),
     }
 }
 
-fn add_counters(sum: &mut Counters, c: &Counters) {
-    sum.posted += c.posted;
-    sum.batches += c.batches;
-    sum.completed += c.completed;
-    sum.bytes += c.bytes;
-    sum.flushed += c.flushed;
-    sum.device_errors += c.device_errors;
-    sum.delivered += c.delivered;
-    sum.released += c.released;
-    sum.err_vers += c.err_vers;
-    sum.err_chunk += c.err_chunk;
-    sum.dropped += c.dropped;
-    sum.rejected_unknown += c.rejected_unknown;
-    sum.rejected_stale += c.rejected_stale;
-    sum.rejected_duplicate += c.rejected_duplicate;
-    sum.cancelled += c.cancelled;
-    sum.drained += c.drained;
+/// End of a batch for one connection: refill (own pool), grant, one chained post.
+fn flush(
+    conn: &mut Conn,
+    sh: &mut Shared,
+    service: &mut ExampleService,
+    ledger: &mut CreditLedger<MAX_CONNECTIONS>,
+) {
+    let shared_posted = sh.srq_recv.as_ref().map(|s| s.pool().posted());
+    let grant_limit = shared_posted.map(|posted| ledger.limit(conn.slot, posted));
+    // With an SRQ the responder never refills (the shared pool was refilled before), so the
+    // device needs only the QP's send queue.
+    let mut dev = VerbsDevice::new(&conn.qp, None, None);
+    let result = match conn.recv.as_deref_mut() {
+        Some(side) => {
+            let (pool, mut dev) = side.parts(&sh.pd, &mut dev);
+            let mut res = Resources {
+                pool,
+                sinks: sh.sinks.pool_mut(),
+                payloads: sh.payloads.pool_mut(),
+                shared_pool: false,
+                grant_limit: None,
+            };
+            conn.responder.conn_mut().flush(&mut res, &mut dev, service)
+        }
+        None => match resources(sh, None) {
+            Some(mut res) => {
+                res.grant_limit = grant_limit;
+                conn.responder.conn_mut().flush(&mut res, &mut dev, service)
+            }
+            None => Ok(()),
+        },
+    };
+    if shared_posted.is_some() {
+        ledger.record(conn.slot, conn.responder.conn().counters().last_grant);
+    }
+    if let Err(e) = result {
+        log::warn!("qp {}: post failed: {e}", conn.qp.qp_num());
+    }
+    if conn.responder.conn().is_closing() && conn.disconnecting.is_none() {
+        // A flush or error completion with no CM event: disconnect so the rest flushes.
+        log::warn!(
+            "qp {}: a work request failed or flushed; disconnecting",
+            conn.qp.qp_num()
+        );
+        conn.failed = true;
+        start_disconnect(conn);
+    }
 }
 
 /// Resident set size of this process in KiB (from /proc/self/statm).
@@ -881,71 +826,4 @@ pub fn rss_kib() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rpcrdma_core::oncrpc::{emit_call, parse_accepted_reply};
-
-    fn call(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Vec<u8> {
-        let mut b = vec![0u8; 40];
-        emit_call(&mut b, 77, prog, vers, proc_).unwrap();
-        b.extend_from_slice(args);
-        b
-    }
-
-    fn serve(call: &[u8]) -> (u32, u32, Vec<u8>) {
-        let mut out = [0u8; 256];
-        let n = serve_call(call, &mut out, &ServerConfig::default().programs);
-        let (xid, stat, at) = parse_accepted_reply(&out[..n]).expect("accepted reply");
-        (xid, stat, out[at.min(n)..n].to_vec())
-    }
-
-    #[test]
-    fn nfs_null_v3_and_v4_succeed() {
-        assert_eq!(serve(&call(NFS_PROG, 3, 0, &[])).1, 0);
-        assert_eq!(serve(&call(NFS_PROG, 4, 0, &[])).1, 0);
-    }
-
-    #[test]
-    fn unknown_program_version_procedure() {
-        assert_eq!(serve(&call(100_005, 3, 0, &[])).1, 1, "PROG_UNAVAIL");
-        let (_, stat, rest) = serve(&call(NFS_PROG, 2, 0, &[]));
-        assert_eq!(
-            (stat, rest),
-            (2, vec![0, 0, 0, 3, 0, 0, 0, 4]),
-            "PROG_MISMATCH 3..4"
-        );
-        assert_eq!(serve(&call(NFS_PROG, 3, 1, &[])).1, 3, "PROC_UNAVAIL");
-    }
-
-    #[test]
-    fn checksum_program() {
-        let data = b"hello, rdma";
-        let mut args = (data.len() as u32).to_be_bytes().to_vec();
-        args.extend_from_slice(data);
-        args.push(0); // XDR padding
-        let (xid, stat, rest) = serve(&call(CHECKSUM_PROG, CHECKSUM_VERS, CHECKSUM_PROC, &args));
-        assert_eq!((xid, stat), (77, 0));
-        assert_eq!(rest, oncrpc::checksum(data).to_be_bytes());
-        // Length past the message: GARBAGE_ARGS.
-        let (_, stat, _) = serve(&call(
-            CHECKSUM_PROG,
-            CHECKSUM_VERS,
-            CHECKSUM_PROC,
-            &[0, 0, 1, 0, 1],
-        ));
-        assert_eq!(stat, 4);
-    }
-
-    #[test]
-    fn rpc_version_mismatch_is_denied() {
-        let mut c = call(NFS_PROG, 3, 0, &[]);
-        c[11] = 3; // rpcvers 3
-        let mut out = [0u8; 64];
-        let n = serve_call(&c, &mut out, &[]);
-        assert_eq!(&out[8..12], &1u32.to_be_bytes(), "MSG_DENIED");
-        assert_eq!(n, 24);
-    }
 }

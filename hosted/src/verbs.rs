@@ -4,11 +4,15 @@
 //! their fields children-first so Rust's drop order tears them down in dependency order. Every
 //! wrapper has `as_raw()`.
 
+use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
 use rdma_sys::*;
-use rpcrdma_core::pool::{Completion, CompletionStatus, RecvWr};
+use rpcrdma_core::device::{
+    Completion, CompletionStatus, Device, PostError, RecvWr, SendOp, SendWr,
+};
 
+use crate::cm::CmId;
 use crate::error::{check, check_rc, verb_error, Error, Result};
 
 /// Names of the RDMA devices present.
@@ -293,7 +297,7 @@ pub fn wc_array<const K: usize>() -> [ibv_wc; K] {
     unsafe { std::mem::zeroed() }
 }
 
-/// The core's view of a receive work completion.
+/// The core's view of a work completion.
 #[inline]
 pub fn to_completion(wc: &ibv_wc) -> Completion {
     let status = match wc.status {
@@ -351,115 +355,289 @@ impl Drop for Srq {
     }
 }
 
-/// Where a batch of Receives goes.
+/// A reliable-connection queue pair created on an rdma_cm id: the owner that destroys it.
+///
+/// Declare it before the [`CmId`] it was made on (drop order): the QP goes first, then the id.
+#[derive(Debug)]
+pub struct QueuePair {
+    id: NonNull<rdma_cm_id>,
+    qp: NonNull<ibv_qp>,
+}
+
+// SAFETY: the QP is used from one thread at a time by its owner.
+unsafe impl Send for QueuePair {}
+
+/// Sizes of a queue pair.
 #[derive(Debug, Clone, Copy)]
-pub enum RecvQueue {
-    /// A queue pair's own receive queue.
-    Qp(*mut ibv_qp),
-    /// A shared receive queue.
-    Srq(*mut ibv_srq),
+pub struct QpCaps {
+    /// Send-queue work requests (Sends, RDMA Writes and Reads).
+    pub max_send_wr: u32,
+    /// Receive-queue work requests (0 with an SRQ).
+    pub max_recv_wr: u32,
 }
 
-/// Posts the core's batch as one chained `ibv_post_recv` / `ibv_post_srq_recv` (one doorbell).
-/// Returns `Err(index)` of the first refused WR with the error; the caller hands `wrs[index..]`
-/// back to the pool with `cancel`.
-///
-/// # Safety
-/// The queue is live, and every WR describes registered memory that only this batch's
-/// Receives will write (the core's pool hands out each buffer once).
-pub unsafe fn post_recv_batch(
-    queue: RecvQueue,
-    wrs: &[RecvWr],
-) -> std::result::Result<(), (usize, Error)> {
-    const MAX: usize = 64;
-    let mut sges = [ibv_sge {
-        addr: 0,
-        length: 0,
-        lkey: 0,
-    }; MAX];
-    // SAFETY: ibv_recv_wr is plain old data; every field used is set below.
-    let mut chain: [ibv_recv_wr; MAX] = unsafe { std::mem::zeroed() };
-    let mut start = 0;
-    while start < wrs.len() {
-        let part = &wrs[start..wrs.len().min(start + MAX)];
-        for (i, wr) in part.iter().enumerate() {
-            sges[i] = ibv_sge {
-                addr: wr.addr,
-                length: wr.length,
-                lkey: wr.lkey,
-            };
-        }
-        let base = chain.as_mut_ptr();
-        for i in 0..part.len() {
-            chain[i].wr_id = part[i].wr_id;
-            chain[i].sg_list = &mut sges[i];
-            chain[i].num_sge = 1;
-            // SAFETY: in-bounds pointer arithmetic within `chain`.
-            chain[i].next = if i + 1 < part.len() {
-                unsafe { base.add(i + 1) }
-            } else {
-                ptr::null_mut()
-            };
-        }
-        let mut bad: *mut ibv_recv_wr = ptr::null_mut();
-        // SAFETY: the chain and SGEs live across the call; the queue is live (caller).
-        let rc = unsafe {
-            match queue {
-                RecvQueue::Qp(qp) => ibv_post_recv(qp, base, &mut bad),
-                RecvQueue::Srq(srq) => ibv_post_srq_recv(srq, base, &mut bad),
-            }
-        };
-        if rc != 0 {
-            let failed = if bad.is_null() {
-                0
-            } else {
-                // SAFETY: bad points into `chain`.
-                unsafe { bad.offset_from(base) as usize }
-            };
-            let verb = if matches!(queue, RecvQueue::Qp(_)) {
-                "ibv_post_recv"
-            } else {
-                "ibv_post_srq_recv"
-            };
-            return Err((
-                start + failed,
-                Error::Verb {
-                    verb,
-                    errno: rc.abs(),
-                },
-            ));
-        }
-        start += part.len();
+impl QueuePair {
+    /// Creates an RC queue pair on `id` with one SGE per work request, completing into
+    /// `send_cq` / `recv_cq`, receiving from `srq` when given.
+    ///
+    /// # Errors
+    /// `rdma_create_qp` failure.
+    pub fn create(
+        id: &CmId,
+        pd: &Pd,
+        send_cq: &Cq,
+        recv_cq: &Cq,
+        srq: Option<&Srq>,
+        caps: QpCaps,
+    ) -> Result<QueuePair> {
+        // SAFETY: plain old data; the fields used are set below.
+        let mut attr: ibv_qp_init_attr = unsafe { std::mem::zeroed() };
+        attr.send_cq = send_cq.as_raw();
+        attr.recv_cq = recv_cq.as_raw();
+        attr.srq = srq.map_or(ptr::null_mut(), Srq::as_raw);
+        attr.cap.max_send_wr = caps.max_send_wr;
+        attr.cap.max_recv_wr = if srq.is_some() { 0 } else { caps.max_recv_wr };
+        attr.cap.max_send_sge = 1;
+        attr.cap.max_recv_sge = 1;
+        attr.qp_type = ibv_qp_type::IBV_QPT_RC;
+        // SAFETY: live id and PD; attr is valid for the call, its CQs and SRQ are live.
+        check("rdma_create_qp", unsafe {
+            rdma_create_qp(id.as_raw(), pd.as_raw(), &mut attr)
+        })?;
+        let qp = NonNull::new(id.qp()).ok_or_else(|| verb_error("rdma_create_qp"))?;
+        Ok(QueuePair {
+            id: NonNull::new(id.as_raw()).ok_or_else(|| verb_error("rdma_create_qp"))?,
+            qp,
+        })
     }
-    Ok(())
+
+    /// The QP number (completions name it in `qp_num`).
+    pub fn qp_num(&self) -> u32 {
+        // SAFETY: live QP.
+        unsafe { (*self.qp.as_ptr()).qp_num }
+    }
+
+    /// The raw pointer.
+    pub fn as_raw(&self) -> *mut ibv_qp {
+        self.qp.as_ptr()
+    }
 }
 
-/// Posts one signaled Send of `len` bytes at `addr` (registered under `lkey`).
-///
-/// # Safety
-/// `qp` is a live queue pair and `addr..addr + len` is registered memory under `lkey` that
-/// stays valid until the Send completes.
+impl Drop for QueuePair {
+    fn drop(&mut self) {
+        // SAFETY: the id outlives this QP (owner's field order); destroying the QP through
+        // rdma_cm also clears the id's pointer to it.
+        unsafe { rdma_destroy_qp(self.id.as_ptr()) };
+    }
+}
+
+/// The core's [`Device`] on verbs: Sends, RDMA Writes and RDMA Reads go to a queue pair's send
+/// queue, Receives to its receive queue or to an SRQ, and `poll` reads a completion queue.
+/// Built per batch from borrowed objects, so it cannot outlive them.
+#[derive(Debug)]
+pub struct VerbsDevice<'a> {
+    qp: *mut ibv_qp,
+    srq: *mut ibv_srq,
+    cq: *mut ibv_cq,
+    _objects: PhantomData<&'a ()>,
+}
+
+impl<'a> VerbsDevice<'a> {
+    /// A device on `qp`, receiving from `srq` if given (else the QP's own receive queue),
+    /// polling `cq` if given.
+    pub fn new(qp: &'a QueuePair, srq: Option<&'a Srq>, cq: Option<&'a Cq>) -> Self {
+        VerbsDevice {
+            qp: qp.as_raw(),
+            srq: srq.map_or(ptr::null_mut(), Srq::as_raw),
+            cq: cq.map_or(ptr::null_mut(), Cq::as_raw),
+            _objects: PhantomData,
+        }
+    }
+
+    /// A device that only posts Receives to `srq` (the shared pool's refill).
+    pub fn srq_only(srq: &'a Srq) -> Self {
+        VerbsDevice {
+            qp: ptr::null_mut(),
+            srq: srq.as_raw(),
+            cq: ptr::null_mut(),
+            _objects: PhantomData,
+        }
+    }
+}
+
+const CHAIN: usize = 64;
+
+impl Device for VerbsDevice<'_> {
+    fn post_recv(&mut self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        let mut sges = [ibv_sge {
+            addr: 0,
+            length: 0,
+            lkey: 0,
+        }; CHAIN];
+        // SAFETY: ibv_recv_wr is plain old data; every field used is set below.
+        let mut chain: [ibv_recv_wr; CHAIN] = unsafe { std::mem::zeroed() };
+        let mut start = 0;
+        while start < wrs.len() {
+            let part = &wrs[start..wrs.len().min(start + CHAIN)];
+            let base = chain.as_mut_ptr();
+            for (i, wr) in part.iter().enumerate() {
+                sges[i] = ibv_sge {
+                    addr: wr.addr,
+                    length: wr.length,
+                    lkey: wr.lkey,
+                };
+                chain[i].wr_id = wr.wr_id;
+                chain[i].sg_list = &mut sges[i];
+                chain[i].num_sge = 1;
+                chain[i].next = if i + 1 < part.len() {
+                    // SAFETY: in-bounds pointer arithmetic within `chain`.
+                    unsafe { base.add(i + 1) }
+                } else {
+                    ptr::null_mut()
+                };
+            }
+            let mut bad: *mut ibv_recv_wr = ptr::null_mut();
+            // SAFETY: the chain and SGEs live across the call; the QP or SRQ is live for 'a;
+            // every WR is one of the core's Receive buffers in registered memory.
+            let rc = unsafe {
+                if self.srq.is_null() {
+                    ibv_post_recv(self.qp, base, &mut bad)
+                } else {
+                    ibv_post_srq_recv(self.srq, base, &mut bad)
+                }
+            };
+            if rc != 0 {
+                let failed = if bad.is_null() {
+                    0
+                } else {
+                    // SAFETY: bad points into `chain`.
+                    unsafe { bad.offset_from(base) as usize }
+                };
+                return Err(PostError {
+                    index: start + failed,
+                    code: rc.abs(),
+                });
+            }
+            start += part.len();
+        }
+        Ok(())
+    }
+
+    fn post_send(&mut self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        if self.qp.is_null() {
+            return Err(PostError {
+                index: 0,
+                code: libc::EINVAL,
+            });
+        }
+        let mut sges = [ibv_sge {
+            addr: 0,
+            length: 0,
+            lkey: 0,
+        }; CHAIN];
+        // SAFETY: ibv_send_wr is plain old data; every field used is set below.
+        let mut chain: [ibv_send_wr; CHAIN] = unsafe { std::mem::zeroed() };
+        let mut start = 0;
+        while start < wrs.len() {
+            let part = &wrs[start..wrs.len().min(start + CHAIN)];
+            let base = chain.as_mut_ptr();
+            for (i, wr) in part.iter().enumerate() {
+                sges[i] = ibv_sge {
+                    addr: wr.local.addr,
+                    length: wr.local.length,
+                    lkey: wr.local.lkey,
+                };
+                let c = &mut chain[i];
+                c.wr_id = wr.wr_id;
+                c.sg_list = &mut sges[i];
+                c.num_sge = 1;
+                c.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+                match wr.op {
+                    SendOp::Send => c.opcode = ibv_wr_opcode::IBV_WR_SEND,
+                    SendOp::Write { remote, rkey } => {
+                        c.opcode = ibv_wr_opcode::IBV_WR_RDMA_WRITE;
+                        c.wr.rdma = rdma_t {
+                            remote_addr: remote,
+                            rkey,
+                        };
+                    }
+                    SendOp::Read { remote, rkey } => {
+                        c.opcode = ibv_wr_opcode::IBV_WR_RDMA_READ;
+                        c.wr.rdma = rdma_t {
+                            remote_addr: remote,
+                            rkey,
+                        };
+                    }
+                }
+                c.next = if i + 1 < part.len() {
+                    // SAFETY: in-bounds pointer arithmetic within `chain`.
+                    unsafe { base.add(i + 1) }
+                } else {
+                    ptr::null_mut()
+                };
+            }
+            let mut bad: *mut ibv_send_wr = ptr::null_mut();
+            // SAFETY: chain and SGEs live across the call; the QP is live for 'a; the core
+            // hands out only registered memory it keeps untouched until the completion.
+            let rc = unsafe { ibv_post_send(self.qp, base, &mut bad) };
+            if rc != 0 {
+                let failed = if bad.is_null() {
+                    0
+                } else {
+                    // SAFETY: bad points into `chain`.
+                    unsafe { bad.offset_from(base) as usize }
+                };
+                return Err(PostError {
+                    index: start + failed,
+                    code: rc.abs(),
+                });
+            }
+            start += part.len();
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self, out: &mut [Completion]) -> usize {
+        if self.cq.is_null() {
+            return 0;
+        }
+        let mut wcs = wc_array::<POLL_BATCH>();
+        let want = out.len().min(POLL_BATCH);
+        // SAFETY: live CQ for 'a; wcs holds `want` entries.
+        let n = unsafe { ibv_poll_cq(self.cq, want as i32, wcs.as_mut_ptr()) };
+        let n = n.max(0) as usize;
+        for (o, wc) in out.iter_mut().zip(&wcs[..n]) {
+            *o = to_completion(wc);
+        }
+        n
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes.
 ///
 /// # Errors
-/// `ibv_post_send` failure.
-pub unsafe fn post_send(qp: *mut ibv_qp, wr_id: u64, addr: u64, len: u32, lkey: u32) -> Result<()> {
-    let mut sge = ibv_sge {
-        addr,
-        length: len,
-        lkey,
+/// `poll` failure other than an interrupt.
+pub fn wait_readable(fds: &[i32], timeout: std::time::Duration) -> Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a valid array of pollfd for the call.
+    let rc = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout.as_millis().min(i32::MAX as u128) as i32,
+        )
     };
-    // SAFETY: plain old data; fields set below.
-    let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
-    wr.wr_id = wr_id;
-    wr.sg_list = &mut sge;
-    wr.num_sge = 1;
-    wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
-    wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
-    let mut bad = ptr::null_mut();
-    // SAFETY: wr and sge live across the call; qp is live (caller).
-    check_rc("ibv_post_send", unsafe {
-        ibv_post_send(qp, &mut wr, &mut bad)
-    })
+    if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+        return Err(verb_error("poll"));
+    }
+    Ok(())
 }
 
 /// Makes `fd` non-blocking.

@@ -177,8 +177,8 @@ pub struct SoftNic<
     pub counters: NicCounters,
 }
 
-impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const OUTQ: usize>
-    Default for SoftNic<RQ, SQ, CQ, MSG, OUTQ>
+impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const OUTQ: usize> Default
+    for SoftNic<RQ, SQ, CQ, MSG, OUTQ>
 {
     fn default() -> Self {
         Self::new()
@@ -328,7 +328,9 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
     /// # Errors
     /// [`NicError::CqOverrun`].
     pub fn inject(&mut self, c: Completion) -> Result<(), NicError> {
-        self.cq.push_back((c, false)).map_err(|_| NicError::CqOverrun)
+        self.cq
+            .push_back((c, false))
+            .map_err(|_| NicError::CqOverrun)
     }
 
     /// The queue pair goes to error (a disconnect): every posted Receive and queued
@@ -526,7 +528,10 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         for (index, wr) in wrs.iter().enumerate() {
             if self.error {
                 if self.cq.push_back((flushed(wr.wr_id), false)).is_err() {
-                    return Err(PostError { index, code: ENOMEM });
+                    return Err(PostError {
+                        index,
+                        code: ENOMEM,
+                    });
                 }
                 continue;
             }
@@ -536,10 +541,16 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
                 lkey: wr.lkey,
             };
             if self.local_ptr(&sge).is_none() {
-                return Err(PostError { index, code: EINVAL });
+                return Err(PostError {
+                    index,
+                    code: EINVAL,
+                });
             }
             if self.rq.push_back(*wr).is_err() {
-                return Err(PostError { index, code: ENOMEM });
+                return Err(PostError {
+                    index,
+                    code: ENOMEM,
+                });
             }
         }
         Ok(())
@@ -550,12 +561,18 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         for (index, wr) in wrs.iter().enumerate() {
             if self.error {
                 if self.cq.push_back((flushed(wr.wr_id), false)).is_err() {
-                    return Err(PostError { index, code: ENOMEM });
+                    return Err(PostError {
+                        index,
+                        code: ENOMEM,
+                    });
                 }
                 continue;
             }
             if self.sq.push_back(*wr).is_err() {
-                return Err(PostError { index, code: ENOMEM });
+                return Err(PostError {
+                    index,
+                    code: ENOMEM,
+                });
             }
         }
         Ok(())

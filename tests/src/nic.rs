@@ -76,15 +76,28 @@ impl DmaMemory {
     pub fn register(&self, nic: &mut SoftNic, iova: u64, lkey: u32) {
         // SAFETY: the memory outlives the test's use of the NIC (the tests keep both alive
         // together) and is written by the NIC only through work requests the core posted.
-        unsafe { nic.register_local(lkey, iova, NonNull::new(self.ptr).expect("non-null"), self.len()) }
-            .expect("room for the registration");
+        unsafe {
+            nic.register_local(
+                lkey,
+                iova,
+                NonNull::new(self.ptr).expect("non-null"),
+                self.len(),
+            )
+        }
+        .expect("room for the registration");
     }
 
     /// Registers this memory on `nic` as the requester's, at remote address `addr` under `rkey`.
     pub fn register_remote(&self, nic: &mut SoftNic, rkey: u32, addr: u64, access: Access) {
         // SAFETY: as `register`; the tests read it only while no RDMA Write is queued.
         unsafe {
-            nic.register_remote(rkey, addr, NonNull::new(self.ptr).expect("non-null"), self.len(), access)
+            nic.register_remote(
+                rkey,
+                addr,
+                NonNull::new(self.ptr).expect("non-null"),
+                self.len(),
+                access,
+            )
         }
         .expect("room for the registration");
     }

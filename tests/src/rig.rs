@@ -8,7 +8,7 @@ use rpcrdma_core::device::{Completion, Device};
 use rpcrdma_core::dma::CoherentDma;
 use rpcrdma_core::pages::PagePool;
 use rpcrdma_core::pool::{PoolConfig, RecvPool};
-use rpcrdma_core::responder::{Connection, ResponderConfig, Resources, Service};
+use rpcrdma_core::responder::{Connection, Resources, ResponderConfig, Service};
 use rpcrdma_core::wire::{
     DecodeLimits, Header, HeaderRepr, Proc, ReadSegment, Segment, MAX_READ_SEGMENTS,
 };
@@ -156,7 +156,11 @@ pub fn parse_reply(bytes: &[u8], posted_at_send: usize) -> Reply {
     if proc_ == Proc::Msg {
         reply.inline = bytes[at..].to_vec();
     } else {
-        assert_eq!(at, bytes.len(), "RDMA_NOMSG carries nothing after the header");
+        assert_eq!(
+            at,
+            bytes.len(),
+            "RDMA_NOMSG carries nothing after the header"
+        );
     }
     reply
 }
@@ -263,8 +267,8 @@ impl<S: Service> Rig<S> {
         let pool = RecvPool::new(recv.region_at(RECV_IOVA, RECV_LKEY), pool_config).unwrap();
         let sinks = PagePool::new(sink.region_at(SINK_IOVA, SINK_LKEY), 4096).unwrap();
         let payloads = PagePool::new(payload.region_at(PAYLOAD_IOVA, PAYLOAD_LKEY), 4096).unwrap();
-        let conn = Connection::new(send.region_at(SEND_IOVA, SEND_LKEY), rc, config.peer_inline)
-            .unwrap();
+        let conn =
+            Connection::new(send.region_at(SEND_IOVA, SEND_LKEY), rc, config.peer_inline).unwrap();
         let mut rig = Rig {
             nic,
             pool,
@@ -375,7 +379,11 @@ impl<S: Service> Rig<S> {
     pub fn assert_quiet(&self) {
         assert_eq!(self.conn.calls_in_progress(), 0, "calls in progress");
         assert_eq!(self.pool.held(), 0, "Receives held");
-        assert_eq!(self.sinks.free_pages(), self.sinks.page_count(), "sink pages");
+        assert_eq!(
+            self.sinks.free_pages(),
+            self.sinks.page_count(),
+            "sink pages"
+        );
         assert_eq!(
             self.payloads.free_pages(),
             self.payloads.page_count(),

@@ -576,7 +576,8 @@ fn test_completion_byte_len_smaller_than_message() {
     let mut pool = RecvPool::<N>::new(mem.region(), CONFIG).unwrap();
     let mut nic = mem.nic();
     post(&mut pool, &mut nic);
-    nic.deliver_claiming(&bytes(&MSG_EMPTY_LISTS), Some(36)).unwrap();
+    nic.deliver_claiming(&bytes(&MSG_EMPTY_LISTS), Some(36))
+        .unwrap();
     let rx = message(next(&mut pool, &mut nic));
     assert_eq!(pool.view(&rx).unwrap().head().len(), 8);
     pool.release(rx).unwrap();
@@ -601,11 +602,7 @@ fn test_completion_device_error_is_reported_and_the_owner_closes() {
     // open for the others, so closing is the owner's decision.
     assert!(!pool.is_closing());
     pool.close();
-    assert_eq!(
-        post(&mut pool, &mut nic),
-        0,
-        "nothing reposted after close"
-    );
+    assert_eq!(post(&mut pool, &mut nic), 0, "nothing reposted after close");
     assert_eq!(pool.counters().device_errors, 1);
     assert_accounting(&pool);
 }
@@ -622,7 +619,10 @@ fn test_flush_then_close_reposts_nothing() {
     for i in 0..flushed {
         assert_eq!(next(&mut pool, &mut nic), Ok(Completed::Flushed));
         if i == 0 {
-            assert!(!pool.is_closing(), "a flush does not close a (possibly shared) pool");
+            assert!(
+                !pool.is_closing(),
+                "a flush does not close a (possibly shared) pool"
+            );
         }
         // The connection that owns the pool closes it on its first flush.
         pool.close();

@@ -3,8 +3,8 @@
 //! descriptor is in exactly one state, posted ≤ N, every outstanding view is of a Held buffer,
 //! nothing is posted after close, and the counters add up. After drain: everything is Free.
 
-use rpcrdma_core::device::Device;
 use proptest::prelude::*;
+use rpcrdma_core::device::Device;
 use rpcrdma_core::dma::CoherentDma;
 use rpcrdma_core::pool::{
     Completed, Completion, CompletionError, CompletionStatus, DescState, PoolConfig, Received,

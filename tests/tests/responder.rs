@@ -32,7 +32,13 @@ fn read_seg(position: u32, segment: Segment) -> ReadSegment {
 
 /// A CHECKSUM call whose data travels in a Read chunk at its position (after the length word).
 fn checksum_msg(rig: &mut Rig<ExampleService>, xid: u32, data: &[u8], pieces: usize) -> Vec<u8> {
-    let inline = rpc_call(xid, TEST_PROG, TEST_VERS, PROC_CHECKSUM, &words(&[data.len() as u32]));
+    let inline = rpc_call(
+        xid,
+        TEST_PROG,
+        TEST_VERS,
+        PROC_CHECKSUM,
+        &words(&[data.len() as u32]),
+    );
     let step = data.len().div_ceil(pieces);
     let reads: Vec<ReadSegment> = data
         .chunks(step)
@@ -45,7 +51,14 @@ fn checksum_msg(rig: &mut Rig<ExampleService>, xid: u32, data: &[u8], pieces: us
 #[test]
 fn null_call_is_answered_inline_with_the_full_grant() {
     let mut rig = rig();
-    let msg = call_message(1, Proc::Msg, &[], None, None, &rpc_call(1, NFS_PROG, 3, 0, &[]));
+    let msg = call_message(
+        1,
+        Proc::Msg,
+        &[],
+        None,
+        None,
+        &rpc_call(1, NFS_PROG, 3, 0, &[]),
+    );
     let r = rig.round_trip(&msg);
     assert_eq!((r.xid, r.proc_, r.credits), (1, Proc::Msg, 32));
     assert_eq!(accepted(&r.inline).1, 0, "SUCCESS");
@@ -117,8 +130,12 @@ impl Service for Recorder {
         let v = &call.view;
         let mut all = vec![0u8; v.len()];
         assert_eq!(v.copy_out(0, &mut all), v.len());
-        self.streams
-            .push((v.head().to_vec(), v.pages().to_vec(), v.tail().to_vec(), all));
+        self.streams.push((
+            v.head().to_vec(),
+            v.pages().to_vec(),
+            v.tail().to_vec(),
+            all,
+        ));
         reply.push(&call.xid.to_be_bytes());
         Verdict::Reply
     }
@@ -133,8 +150,16 @@ fn two_data_chunks_reassemble_in_order() {
     let s1 = rig.source.bytes_mut();
     s1[..5].copy_from_slice(&d1);
     s1[64..67].copy_from_slice(&d2);
-    let seg1 = Segment { handle: SOURCE_RKEY, length: 5, offset: SOURCE_ADDR };
-    let seg2 = Segment { handle: SOURCE_RKEY, length: 3, offset: SOURCE_ADDR + 64 };
+    let seg1 = Segment {
+        handle: SOURCE_RKEY,
+        length: 5,
+        offset: SOURCE_ADDR,
+    };
+    let seg2 = Segment {
+        handle: SOURCE_RKEY,
+        length: 3,
+        offset: SOURCE_ADDR + 64,
+    };
     let inline: Vec<u8> = [a, b, c].concat();
     // Stream: A | d1 + pad(3) | B | d2 + pad(1) | C; positions count in the stream.
     let reads = [read_seg(8, seg1), read_seg(8 + 8 + 8, seg2)];
@@ -160,8 +185,22 @@ fn nomsg_call_chunk_with_a_data_chunk_inside_it() {
     s[..16].copy_from_slice(&call);
     s[128..134].copy_from_slice(&data);
     let reads = [
-        read_seg(0, Segment { handle: SOURCE_RKEY, length: 16, offset: SOURCE_ADDR }),
-        read_seg(8, Segment { handle: SOURCE_RKEY, length: 6, offset: SOURCE_ADDR + 128 }),
+        read_seg(
+            0,
+            Segment {
+                handle: SOURCE_RKEY,
+                length: 16,
+                offset: SOURCE_ADDR,
+            },
+        ),
+        read_seg(
+            8,
+            Segment {
+                handle: SOURCE_RKEY,
+                length: 6,
+                offset: SOURCE_ADDR + 128,
+            },
+        ),
     ];
     let msg = call_message(7, Proc::Nomsg, &reads, None, None, &[]);
     rig.round_trip(&msg);
@@ -173,7 +212,14 @@ fn nomsg_call_chunk_with_a_data_chunk_inside_it() {
     rig.assert_quiet();
 }
 
-fn generate_msg(xid: u32, proc_: u32, len: u32, seed: u32, write: Option<&[Segment]>, reply: Option<&[Segment]>) -> Vec<u8> {
+fn generate_msg(
+    xid: u32,
+    proc_: u32,
+    len: u32,
+    seed: u32,
+    write: Option<&[Segment]>,
+    reply: Option<&[Segment]>,
+) -> Vec<u8> {
     let inline = rpc_call(xid, TEST_PROG, TEST_VERS, proc_, &words(&[len, seed]));
     call_message(xid, Proc::Msg, &[], write, reply, &inline)
 }
@@ -182,12 +228,19 @@ fn generate_msg(xid: u32, proc_: u32, len: u32, seed: u32, write: Option<&[Segme
 fn generate_payload_goes_into_the_write_chunk_full_and_short() {
     let mut rig = rig();
     // Full: 64 KiB into a 64 KiB chunk of two segments.
-    let w = [rig.target_segment(0, 32768), rig.target_segment(65536, 32768)];
+    let w = [
+        rig.target_segment(0, 32768),
+        rig.target_segment(65536, 32768),
+    ];
     let r = rig.round_trip(&generate_msg(8, PROC_GENERATE, 65536, 11, Some(&w), None));
     assert_eq!(r.proc_, Proc::Msg);
     assert_eq!(r.write_lengths, Some(vec![32768, 32768]));
     let (_, stat, rest) = accepted(&r.inline);
-    assert_eq!((stat, rest), (0, 65536u32.to_be_bytes().to_vec()), "length inline, data in the chunk");
+    assert_eq!(
+        (stat, rest),
+        (0, 65536u32.to_be_bytes().to_vec()),
+        "length inline, data in the chunk"
+    );
     let expected = pattern(11, 65536);
     assert_eq!(&rig.target_bytes()[..32768], &expected[..32768]);
     assert_eq!(&rig.target_bytes()[65536..98304], &expected[32768..]);
@@ -195,7 +248,10 @@ fn generate_payload_goes_into_the_write_chunk_full_and_short() {
     let w = [rig.target_segment(200_000, 65536)];
     let r = rig.round_trip(&generate_msg(9, PROC_GENERATE, 5000, 12, Some(&w), None));
     assert_eq!(r.write_lengths, Some(vec![5000]));
-    assert_eq!(&rig.target_bytes()[200_000..205_000], &pattern(12, 5000)[..]);
+    assert_eq!(
+        &rig.target_bytes()[200_000..205_000],
+        &pattern(12, 5000)[..]
+    );
     assert_eq!(rig.conn.counters().write_chunk_bytes, 70_536);
     rig.assert_quiet();
 }
@@ -213,12 +269,18 @@ fn payload_larger_than_the_write_chunk_is_err_chunk() {
 #[test]
 fn large_reply_goes_whole_through_the_reply_chunk() {
     let mut rig = rig();
-    let rc = [rig.target_segment(0, 100_000), rig.target_segment(300_000, 100_000)];
+    let rc = [
+        rig.target_segment(0, 100_000),
+        rig.target_segment(300_000, 100_000),
+    ];
     let r = rig.round_trip(&generate_msg(11, PROC_BULK, 150_000, 5, None, Some(&rc)));
     assert_eq!(r.proc_, Proc::Nomsg);
     assert!(r.inline.is_empty());
     let total = 28 + 150_000; // accepted reply header, length word, data (no pad: 150000 % 4 == 0)
-    assert_eq!(r.reply_lengths, Some(vec![100_000, (total - 100_000) as u32]));
+    assert_eq!(
+        r.reply_lengths,
+        Some(vec![100_000, (total - 100_000) as u32])
+    );
     let mut stream = rig.target_bytes()[..100_000].to_vec();
     stream.extend_from_slice(&rig.target_bytes()[300_000..300_000 + total - 100_000]);
     let (xid, stat, rest) = accepted(&stream);
@@ -233,7 +295,14 @@ fn ddp_payload_in_the_write_chunk_and_small_rest_inline_even_with_a_reply_chunk(
     let mut rig = rig();
     let w = [rig.target_segment(0, 65536)];
     let rc = [rig.target_segment(100_000, 65536)];
-    let r = rig.round_trip(&generate_msg(12, PROC_GENERATE, 30_000, 6, Some(&w), Some(&rc)));
+    let r = rig.round_trip(&generate_msg(
+        12,
+        PROC_GENERATE,
+        30_000,
+        6,
+        Some(&w),
+        Some(&rc),
+    ));
     assert_eq!(r.proc_, Proc::Msg);
     assert_eq!(r.write_lengths, Some(vec![30_000]));
     assert_eq!(r.reply_lengths, None);
@@ -245,7 +314,13 @@ fn ddp_payload_in_the_write_chunk_and_small_rest_inline_even_with_a_reply_chunk(
 fn echo_uses_both_chunks_with_an_odd_length() {
     let mut rig = rig();
     let data = pattern(77, 70_001);
-    let inline = rpc_call(13, TEST_PROG, TEST_VERS, PROC_ECHO, &words(&[data.len() as u32]));
+    let inline = rpc_call(
+        13,
+        TEST_PROG,
+        TEST_VERS,
+        PROC_ECHO,
+        &words(&[data.len() as u32]),
+    );
     let seg = rig.source_segment(0, &data);
     let w = [rig.target_segment(0, 131_072)];
     let msg = call_message(13, Proc::Msg, &[read_seg(44, seg)], Some(&w), None, &inline);
@@ -275,7 +350,11 @@ fn reply_that_fits_nowhere_is_err_chunk() {
     assert_eq!((r.proc_, r.error), (Proc::Error, Some(2)));
     let rc = [rig.target_segment(0, 512)];
     let r = rig.round_trip(&generate_msg(16, PROC_BULK, 10_000, 2, None, Some(&rc)));
-    assert_eq!((r.proc_, r.error), (Proc::Error, Some(2)), "reply chunk too small");
+    assert_eq!(
+        (r.proc_, r.error),
+        (Proc::Error, Some(2)),
+        "reply chunk too small"
+    );
     assert_eq!(rig.conn.counters().reply_too_large, 2);
     rig.assert_quiet();
 }
@@ -283,7 +362,14 @@ fn reply_that_fits_nowhere_is_err_chunk() {
 #[test]
 fn malformed_header_gets_err_chunk_and_nothing_is_held() {
     let mut rig = rig();
-    let mut msg = call_message(17, Proc::Msg, &[], None, None, &rpc_call(17, NFS_PROG, 3, 0, &[]));
+    let mut msg = call_message(
+        17,
+        Proc::Msg,
+        &[],
+        None,
+        None,
+        &rpc_call(17, NFS_PROG, 3, 0, &[]),
+    );
     msg[16..20].copy_from_slice(&7u32.to_be_bytes()); // read list discriminator 7
     let r = rig.round_trip(&msg);
     assert_eq!((r.xid, r.proc_, r.error), (17, Proc::Error, Some(2)));
@@ -302,8 +388,14 @@ fn read_error_mid_chunk_closes_the_connection_and_leaks_nothing() {
     rig.send(&msg).unwrap();
     rig.pump();
     assert!(rig.conn.is_closing());
-    assert!(rig.replies.is_empty(), "no reply to a call whose data never arrived");
-    assert!(rig.pool.is_closing(), "the connection's own pool stops posting");
+    assert!(
+        rig.replies.is_empty(),
+        "no reply to a call whose data never arrived"
+    );
+    assert!(
+        rig.pool.is_closing(),
+        "the connection's own pool stops posting"
+    );
     rig.assert_quiet();
     assert_eq!(rig.pool.posted(), 0, "every posted Receive flushed");
 }
@@ -330,7 +422,8 @@ fn disconnect_with_writes_outstanding_returns_everything() {
     let mut rig = rig();
     let w = [rig.target_segment(0, 65536)];
     rig.nic.hold(true);
-    rig.send(&generate_msg(20, PROC_GENERATE, 60_000, 3, Some(&w), None)).unwrap();
+    rig.send(&generate_msg(20, PROC_GENERATE, 60_000, 3, Some(&w), None))
+        .unwrap();
     rig.pump();
     assert!(rig.conn.sq_in_flight() >= 2, "Write and Send outstanding");
     assert!(rig.payloads.free_pages() < rig.payloads.page_count());
@@ -345,7 +438,8 @@ fn drain_reclaims_calls_whose_completions_never_came() {
     let mut rig = rig();
     let w = [rig.target_segment(0, 65536)];
     rig.nic.hold(true);
-    rig.send(&generate_msg(21, PROC_GENERATE, 60_000, 3, Some(&w), None)).unwrap();
+    rig.send(&generate_msg(21, PROC_GENERATE, 60_000, 3, Some(&w), None))
+        .unwrap();
     rig.pump();
     let mut res = rpcrdma_core::responder::Resources {
         pool: &mut rig.pool,
@@ -363,15 +457,29 @@ fn drain_reclaims_calls_whose_completions_never_came() {
 #[test]
 fn pipelined_requester_never_meets_rnr_and_grants_stay_backed() {
     // Credits 64, refill batch 16: the requester sends a new call for every reply it gets.
-    let config = RigConfig { credits: 64, batch: 16, ..RigConfig::default() };
+    let config = RigConfig {
+        credits: 64,
+        batch: 16,
+        ..RigConfig::default()
+    };
     let mut rig = Rig::new(config, ExampleService::default());
-    let null = |xid: u32| call_message(xid, Proc::Msg, &[], None, None, &rpc_call(xid, NFS_PROG, 3, 0, &[]));
+    let null = |xid: u32| {
+        call_message(
+            xid,
+            Proc::Msg,
+            &[],
+            None,
+            None,
+            &rpc_call(xid, NFS_PROG, 3, 0, &[]),
+        )
+    };
     rig.send(&null(0)).unwrap();
     rig.pump();
     let mut xid = 1;
     for _ in 0..300 {
         while rig.outstanding < rig.granted as usize {
-            rig.send(&null(xid)).expect("no RNR: a Receive is posted for every call within the grant");
+            rig.send(&null(xid))
+                .expect("no RNR: a Receive is posted for every call within the grant");
             xid += 1;
         }
         rig.pump();
@@ -385,10 +493,23 @@ fn pipelined_requester_never_meets_rnr_and_grants_stay_backed() {
 
 #[test]
 fn credits_above_the_refill_chain_are_backed() {
-    let config = RigConfig { credits: 200, batch: 16, ..RigConfig::default() };
+    let config = RigConfig {
+        credits: 200,
+        batch: 16,
+        ..RigConfig::default()
+    };
     let mut rig = Rig::new(config, ExampleService::default());
     assert!(rig.pool.posted() >= 200, "posted {}", rig.pool.posted());
-    let null = |xid: u32| call_message(xid, Proc::Msg, &[], None, None, &rpc_call(xid, NFS_PROG, 3, 0, &[]));
+    let null = |xid: u32| {
+        call_message(
+            xid,
+            Proc::Msg,
+            &[],
+            None,
+            None,
+            &rpc_call(xid, NFS_PROG, 3, 0, &[]),
+        )
+    };
     let r = rig.round_trip(&null(1));
     assert_eq!(r.credits, 200);
     for x in 0..200 {
@@ -403,17 +524,28 @@ fn credits_above_the_refill_chain_are_backed() {
 #[test]
 fn stale_foreign_and_unknown_send_completions_are_refused() {
     let mut rig = rig();
-    let msg = call_message(22, Proc::Msg, &[], None, None, &rpc_call(22, NFS_PROG, 3, 0, &[]));
+    let msg = call_message(
+        22,
+        Proc::Msg,
+        &[],
+        None,
+        None,
+        &rpc_call(22, NFS_PROG, 3, 0, &[]),
+    );
     rig.round_trip(&msg);
     let bad = [
-        WrId::new(WrKind::Send, 8, 0, 1).0,  // the first call's Send: done, stale now
-        WrId::new(WrKind::Send, 9, 0, 2).0,  // another connection's epoch
+        WrId::new(WrKind::Send, 8, 0, 1).0, // the first call's Send: done, stale now
+        WrId::new(WrKind::Send, 9, 0, 2).0, // another connection's epoch
         WrId::new(WrKind::Write, 8, 400, 1).0, // a call slot never used
-        WrId::new(WrKind::Read, 8, 0, 2).0,  // a Read for a call that is not reading
+        WrId::new(WrKind::Read, 8, 0, 2).0, // a Read for a call that is not reading
     ];
     for wr_id in bad {
         rig.nic
-            .inject(Completion { wr_id, status: CompletionStatus::Success, byte_len: 0 })
+            .inject(Completion {
+                wr_id,
+                status: CompletionStatus::Success,
+                byte_len: 0,
+            })
             .unwrap();
     }
     rig.pump();
@@ -426,7 +558,10 @@ fn stale_foreign_and_unknown_send_completions_are_refused() {
 
 #[test]
 fn reads_in_flight_stay_within_the_initiator_depth() {
-    let config = RigConfig { initiator_depth: 2, ..RigConfig::default() };
+    let config = RigConfig {
+        initiator_depth: 2,
+        ..RigConfig::default()
+    };
     let mut rig = Rig::new(config, ExampleService::default());
     let data = pattern(8, 16 * 1000);
     let msg = checksum_msg(&mut rig, 23, &data, 16);

@@ -823,7 +823,11 @@ fn test_nomsg_without_call_chunk() {
 #[test]
 fn test_msg_with_call_chunk_is_accepted() {
     // RFC 8166 lets an RDMA_MSG move its call into a position-zero chunk (Linux accepts it).
-    let b = bytes(&with_header(0, &[1, 0, 1, 100, 0, 0, 0, 0, 0], &RPC_NULL_CALL));
+    let b = bytes(&with_header(
+        0,
+        &[1, 0, 1, 100, 0, 0, 0, 0, 0],
+        &RPC_NULL_CALL,
+    ));
     let m = decode(&b, b.len(), &DecodeLimits::default()).expect("accepted");
     assert_eq!(m.read_list().call_chunk().map(|c| c.length), Some(100));
 }

@@ -53,8 +53,7 @@ mod service;
 use heapless::{Deque, Vec};
 
 use crate::device::{
-    Completion, CompletionStatus, Device, PostError, SendOp, SendWr, Sge, WrId, WrKind,
-    MAX_EPOCH,
+    Completion, CompletionStatus, Device, PostError, SendOp, SendWr, Sge, WrId, WrKind, MAX_EPOCH,
 };
 use crate::dma::{DmaRegion, DmaSync, CACHE_LINE};
 use crate::pages::{PagePool, PageRun};
@@ -252,6 +251,32 @@ pub struct ResponderCounters {
     pub reduced_grants: u64,
 }
 
+impl ResponderCounters {
+    /// Adds `other` into `self` (summing connections); `last_grant` keeps the larger.
+    pub fn accumulate(&mut self, other: &ResponderCounters) {
+        let o = other;
+        self.calls += o.calls;
+        self.inline_replies += o.inline_replies;
+        self.write_chunk_replies += o.write_chunk_replies;
+        self.reply_chunk_replies += o.reply_chunk_replies;
+        self.err_vers += o.err_vers;
+        self.err_chunk += o.err_chunk;
+        self.reply_too_large += o.reply_too_large;
+        self.dropped += o.dropped;
+        self.backchannel += o.backchannel;
+        self.no_reply += o.no_reply;
+        self.overruns += o.overruns;
+        self.read_bytes += o.read_bytes;
+        self.write_chunk_bytes += o.write_chunk_bytes;
+        self.reply_chunk_bytes += o.reply_chunk_bytes;
+        self.refused_completions += o.refused_completions;
+        self.failed_completions += o.failed_completions;
+        self.send_doorbells += o.send_doorbells;
+        self.last_grant = self.last_grant.max(o.last_grant);
+        self.reduced_grants += o.reduced_grants;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 enum CallState {
@@ -430,6 +455,11 @@ impl<'a, const C: usize> Connection<'a, C> {
         self.call_count as usize - self.free_calls.len()
     }
 
+    /// Send-queue depth this connection keeps within.
+    pub fn sq_depth(&self) -> usize {
+        self.sq_depth as usize
+    }
+
     /// Send-queue work requests posted whose completion has not come yet.
     pub fn sq_in_flight(&self) -> usize {
         self.sq_in_flight as usize
@@ -457,7 +487,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         res: &mut Resources<'_, 'a, N, P, Q>,
     ) {
         if !self.closing {
-            warn!("rpcrdma connection closing");
+            debug!("rpcrdma connection closing");
         }
         self.closing = true;
         if !res.shared_pool {
@@ -612,7 +642,10 @@ impl<'a, const C: usize> Connection<'a, C> {
             let Some(i) = self.waiting.pop_front() else {
                 break;
             };
-            let state = self.calls.get(i as usize).map_or(CallState::Free, |c| c.state);
+            let state = self
+                .calls
+                .get(i as usize)
+                .map_or(CallState::Free, |c| c.state);
             let keep = match state {
                 CallState::Parked => {
                     let started = self.start_reads(res, i);
@@ -637,10 +670,12 @@ impl<'a, const C: usize> Connection<'a, C> {
                 CallState::Replying | CallState::Free => false,
             };
             let still_waiting = keep
-                && self
-                    .calls
-                    .get(i as usize)
-                    .is_some_and(|c| matches!(c.state, CallState::Parked | CallState::Reading | CallState::Ready));
+                && self.calls.get(i as usize).is_some_and(|c| {
+                    matches!(
+                        c.state,
+                        CallState::Parked | CallState::Reading | CallState::Ready
+                    )
+                });
             let reading_all_posted = self
                 .calls
                 .get(i as usize)
@@ -795,7 +830,11 @@ impl<'a, const C: usize> Connection<'a, C> {
         if let Some(c) = self.calls.get_mut(i as usize) {
             c.send_slot = slot;
         }
-        if let Some(reply) = self.calls.get_mut(i as usize).and_then(|c| c.error_reply.take()) {
+        if let Some(reply) = self
+            .calls
+            .get_mut(i as usize)
+            .and_then(|c| c.error_reply.take())
+        {
             self.send_error_reply(res, i, slot, &reply);
             return true;
         }
@@ -1069,7 +1108,13 @@ impl<'a, const C: usize> Connection<'a, C> {
         }
         // 4. Nowhere.
         self.chain.truncate(mark);
-        self.reply_failed(res, i, slot, payload, "reply fits neither inline nor the reply chunk");
+        self.reply_failed(
+            res,
+            i,
+            slot,
+            payload,
+            "reply fits neither inline nor the reply chunk",
+        );
     }
 
     /// The Receive and sink pages of call `i` are no longer needed once its reply is built.
@@ -1205,6 +1250,12 @@ impl<'a, const C: usize> Connection<'a, C> {
         let failed = wc.status != CompletionStatus::Success;
         if failed {
             self.counters.failed_completions += 1;
+            if let CompletionStatus::Error { code } = wc.status {
+                warn!(
+                    "rpcrdma: a send-queue work request failed with status {}",
+                    code
+                );
+            }
         }
         let Some(c) = self.calls.get_mut(i as usize) else {
             return;
@@ -1382,7 +1433,11 @@ impl<'a, const C: usize> Connection<'a, C> {
             work_requests: self.sq_in_flight as usize,
         };
         for i in 0..self.call_count {
-            if self.calls.get(i as usize).is_some_and(|c| c.state != CallState::Free) {
+            if self
+                .calls
+                .get(i as usize)
+                .is_some_and(|c| c.state != CallState::Free)
+            {
                 report.calls += 1;
                 self.finish(res, i);
             }
@@ -1583,7 +1638,9 @@ impl<const M: usize> CreditLedger<M> {
     /// pool: what is posted less the other connections' grants, at least 1.
     pub fn limit(&self, slot: usize, posted: usize) -> u32 {
         let others = self.total() - self.grants.get(slot).copied().unwrap_or(0) as u64;
-        (posted as u64).saturating_sub(others).clamp(1, u32::MAX as u64) as u32
+        (posted as u64)
+            .saturating_sub(others)
+            .clamp(1, u32::MAX as u64) as u32
     }
 
     /// Records the grant connection `slot` was sent.

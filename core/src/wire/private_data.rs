@@ -63,11 +63,6 @@ pub enum PrivateDataError {
         /// The value found.
         version: u8,
     },
-    /// Flag bits this implementation does not know (strict parsing).
-    UnknownFlags {
-        /// The flags byte.
-        bits: u8,
-    },
     /// A size to emit is outside 1 KiB ..= 256 KiB.
     SizeOutOfRange {
         /// The size.
@@ -95,9 +90,6 @@ impl core::fmt::Display for PrivateDataError {
                     f,
                     "private data version {version} is not supported (only 1)"
                 )
-            }
-            PrivateDataError::UnknownFlags { bits } => {
-                write!(f, "private data flags {bits:#04x} carry unknown bits")
             }
             PrivateDataError::SizeOutOfRange { bytes } => {
                 write!(f, "inline size {bytes} is outside 1024..=262144 bytes")
@@ -159,8 +151,8 @@ impl PrivateData {
         if b[4] != PRIVATE_DATA_VERSION {
             return Err(PrivateDataError::BadVersion { version: b[4] });
         }
-        let flags = PrivateDataFlags::from_bits(b[5])
-            .ok_or(PrivateDataError::UnknownFlags { bits: b[5] })?;
+        // RFC 8797: a receiver ignores flag bits it does not know.
+        let flags = PrivateDataFlags::from_bits_truncate(b[5]);
         Ok(PrivateData {
             flags,
             send_size: (b[6] as u32 + 1) * SIZE_UNIT,
@@ -263,13 +255,11 @@ mod tests {
     }
 
     #[test]
-    fn test_unknown_flags() {
+    fn test_unknown_flags_are_ignored() {
         let mut b = PRIVATE_DATA_BYTES;
-        b[5] = 0x03;
-        assert_eq!(
-            PrivateData::parse(&b),
-            Err(PrivateDataError::UnknownFlags { bits: 0x03 })
-        );
+        b[5] = 0xff;
+        let p = PrivateData::parse(&b).expect("unknown flag bits are ignored (RFC 8797)");
+        assert_eq!(p.flags, PrivateDataFlags::all());
     }
 
     #[test]

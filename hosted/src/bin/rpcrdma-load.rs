@@ -2,18 +2,67 @@
 //!
 //! Keeps `-d` calls outstanding per connection (never more than the server's credit grant),
 //! checks that every reply's xid matches exactly one outstanding call (none lost, none
-//! duplicated) and that the checksum program's result is right, and prints calls/s and latency
-//! percentiles. `--malformed` sends bad transport headers and checks the server's answers.
+//! duplicated) and that every result byte is right, and prints calls/s, bytes/s and latency
+//! percentiles. Calls and replies of any size: argument data inline, through a Read chunk at
+//! its position, or with the whole call in a position-zero chunk (RDMA_NOMSG); replies inline,
+//! with the payload in a write chunk, or whole through a reply chunk. `--malformed` sends bad
+//! transport headers and checks the server's answers.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use rpcrdma_core::oncrpc;
-use rpcrdma_hosted::client::{Client, Reply};
-use rpcrdma_hosted::server::{CHECKSUM_PROC, CHECKSUM_PROG, CHECKSUM_VERS, NFS_PROG};
+use clap::{Parser, ValueEnum};
+use rpcrdma_hosted::client::{CallShape, Client, Reply};
+use rpcrdma_services::{
+    fill_pattern, oncrpc, NFS_PROG, PROC_BULK, PROC_CHECKSUM, PROC_ECHO, PROC_GENERATE, TEST_PROG,
+    TEST_VERS,
+};
+
+/// The procedure each call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProcKind {
+    /// NFS NULL (v3).
+    Null,
+    /// CHECKSUM of `--size` argument bytes.
+    Checksum,
+    /// GENERATE `--reply-size` bytes (DDP-eligible reply payload).
+    Generate,
+    /// ECHO `--size` bytes (Read chunk in, write chunk out).
+    Echo,
+    /// BULK `--reply-size` bytes (not DDP-eligible: inline or reply chunk).
+    Bulk,
+}
+
+/// How argument data travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CallChunk {
+    /// A Read chunk when the call does not fit the server's inline size, else inline.
+    Auto,
+    /// Always inline.
+    Inline,
+    /// Always a Read chunk at the data's position.
+    Read,
+    /// The whole call in a position-zero Read chunk (RDMA_NOMSG).
+    Nomsg,
+}
+
+/// What the client offers for the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReplyChunk {
+    /// A write chunk for GENERATE / ECHO, a reply chunk for BULK, when the reply may not fit
+    /// inline.
+    Auto,
+    /// Nothing: the reply must fit inline.
+    None,
+    /// A write chunk.
+    Write,
+    /// A reply chunk.
+    Reply,
+    /// Both.
+    Both,
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -33,9 +82,22 @@ struct Args {
     /// Calls outstanding per connection (bounded by the granted credits).
     #[arg(short = 'd', long, default_value_t = 16)]
     depth: usize,
-    /// Argument bytes of the checksum procedure; 0 sends NFS NULL calls.
+    /// Argument bytes of CHECKSUM / ECHO; with the default procedure, 0 sends NFS NULL calls
+    /// and anything else CHECKSUM calls.
     #[arg(short = 's', long, default_value_t = 0)]
     size: usize,
+    /// The procedure (default: NULL, or CHECKSUM when --size is given).
+    #[arg(long, value_enum)]
+    proc_: Option<ProcKind>,
+    /// Reply bytes of GENERATE / BULK.
+    #[arg(long, default_value_t = 0)]
+    reply_size: usize,
+    /// How argument data travels.
+    #[arg(long, value_enum, default_value_t = CallChunk::Auto)]
+    call_chunk: CallChunk,
+    /// What the client offers for the reply.
+    #[arg(long, value_enum, default_value_t = ReplyChunk::Auto)]
+    reply_chunk: ReplyChunk,
     /// Connections, each on its own thread.
     #[arg(short = 'c', long, default_value_t = 1)]
     connections: usize,
@@ -48,6 +110,10 @@ struct Args {
     /// Disconnect with calls still outstanding (after half of them).
     #[arg(long)]
     disconnect_mid: bool,
+    /// Misbehave: send one message of --buffer-size bytes (larger than the server's Receive
+    /// buffers) and check that the server drops this connection, and only this one.
+    #[arg(long)]
+    oversized: bool,
     /// Receive/Send buffer size.
     #[arg(long, default_value_t = 4096)]
     buffer_size: usize,
@@ -56,37 +122,147 @@ struct Args {
     timeout: u64,
 }
 
-#[derive(Default)]
-struct Outcome {
-    calls: u64,
-    latencies_ns: Vec<u64>,
-    credits: u32,
-    malformed_checked: u64,
-    elapsed: Duration,
+impl Args {
+    fn proc_kind(&self) -> ProcKind {
+        self.proc_.unwrap_or(if self.size == 0 {
+            ProcKind::Null
+        } else {
+            ProcKind::Checksum
+        })
+    }
 }
 
-fn call_bytes(xid: u32, size: usize) -> (Vec<u8>, Option<u32>) {
-    let mut b = vec![0u8; 40 + 4 + size.div_ceil(4) * 4];
-    if size == 0 {
-        oncrpc::emit_call(&mut b, xid, NFS_PROG, 3, 0);
-        b.truncate(40);
-        return (b, None);
-    }
-    oncrpc::emit_call(&mut b, xid, CHECKSUM_PROG, CHECKSUM_VERS, CHECKSUM_PROC);
-    b[40..44].copy_from_slice(&(size as u32).to_be_bytes());
-    let mut x = xid.wrapping_mul(2_654_435_761);
-    for byte in &mut b[44..44 + size] {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        *byte = x as u8;
-    }
-    let sum = oncrpc::checksum(&b[44..44 + size]);
-    (b, Some(sum))
+/// What a reply must contain.
+enum Expect {
+    Null,
+    Checksum(u32),
+    /// The opaque result bytes (GENERATE / ECHO / BULK).
+    Opaque(Vec<u8>),
 }
 
-fn verify(reply: &Reply, expected: Option<u32>) -> Result<(), String> {
-    let Reply::Msg { rpc, xid, .. } = reply else {
+/// A call: its RPC bytes, where its argument data starts, and what the reply must hold.
+struct Built {
+    rpc: Vec<u8>,
+    data_at: usize,
+    data_len: usize,
+    expect: Expect,
+}
+
+fn build_call(args: &Args, xid: u32) -> Built {
+    let mut rpc = vec![0u8; 40];
+    let (prog, vers, proc_) = match args.proc_kind() {
+        ProcKind::Null => (NFS_PROG, 3, 0),
+        ProcKind::Checksum => (TEST_PROG, TEST_VERS, PROC_CHECKSUM),
+        ProcKind::Generate => (TEST_PROG, TEST_VERS, PROC_GENERATE),
+        ProcKind::Echo => (TEST_PROG, TEST_VERS, PROC_ECHO),
+        ProcKind::Bulk => (TEST_PROG, TEST_VERS, PROC_BULK),
+    };
+    oncrpc::emit_call(&mut rpc, xid, prog, vers, proc_);
+    match args.proc_kind() {
+        ProcKind::Null => Built {
+            rpc,
+            data_at: 40,
+            data_len: 0,
+            expect: Expect::Null,
+        },
+        ProcKind::Checksum | ProcKind::Echo => {
+            let mut data = vec![0u8; args.size];
+            fill_pattern(xid, 0, &mut data);
+            rpc.extend_from_slice(&(args.size as u32).to_be_bytes());
+            rpc.extend_from_slice(&data);
+            rpc.resize(rpc.len().div_ceil(4) * 4, 0);
+            let expect = if args.proc_kind() == ProcKind::Checksum {
+                Expect::Checksum(oncrpc::checksum(&data))
+            } else {
+                Expect::Opaque(data)
+            };
+            Built {
+                rpc,
+                data_at: 44,
+                data_len: args.size,
+                expect,
+            }
+        }
+        ProcKind::Generate | ProcKind::Bulk => {
+            let seed = xid;
+            rpc.extend_from_slice(&(args.reply_size as u32).to_be_bytes());
+            rpc.extend_from_slice(&seed.to_be_bytes());
+            let mut data = vec![0u8; args.reply_size];
+            fill_pattern(seed, 0, &mut data);
+            Built {
+                rpc,
+                data_at: 48,
+                data_len: 0,
+                expect: Expect::Opaque(data),
+            }
+        }
+    }
+}
+
+/// Sends one call shaped as the arguments ask.
+fn send(client: &mut Client, args: &Args, xid: u32, call: &Built) -> Result<(), String> {
+    let header_room = 28 + 16 * 24 + 600; // transport header with chunk lists, generously
+    let fits_inline = call.rpc.len() + header_room <= client.server_inline();
+    let reply_len = match &call.expect {
+        Expect::Opaque(d) => 28 + d.len() + 4,
+        _ => 64,
+    };
+    let reply_inline = reply_len + header_room <= client.server_inline().min(args.buffer_size);
+    let proc_ = args.proc_kind();
+    let ddp = matches!(proc_, ProcKind::Generate | ProcKind::Echo);
+    let (write, reply) = match args.reply_chunk {
+        ReplyChunk::None => (false, false),
+        ReplyChunk::Write => (true, false),
+        ReplyChunk::Reply => (false, true),
+        ReplyChunk::Both => (true, true),
+        ReplyChunk::Auto if reply_inline => (false, false),
+        ReplyChunk::Auto => (ddp, !ddp),
+    };
+    let chunk = client.chunk_bytes();
+    let mut shape = CallShape {
+        write_chunk: write.then_some(chunk),
+        reply_chunk: reply.then_some(chunk),
+        ..CallShape::default()
+    };
+    let mode = match args.call_chunk {
+        CallChunk::Auto if fits_inline || call.data_len == 0 => CallChunk::Inline,
+        CallChunk::Auto => CallChunk::Read,
+        CallChunk::Read if call.data_len == 0 => CallChunk::Inline,
+        m => m,
+    };
+    let inline: Vec<u8>;
+    let rpc: &[u8] = match mode {
+        CallChunk::Nomsg => {
+            shape.nomsg = true;
+            &call.rpc
+        }
+        CallChunk::Read => {
+            let data = &call.rpc[call.data_at..call.data_at + call.data_len];
+            shape.read = Some((call.data_at as u32, data));
+            // The inline part: everything but the data item (and its XDR pad).
+            let pad_end = call.data_at + call.data_len.div_ceil(4) * 4;
+            inline = [
+                &call.rpc[..call.data_at],
+                &call.rpc[pad_end.min(call.rpc.len())..],
+            ]
+            .concat();
+            &inline
+        }
+        _ => &call.rpc,
+    };
+    client
+        .send_shaped(xid, rpc, &shape)
+        .map_err(|e| format!("send: {e}"))
+}
+
+fn verify(reply: &Reply, expect: &Expect) -> Result<u64, String> {
+    let Reply::Msg {
+        rpc,
+        xid,
+        write_chunk,
+        ..
+    } = reply
+    else {
         return Err(format!(
             "xid {:#x}: RDMA_ERROR for a valid call: {reply:?}",
             reply.xid()
@@ -99,27 +275,67 @@ fn verify(reply: &Reply, expected: Option<u32>) -> Result<(), String> {
             "xid {xid:#x}: RPC reply xid {rxid:#x} accept_stat {stat}"
         ));
     }
-    if let Some(sum) = expected {
-        let got = rpc
-            .get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        if got != Some(sum) {
-            return Err(format!("xid {xid:#x}: checksum {got:?}, expected {sum:#x}"));
+    let word = |at: usize| {
+        rpc.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match expect {
+        Expect::Null => Ok(0),
+        Expect::Checksum(sum) => match word(at) {
+            Some(got) if got == *sum => Ok(0),
+            got => Err(format!("xid {xid:#x}: checksum {got:?}, expected {sum:#x}")),
+        },
+        Expect::Opaque(data) => {
+            if word(at) != Some(data.len() as u32) {
+                return Err(format!("xid {xid:#x}: result length {:?}", word(at)));
+            }
+            let got: &[u8] = match write_chunk {
+                Some(w) if !data.is_empty() => w,
+                _ => rpc.get(at + 4..at + 4 + data.len()).unwrap_or_default(),
+            };
+            if got != data.as_slice() {
+                let first = got.iter().zip(data).position(|(a, b)| a != b);
+                return Err(format!(
+                    "xid {xid:#x}: {} result bytes wrong (got {}, first difference at {first:?})",
+                    data.len(),
+                    got.len()
+                ));
+            }
+            Ok(data.len() as u64)
         }
     }
-    Ok(())
+}
+
+#[derive(Default)]
+struct Outcome {
+    calls: u64,
+    bytes: u64,
+    latencies_ns: Vec<u64>,
+    credits: u32,
+    malformed_checked: u64,
+    elapsed: Duration,
 }
 
 fn run_connection(args: &Args, conn_index: usize, cycle: u64) -> Result<Outcome, String> {
-    let mut client = Client::connect(args.addr, args.port, 64.max(args.depth), args.buffer_size)
-        .map_err(|e| format!("connect: {e}"))?;
+    let chunk = (args.size.max(args.reply_size) + 4096).div_ceil(4096) * 4096;
+    let mut client = Client::connect(
+        args.addr,
+        args.port,
+        64.max(args.depth),
+        args.buffer_size,
+        chunk,
+    )
+    .map_err(|e| format!("connect: {e}"))?;
     let mut out = Outcome::default();
     let mut replies = Vec::new();
     let base = ((conn_index as u32) << 24) ^ ((cycle as u32) << 16);
     if args.malformed {
         out.malformed_checked = malformed(&mut client, base)?;
     }
-    let mut outstanding: HashMap<u32, (Instant, Option<u32>)> = HashMap::new();
+    if args.oversized {
+        return oversized(client, args, base).map(|()| out);
+    }
+    let mut outstanding: HashMap<u32, (Instant, Expect)> = HashMap::new();
     let (mut sent, mut done) = (0u64, 0u64);
     let limit = if args.disconnect_mid {
         args.calls / 2
@@ -132,11 +348,9 @@ fn run_connection(args: &Args, conn_index: usize, cycle: u64) -> Result<Outcome,
         let window = args.depth.min(client.credits() as usize).max(1);
         while outstanding.len() < window && sent < args.calls {
             let xid = base.wrapping_add(sent as u32 + 1);
-            let (call, sum) = call_bytes(xid, args.size);
-            client
-                .send_call(xid, &call)
-                .map_err(|e| format!("send: {e}"))?;
-            outstanding.insert(xid, (Instant::now(), sum));
+            let call = build_call(args, xid);
+            send(&mut client, args, xid, &call)?;
+            outstanding.insert(xid, (Instant::now(), call.expect));
             sent += 1;
         }
         replies.clear();
@@ -144,13 +358,13 @@ fn run_connection(args: &Args, conn_index: usize, cycle: u64) -> Result<Outcome,
             .poll_replies(&mut replies)
             .map_err(|e| format!("poll: {e}"))?;
         for r in &replies {
-            let Some((t, sum)) = outstanding.remove(&r.xid()) else {
+            let Some((t, expect)) = outstanding.remove(&r.xid()) else {
                 return Err(format!(
                     "reply for xid {:#x} matches no outstanding call (duplicate or unknown)",
                     r.xid()
                 ));
             };
-            verify(r, sum)?;
+            out.bytes += verify(r, &expect)? + args.size as u64;
             out.latencies_ns.push(t.elapsed().as_nanos() as u64);
             done += 1;
             last_progress = Instant::now();
@@ -234,9 +448,13 @@ fn malformed(client: &mut Client, base: u32) -> Result<u64, String> {
     }
     // Dropped messages got no answer; the connection still serves a valid call.
     let xid = x + 0x100;
-    let (call, sum) = call_bytes(xid, 16);
+    let mut rpc = vec![0u8; 40];
+    oncrpc::emit_call(&mut rpc, xid, TEST_PROG, TEST_VERS, PROC_CHECKSUM);
+    rpc.extend_from_slice(&16u32.to_be_bytes());
+    rpc.extend_from_slice(&[7u8; 16]);
+    let sum = Expect::Checksum(oncrpc::checksum(&[7u8; 16]));
     client
-        .send_call(xid, &call)
+        .send_call(xid, &rpc)
         .map_err(|e| format!("send: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     replies.clear();
@@ -246,7 +464,9 @@ fn malformed(client: &mut Client, base: u32) -> Result<u64, String> {
             .map_err(|e| format!("poll: {e}"))?;
     }
     match replies.as_slice() {
-        [r] if r.xid() == xid => verify(r, sum)?,
+        [r] if r.xid() == xid => {
+            verify(r, &sum)?;
+        }
         other => {
             return Err(format!(
                 "after malformed headers: expected one reply to {xid:#x}, got {other:?}"
@@ -254,6 +474,38 @@ fn malformed(client: &mut Client, base: u32) -> Result<u64, String> {
         }
     }
     Ok(checked)
+}
+
+/// Sends a message longer than the server's Receive buffers: the server's Receive completes
+/// with a length error and it must close this connection (this client's Send or next Receive
+/// fails, or the connection is reset); the other connections keep working.
+fn oversized(mut client: Client, args: &Args, base: u32) -> Result<(), String> {
+    let len = args.buffer_size;
+    if len <= client.server_inline() {
+        return Err(format!(
+            "--oversized needs --buffer-size above the server's {} B",
+            client.server_inline()
+        ));
+    }
+    let mut msg = vec![0u8; len];
+    msg[..4].copy_from_slice(&(base | 0xf000).to_be_bytes());
+    msg[4..8].copy_from_slice(&1u32.to_be_bytes());
+    client.send_raw(&msg).map_err(|e| format!("send: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut replies = Vec::new();
+    while Instant::now() < deadline {
+        match client.poll_replies(&mut replies) {
+            Err(e) => {
+                println!("rpcrdma-load: oversized message: connection closed by the server ({e})");
+                return Ok(());
+            }
+            Ok(_) if !replies.is_empty() => {
+                return Err(format!("oversized message answered: {replies:?}"));
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    Err("the server kept a connection whose Receive overflowed".into())
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -276,6 +528,7 @@ fn main() -> ExitCode {
                     for cycle in 0..args.cycles {
                         let o = run_connection(args, c, cycle)?;
                         total.calls += o.calls;
+                        total.bytes += o.bytes;
                         total.latencies_ns.extend(o.latencies_ns);
                         total.credits = o.credits;
                         total.malformed_checked += o.malformed_checked;
@@ -293,10 +546,12 @@ fn main() -> ExitCode {
     let wall = t0.elapsed();
     let mut lat = Vec::new();
     let (mut calls, mut credits, mut malformed_checked, mut failures) = (0u64, 0u32, 0u64, 0);
+    let mut bytes = 0u64;
     for r in results {
         match r {
             Ok(o) => {
                 calls += o.calls;
+                bytes += o.bytes;
                 lat.extend(o.latencies_ns);
                 credits = credits.max(o.credits);
                 malformed_checked += o.malformed_checked;
@@ -310,13 +565,15 @@ fn main() -> ExitCode {
     lat.sort_unstable();
     let secs = wall.as_secs_f64();
     println!(
-        "rpcrdma-load: calls={calls} verified={calls} seconds={secs:.3} calls_per_sec={:.0} p50_us={:.1} p99_us={:.1} credits={credits} connections={} cycles={} size={} depth={} malformed_checked={malformed_checked} failures={failures}",
+        "rpcrdma-load: calls={calls} verified={calls} seconds={secs:.3} calls_per_sec={:.0} bytes={bytes} mib_per_sec={:.1} p50_us={:.1} p99_us={:.1} credits={credits} connections={} cycles={} size={} reply_size={} depth={} malformed_checked={malformed_checked} failures={failures}",
         calls as f64 / secs,
+        bytes as f64 / secs / (1 << 20) as f64,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         args.connections,
         args.cycles,
         args.size,
+        args.reply_size,
         args.depth
     );
     if failures == 0 {

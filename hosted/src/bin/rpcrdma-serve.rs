@@ -1,20 +1,24 @@
-//! `rpcrdma-serve`: an RPC-over-RDMA server on the core's receive path.
+//! `rpcrdma-serve`: an RPC-over-RDMA server on the core's responder.
 //!
-//! Answers the NULL procedure of the configured programs (default NFS 100003 v3 and v4) and a
-//! checksum test program; answers malformed transport headers with the RDMA_ERROR the core
-//! decides; prints its counters on exit (SIGINT / SIGTERM, or `--exit-after`).
+//! Answers the NULL procedure of the configured programs (default NFS 100003 v3 and v4) and
+//! the test program (checksum, generate, echo, bulk: calls and replies of any size through
+//! Read chunks, write chunks and reply chunks); answers malformed transport headers with the
+//! RDMA_ERROR the core decides; prints its counters on exit (SIGINT / SIGTERM, or
+//! `--exit-after`).
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Parser;
 use rpcrdma_hosted::server::{rss_kib, Server, ServerConfig, ServerStats};
+use rpcrdma_services::Program;
 
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "RPC-over-RDMA v1 server (NULL + checksum test program) on rpcrdma-core"
+    about = "RPC-over-RDMA v1 server (NULL + test program) on rpcrdma-core's responder"
 )]
 struct Args {
     /// Address to listen on (an address of an RDMA device; 0.0.0.0 for all).
@@ -29,7 +33,10 @@ struct Args {
     /// Receive buffer size in bytes (1024..=65536).
     #[arg(long, default_value_t = 4096)]
     buffer_size: usize,
-    /// Credits granted per connection.
+    /// Largest inline reply in bytes (send slot size, 1024..=65536).
+    #[arg(long, default_value_t = 4096)]
+    send_size: usize,
+    /// Credits granted per connection (all connections together with --srq).
     #[arg(long, default_value_t = 64)]
     credits: u16,
     /// Receives per refill doorbell.
@@ -41,12 +48,18 @@ struct Args {
     /// Sleep on completion channels instead of busy-polling.
     #[arg(long)]
     event: bool,
-    /// Register/deregister an MR around every Receive (the pre-2018 design; benchmark only).
+    /// Register/deregister an MR around every Receive (the old design; benchmark only).
     #[arg(long)]
     register_per_receive: bool,
-    /// A program whose NULL procedure to answer, as PROG:V1,V2 (repeatable).
+    /// A program whose NULL procedure to answer, as PROG:LOW-HIGH or PROG:V (repeatable).
     #[arg(long = "program", value_parser = parse_program)]
-    programs: Vec<(u32, Vec<u32>)>,
+    programs: Vec<Program>,
+    /// MiB of Read-sink pages shared by all connections.
+    #[arg(long, default_value_t = 8)]
+    sink_mib: usize,
+    /// MiB of reply-payload pages shared by all connections.
+    #[arg(long, default_value_t = 8)]
+    payload_mib: usize,
     /// Exit after this many connections have closed (for tests).
     #[arg(long)]
     exit_after: Option<u64>,
@@ -55,69 +68,95 @@ struct Args {
     report_every: Option<u64>,
 }
 
-fn parse_program(s: &str) -> Result<(u32, Vec<u32>), String> {
-    let (p, v) = s.split_once(':').ok_or("expected PROG:V1,V2")?;
+fn parse_program(s: &str) -> Result<Program, String> {
+    let (p, v) = s
+        .split_once(':')
+        .ok_or("expected PROG:LOW-HIGH or PROG:V")?;
     let prog = p.parse().map_err(|_| format!("bad program number `{p}`"))?;
-    let vers = v
-        .split(',')
-        .map(|x| x.parse().map_err(|_| format!("bad version `{x}`")))
-        .collect::<Result<_, _>>()?;
-    Ok((prog, vers))
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+    let (low, high) = v.split_once('-').unwrap_or((v, v));
+    let num = |x: &str| x.parse::<u32>().map_err(|_| format!("bad version `{x}`"));
+    Ok(Program {
+        prog,
+        low: num(low)?,
+        high: num(high)?,
+    })
 }
 
 fn print_stats(server: &Server, s: &ServerStats) {
     let p = &s.pool;
+    let r = &s.responder;
+    let svc = server.service_stats();
     println!(
-        "rpcrdma-serve: stats accepted={} closed={} calls={} err_vers={} err_chunk={} dropped={} \
-         backchannel={} bad_completions={} send_failures={} leaked_descriptors={} \
+        "rpcrdma-serve: stats accepted={} closed={} rejected={} failed_connections={} calls={} \
+         inline_replies={} write_chunk_replies={} reply_chunk_replies={} reply_too_large={} \
+         read_bytes={} write_chunk_bytes={} reply_chunk_bytes={} err_vers={} err_chunk={} \
+         dropped={} backchannel={} overruns={} reduced_grants={} refused_completions={} \
+         failed_completions={} stray_completions={} leaked={} \
          pool_posted={} pool_batches={} pool_completed={} pool_flushed={} pool_released={} \
-         pool_drained={} bytes={} rss_kib={} mem_per_conn={}",
+         pool_drained={} pool_rejected={} bytes={} service_errors={} rss_kib={} \
+         mem_per_conn={} mem_shared={}",
         s.accepted,
         s.closed,
-        s.calls,
-        s.err_vers_sent,
-        s.err_chunk_sent,
-        s.dropped,
-        s.backchannel,
-        s.bad_completions,
-        s.send_failures,
-        s.leaked_descriptors,
+        s.rejected,
+        s.failed_connections,
+        r.calls,
+        r.inline_replies,
+        r.write_chunk_replies,
+        r.reply_chunk_replies,
+        r.reply_too_large,
+        r.read_bytes,
+        r.write_chunk_bytes,
+        r.reply_chunk_bytes,
+        r.err_vers,
+        r.err_chunk,
+        r.dropped,
+        r.backchannel,
+        r.overruns,
+        r.reduced_grants,
+        r.refused_completions,
+        r.failed_completions,
+        s.stray_completions,
+        s.leaked,
         p.posted,
         p.batches,
         p.completed,
         p.flushed,
         p.released,
         p.drained,
+        p.rejected_unknown + p.rejected_stale + p.rejected_duplicate,
         p.bytes,
+        svc.errors,
         rss_kib(),
-        server.memory_per_connection()
+        server.memory_per_connection(),
+        server.shared_memory()
     );
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger_init();
-    // SAFETY: installing an async-signal-safe handler (one atomic store).
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("RPCRDMA_LOG", "info"))
+        .format_timestamp(None)
+        .init();
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            eprintln!("rpcrdma-serve: cannot handle signal {signal}: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let mut cfg = ServerConfig {
         addr: args.addr,
         port: args.port,
         device: args.device,
         buffer_size: args.buffer_size,
+        send_size: args.send_size,
         credits: args.credits,
         batch: args.batch,
         srq: args.srq,
         event_mode: args.event,
         register_per_receive: args.register_per_receive,
+        sink_bytes: args.sink_mib << 20,
+        payload_bytes: args.payload_mib << 20,
         ..ServerConfig::default()
     };
     if !args.programs.is_empty() {
@@ -138,20 +177,20 @@ fn main() -> ExitCode {
                 "rpcrdma-serve: report closed={} rss_kib={} leaked={}",
                 s.closed,
                 rss_kib(),
-                s.leaked_descriptors
+                s.leaked
             );
             next_report += args.report_every.unwrap_or(u64::MAX);
         }
-        STOP.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| s.closed >= n)
+        stop.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| s.closed >= n)
     });
     let stats = server.stats();
     print_stats(&server, &stats);
     match result {
-        Ok(()) if stats.leaked_descriptors == 0 => ExitCode::SUCCESS,
+        Ok(()) if stats.leaked == 0 => ExitCode::SUCCESS,
         Ok(()) => {
             eprintln!(
-                "rpcrdma-serve: {} descriptors still in flight after teardown",
-                stats.leaked_descriptors
+                "rpcrdma-serve: {} descriptors, calls or pages still held after teardown",
+                stats.leaked
             );
             ExitCode::FAILURE
         }
@@ -160,29 +199,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn env_logger_init() {
-    struct Stderr(log::LevelFilter);
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            m.level() <= self.0
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                eprintln!("[{}] {}", r.level(), r.args());
-            }
-        }
-        fn flush(&self) {}
-    }
-    let level = match std::env::var("RPCRDMA_LOG").as_deref() {
-        Ok("debug") => log::LevelFilter::Debug,
-        Ok("trace") => log::LevelFilter::Trace,
-        Ok("warn") => log::LevelFilter::Warn,
-        Ok("off") => log::LevelFilter::Off,
-        _ => log::LevelFilter::Info,
-    };
-    let logger: &'static Stderr = Box::leak(Box::new(Stderr(level)));
-    let _ = log::set_logger(logger);
-    log::set_max_level(level);
 }
