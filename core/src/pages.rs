@@ -91,6 +91,8 @@ impl PageRun {
 pub struct PagePool<'a, const P: usize> {
     region: DmaRegion<'a>,
     page_size: usize,
+    /// `log2(page_size)`: page arithmetic by shifts (no division, so no panic path).
+    page_shift: u32,
     count: u16,
     free_pages: u16,
     /// Per page: 0 when free, else the generation of the run that holds it.
@@ -107,7 +109,8 @@ impl<'a, const P: usize> PagePool<'a, P> {
         if !page_size.is_power_of_two() || page_size < crate::dma::CACHE_LINE {
             return Err(PagePoolError::PageSize { size: page_size });
         }
-        let pages = region.len() / page_size;
+        let page_shift = page_size.trailing_zeros();
+        let pages = region.len() >> page_shift;
         let capacity = P.min(u16::MAX as usize);
         if pages == 0 {
             return Err(PagePoolError::PageCount { pages, capacity });
@@ -116,6 +119,7 @@ impl<'a, const P: usize> PagePool<'a, P> {
         Ok(PagePool {
             region,
             page_size,
+            page_shift,
             count,
             free_pages: count,
             owner: [0; P],
@@ -144,7 +148,7 @@ impl<'a, const P: usize> PagePool<'a, P> {
     /// Pages `len` bytes need.
     #[inline]
     pub fn pages_for(&self, len: usize) -> usize {
-        len.div_ceil(self.page_size).max(1)
+        (len.saturating_add(self.page_size - 1) >> self.page_shift).max(1)
     }
 
     /// Whether a run of `len` bytes could ever be allocated (the pool is large enough).

@@ -18,14 +18,25 @@ const DEFMT_BASE: &str = "0xC000";
 
 fn defmt_script() -> String {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("Cargo.toml");
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("Cargo.toml");
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json = String::from_utf8(out.stdout).expect("utf-8 metadata");
     // Find the defmt package's manifest path without a JSON parser: the metadata lists
     // `"name":"defmt"` … `"manifest_path":"…/defmt-1.x.y/Cargo.toml"` in each package object.
@@ -44,7 +55,8 @@ fn defmt_script() -> String {
         .replace(".defmt 1 (INFO)", &format!(".defmt {DEFMT_BASE} (INFO)"))
         .replace(". = 1;", &format!(". = {DEFMT_BASE};"));
     assert!(
-        moved.contains(&format!(".defmt {DEFMT_BASE} (INFO)")) && moved.contains(&format!(". = {DEFMT_BASE};")),
+        moved.contains(&format!(".defmt {DEFMT_BASE} (INFO)"))
+            && moved.contains(&format!(". = {DEFMT_BASE};")),
         "defmt.x.in changed shape: update riscv64/build.rs"
     );
     format!(

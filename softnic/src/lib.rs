@@ -297,6 +297,11 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         self.rq.len()
     }
 
+    /// The posted Receives, oldest first.
+    pub fn posted_wrs(&self) -> impl Iterator<Item = &RecvWr> {
+        self.rq.iter()
+    }
+
     /// Send-queue work requests queued and not executed.
     pub fn queued(&self) -> usize {
         self.sq.len()

@@ -59,7 +59,8 @@ use crate::dma::{DmaRegion, DmaSync, CACHE_LINE};
 use crate::pages::{PagePool, PageRun};
 use crate::pool::{Completed, CompletionError, Received, RecvPool};
 use crate::wire::{
-    xdr_roundup, ErrorReply, Message, Proc, DEFAULT_INLINE_THRESHOLD, MAX_READ_SEGMENTS,
+    copy_prefix, move_within, put32, xdr_roundup, ErrorReply, Message, Proc,
+    DEFAULT_INLINE_THRESHOLD, MAX_READ_SEGMENTS,
 };
 use crate::xdr::XdrView;
 
@@ -1012,17 +1013,17 @@ impl<'a, const C: usize> Connection<'a, C> {
                 return;
             };
             // Body to just after the header, the payload (if inline) copied into place.
-            bytes.copy_within(body_at..body_at + body_len, msg_header);
+            move_within(bytes, body_at, body_len, msg_header);
             if in_stream {
                 let tail_from = msg_header + pos;
-                bytes.copy_within(tail_from..msg_header + body_len, tail_from + plen + pad);
+                move_within(bytes, tail_from, body_len - pos, tail_from + plen + pad);
                 let src = match payload.as_ref().map(|p| &p.source) {
                     Some(PayloadSource::Lent(run)) => res.payloads.bytes(run),
                     Some(PayloadSource::External { bytes, .. }) => bytes,
                     None => &[],
                 };
-                if let Some(dst) = bytes.get_mut(tail_from..tail_from + plen) {
-                    dst.copy_from_slice(src.get(..plen).unwrap_or_default());
+                if let Some(dst) = bytes.get_mut(tail_from..) {
+                    copy_prefix(dst, src.get(..plen).unwrap_or_default());
                 }
                 if let Some(p) = bytes.get_mut(tail_from + plen..tail_from + plen + pad) {
                     p.fill(0);
@@ -1368,7 +1369,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 };
                 let at = self.slot_offset(c.send_slot) + c.header_at as usize + CREDITS_OFFSET;
                 if let Some(w) = self.send.bytes_mut(at, 4) {
-                    w.copy_from_slice(&grant.to_be_bytes());
+                    put32(w, 0, grant);
                 }
             }
             self.counters.send_doorbells += 1;
@@ -1554,8 +1555,10 @@ impl SinkLayout {
     /// Copies the base bytes between consecutive data chunks into the gaps of the sink run.
     fn place_middles(&self, inline: &[u8], sink: &mut [u8]) {
         for pair in self.chunks.windows(2) {
-            let (a_off, a_len, a_at) = pair[0];
-            let (b_off, _, _) = pair[1];
+            let (Some(&(a_off, a_len, a_at)), Some(&(b_off, _, _))) = (pair.first(), pair.get(1))
+            else {
+                continue;
+            };
             let pad_from = a_at + a_len;
             let gap_at = a_at + xdr_roundup(a_len as u32) as usize;
             if let Some(p) = sink.get_mut(pad_from..gap_at) {
@@ -1566,13 +1569,13 @@ impl SinkLayout {
                 let (base, rest) = sink.split_at_mut(self.call_len.min(sink.len()));
                 let src = base.get(a_off..b_off).unwrap_or_default();
                 let dst_at = gap_at - self.call_len.min(gap_at);
-                if let Some(dst) = rest.get_mut(dst_at..dst_at + src.len()) {
-                    dst.copy_from_slice(src);
+                if let Some(dst) = rest.get_mut(dst_at..) {
+                    copy_prefix(dst, src);
                 }
             } else {
                 let src = inline.get(a_off..b_off).unwrap_or_default();
-                if let Some(dst) = sink.get_mut(gap_at..gap_at + src.len()) {
-                    dst.copy_from_slice(src);
+                if let Some(dst) = sink.get_mut(gap_at..) {
+                    copy_prefix(dst, src);
                 }
             }
         }

@@ -152,3 +152,41 @@ pub(crate) fn put32(buf: &mut [u8], at: usize, value: u32) {
         dst.copy_from_slice(&value.to_be_bytes());
     }
 }
+
+/// Copies `min(dst.len(), src.len())` bytes; returns how many. Never panics.
+#[inline]
+pub(crate) fn copy_prefix(dst: &mut [u8], src: &[u8]) -> usize {
+    let n = dst.len().min(src.len());
+    if let (Some(d), Some(s)) = (dst.get_mut(..n), src.get(..n)) {
+        d.copy_from_slice(s);
+    }
+    n
+}
+
+/// `buf.copy_within(from..from + len, to)` when both ranges lie inside `buf`; otherwise
+/// nothing. Returns whether it copied. Never panics.
+#[inline]
+pub(crate) fn move_within(buf: &mut [u8], from: usize, len: usize, to: usize) -> bool {
+    let fits = |at: usize| at.checked_add(len).is_some_and(|end| end <= buf.len());
+    if !fits(from) || !fits(to) {
+        return false;
+    }
+    // A byte loop in the safe direction (memmove), rather than `copy_within`, whose own
+    // range checks the optimiser does not remove: this must stay free of panic paths.
+    if to < from {
+        for i in 0..len {
+            let b = buf.get(from + i).copied().unwrap_or(0);
+            if let Some(d) = buf.get_mut(to + i) {
+                *d = b;
+            }
+        }
+    } else if to > from {
+        for i in (0..len).rev() {
+            let b = buf.get(from + i).copied().unwrap_or(0);
+            if let Some(d) = buf.get_mut(to + i) {
+                *d = b;
+            }
+        }
+    }
+    true
+}

@@ -1,6 +1,8 @@
-//! What the four firmware examples share: a static DMA region, the core's receive pool over it, a
-//! simulated NIC that "receives" a scripted sequence of RPC-over-RDMA messages into the posted
-//! buffers, the server loop that decodes, replies and releases, and the checks at the end.
+//! What the four firmware examples share: a static DMA region carved into Receive buffers, send
+//! slots, Read sinks and payload pages; the core's receive pool and responder over it; the
+//! software NIC (`rpcrdma-softnic`, the same one the tests use) that "receives" a scripted
+//! sequence of RPC-over-RDMA messages into the posted buffers and performs the responder's RDMA
+//! Reads, Writes and Sends against the scripted requester's memory; and the checks at the end.
 //!
 //! Each target crate (`cortex-m4`, `riscv32`, `riscv64`, `aarch64`) only brings its start-up code,
 //! memory map and fault handlers, and calls [`run`] with its pool size; [`run`]'s verdict becomes
@@ -23,7 +25,6 @@
 
 pub mod dma;
 mod logger;
-pub mod nic;
 pub mod probe;
 pub mod requester;
 pub mod semihosting;
@@ -31,16 +32,57 @@ pub mod server;
 
 use core::mem::size_of;
 
-use rpcrdma_core::dma::DmaRegion;
+use core::ptr::NonNull;
+
+use rpcrdma_core::dma::{DmaRegion, CACHE_LINE};
+use rpcrdma_core::pages::PagePool;
 use rpcrdma_core::pool::{PoolConfig, RecvPool};
+use rpcrdma_core::responder::{Connection, ResponderConfig};
+use rpcrdma_softnic::Access;
 
 use crate::dma::DmaMemory;
-use crate::nic::{RemoteRegion, RequesterMemory, SimNic};
 use crate::requester::{
     teardown, Requester, ADDR_A, ADDR_B, ADDR_C, HANDLE_A, HANDLE_B, HANDLE_C, REGION_A, REGION_B,
-    REPLY_CHUNK_LEN, SCRIPT,
+    REGION_C_LEN, SCRIPT,
 };
 use crate::server::Server;
+
+/// The software NIC the examples use: 64 Receives, 64 send-queue work requests, 128
+/// completions, an inbox of 16 messages of up to 1 KiB.
+pub type Nic = rpcrdma_softnic::SoftNic<64, 64, 128, 1024, 16>;
+
+/// Bytes of each send slot: the RFC 8166 default inline size.
+pub const SEND_SIZE: usize = 1024;
+/// Page size of the sink and payload pools.
+pub const PAGE_SIZE: usize = 1024;
+/// Bytes of Read-sink pages.
+pub const SINK_BYTES: usize = 4096;
+/// Bytes of payload pages.
+pub const PAYLOAD_BYTES: usize = 4096;
+
+/// The responder configuration for `pool`.
+pub const fn responder_config(pool: &PoolConfig) -> ResponderConfig {
+    ResponderConfig {
+        credits: pool.credits,
+        send_size: SEND_SIZE,
+        initiator_depth: 4,
+        sq_depth: 64,
+        epoch: 2,
+    }
+}
+
+const fn align(n: usize) -> usize {
+    n.div_ceil(CACHE_LINE) * CACHE_LINE
+}
+
+/// DMA memory an example needs: the pool's Receive buffers, the send slots, the sink and the
+/// payload pages, each cache-line aligned.
+pub const fn dma_len(pool: &PoolConfig) -> usize {
+    align(pool.needed_region_len())
+        + align(responder_config(pool).send_region_len())
+        + SINK_BYTES
+        + PAYLOAD_BYTES
+}
 
 /// Times the script runs (buffers are reused across rounds: persistent Receive buffers).
 pub const ROUNDS: u32 = 4;
@@ -80,55 +122,104 @@ pub fn run<const N: usize, const LEN: usize>(
         defmt::error!("FAIL: DMA memory already claimed");
         return false;
     };
-    // SAFETY: `cpu .. cpu + LEN` is the static DMA memory, claimed once, so nothing else in the
-    // program references it. Its only other user is the simulated NIC below, which writes a
-    // buffer only while a Receive the pool posted is outstanding on it.
-    let region = match unsafe { DmaRegion::new(cpu.as_ptr(), board.iova, LEN, board.lkey) } {
-        Ok(r) => r,
-        Err(e) => {
-            defmt::error!("FAIL: DMA region refused: {}", e);
-            return false;
-        }
+    // Carve the one static region: Receive buffers, send slots, sinks, payload pages.
+    let recv_len = align(config.needed_region_len());
+    let rcfg = responder_config(&config);
+    let send_len = align(rcfg.send_region_len());
+    let parts = [
+        (0, recv_len),
+        (recv_len, send_len),
+        (recv_len + send_len, SINK_BYTES),
+        (recv_len + send_len + SINK_BYTES, PAYLOAD_BYTES),
+    ];
+    if parts[3].0 + PAYLOAD_BYTES > LEN {
+        defmt::error!("FAIL: DMA memory of {=usize} bytes is too small", LEN);
+        return false;
+    }
+    // SAFETY: each part is a disjoint range of the static DMA memory, claimed once, so nothing
+    // else in the program references it. Its only other user is the software NIC below, which
+    // writes a part only while a Receive or RDMA Read the core posted is outstanding on it.
+    let region = |(off, len): (usize, usize)| unsafe {
+        DmaRegion::new(
+            cpu.as_ptr().add(off),
+            board.iova + off as u64,
+            len,
+            board.lkey,
+        )
     };
-    let pool = match RecvPool::<N>::new(region, config) {
+    let (Ok(recv), Ok(send), Ok(sinks), Ok(payloads)) = (
+        region(parts[0]),
+        region(parts[1]),
+        region(parts[2]),
+        region(parts[3]),
+    ) else {
+        defmt::error!("FAIL: DMA region refused");
+        return false;
+    };
+    let pool = match RecvPool::<N>::new(recv, config) {
         Ok(p) => p,
         Err(e) => {
             defmt::error!("FAIL: pool refused: {}", e);
             return false;
         }
     };
-    let readable = [
-        (
-            RemoteRegion {
-                handle: HANDLE_A,
-                addr: ADDR_A,
-                writable: false,
-            },
-            &REGION_A[..],
-        ),
-        (
-            RemoteRegion {
-                handle: HANDLE_B,
-                addr: ADDR_B,
-                writable: false,
-            },
-            &REGION_B[..],
-        ),
-    ];
-    let mut reply_chunk_memory = [0u8; REPLY_CHUNK_LEN];
-    let remote = RequesterMemory {
-        readable: &readable,
-        writable: RemoteRegion {
-            handle: HANDLE_C,
-            addr: ADDR_C,
-            writable: true,
-        },
-        writable_bytes: &mut reply_chunk_memory,
+    let (Ok(sinks), Ok(payloads)) = (
+        PagePool::new(sinks, PAGE_SIZE),
+        PagePool::new(payloads, PAGE_SIZE),
+    ) else {
+        defmt::error!("FAIL: page pools refused");
+        return false;
     };
-    // SAFETY: as for the region above: the NIC writes only into buffers of posted Receives.
-    let mut nic = unsafe { SimNic::new(cpu, board.iova, LEN, board.lkey, remote) };
-    let mut server = Server::new(pool);
-    let mut requester = Requester::new(server.pool.credits(), server.pool.buffer_size());
+    let conn = match Connection::new(send, rcfg, SEND_SIZE) {
+        Ok(c) => c,
+        Err(e) => {
+            defmt::error!("FAIL: responder refused: {}", e);
+            return false;
+        }
+    };
+    // The requester's memory: two read-only regions (Read chunk sources) and one writable
+    // region (its write and reply chunks).
+    let mut region_c = [0u8; REGION_C_LEN];
+    let region_c_ptr = NonNull::from(&mut region_c).cast::<u8>();
+    let mut nic = Nic::new();
+    // SAFETY: the DMA memory is valid for LEN bytes for the program's life; the NIC writes
+    // into it only through work requests the core posted. Regions A and B are statics the NIC
+    // only reads (registered for RDMA Read only); region C outlives the NIC and is read by the
+    // requester only between polls, when no RDMA Write is queued.
+    let registered = unsafe {
+        nic.register_local(board.lkey, board.iova, cpu, LEN)
+            .and_then(|()| {
+                nic.register_remote(
+                    HANDLE_A,
+                    ADDR_A,
+                    NonNull::from(&REGION_A).cast::<u8>(),
+                    REGION_A.len(),
+                    Access::Read,
+                )
+            })
+            .and_then(|()| {
+                nic.register_remote(
+                    HANDLE_B,
+                    ADDR_B,
+                    NonNull::from(&REGION_B).cast::<u8>(),
+                    REGION_B.len(),
+                    Access::Read,
+                )
+            })
+            .and_then(|()| {
+                nic.register_remote(HANDLE_C, ADDR_C, region_c_ptr, REGION_C_LEN, Access::Write)
+            })
+    };
+    if registered.is_err() {
+        defmt::error!("FAIL: NIC registration table full");
+        return false;
+    }
+    let mut server = Server::new(pool, sinks, payloads, conn);
+    let mut requester = Requester::new(
+        server.pool.credits(),
+        server.pool.buffer_size(),
+        region_c_ptr,
+    );
 
     for round in 0..ROUNDS {
         for (i, step) in SCRIPT.iter().enumerate() {
@@ -142,20 +233,21 @@ pub fn run<const N: usize, const LEN: usize>(
     }
 
     let counters = server.pool.counters();
+    let r = server.counters();
     defmt::info!("pool counters: {}", counters);
-    defmt::info!("server: {}", server.stats);
-    let counters_ok = requester.check_counters(&counters);
-    let s = &server.stats;
+    defmt::info!("responder counters: {}", r);
+    defmt::info!("service: {}", server.service.stats);
+    let counters_ok = requester.check_counters(&counters, &r);
     let t = &requester.tally;
-    let consistent = counters.batches == nic.doorbells
-        && counters.posted == nic.wrs_accepted
+    let consistent = counters.batches == nic.counters.recv_doorbells
         && server.sync.calls as u64 == counters.completed
-        && s.failures == 0
-        && s.error_replies as u64 == t.err_vers + t.err_chunk
-        && s.dropped as u64 == t.dropped
-        && s.refused_completions as u64
-            == t.rejected_unknown + t.rejected_stale + t.rejected_duplicate
-        && (s.inline_replies + s.reply_chunk_replies + s.backchannel_replies) as u64 == t.delivered;
+        && server.post_failures == 0
+        && r.err_vers + r.err_chunk == t.err_vers + t.err_chunk
+        && r.dropped == t.dropped
+        && r.inline_replies + r.reply_chunk_replies + r.backchannel == t.delivered
+        && r.read_bytes == nic.counters.read_bytes
+        && r.write_chunk_bytes + r.reply_chunk_bytes == nic.counters.write_bytes
+        && nic.counters.rnr == 0;
     if !consistent {
         defmt::error!("FAIL: server, NIC and pool accounting disagree");
     }
@@ -173,7 +265,7 @@ pub fn run<const N: usize, const LEN: usize>(
             t.rejected_unknown + t.rejected_stale + t.rejected_duplicate,
             counters.posted,
             counters.batches,
-            nic.read_bytes
+            nic.counters.read_bytes
         );
     } else {
         defmt::error!("FAIL: {=u32} failed checks", requester.failures);
@@ -189,7 +281,7 @@ fn report_ram<const N: usize>(buffer_size: usize, region: usize) {
     let per_descriptor = (many - one) / 64;
     let fixed = one - per_descriptor;
     defmt::info!(
-        "ram: N={=usize} buffer={=usize} stride={=usize} region={=usize} pool={=usize} per_descriptor={=usize} fixed={=usize} server={=usize}",
+        "ram: N={=usize} buffer={=usize} stride={=usize} region={=usize} pool={=usize} per_descriptor={=usize} fixed={=usize} server={=usize} nic={=usize}",
         N,
         buffer_size,
         PoolConfig::region_len(1, buffer_size),
@@ -197,7 +289,8 @@ fn report_ram<const N: usize>(buffer_size: usize, region: usize) {
         size_of::<RecvPool<'static, N>>(),
         per_descriptor,
         fixed,
-        size_of::<Server<'static, N>>()
+        size_of::<Server<'static, N>>(),
+        size_of::<Nic>()
     );
 }
 

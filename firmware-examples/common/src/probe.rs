@@ -6,10 +6,10 @@
 //!
 //! - [`baseline`]: start-up, one defmt line, semihosting exit; no core call;
 //! - [`core_receive_path`]: the same plus every core entry point the example uses — pool
-//!   construction, post, cancel, complete (wr_id validation, sync hook, decode), view (XDR head /
-//!   tail, Read chunks), the owned header (`HeaderRepr::parse`), release, drain, counters; reply
-//!   headers with write and reply chunks, RDMA_ERROR replies, the ONC RPC call parser and reply
-//!   encoders.
+//!   construction, refill, complete (wr_id validation, sync hook, decode), the responder (Read
+//!   chunks into sink pages, the service, replies inline / write chunk / reply chunk / RDMA_ERROR,
+//!   the chained post), release, drain, counters — and the example service (ONC RPC parsing and
+//!   reply encoding).
 //!
 //! `core_receive_path − baseline`, section by section, is the core's share of an image. Inputs
 //! come through `black_box`, so nothing is specialised to constants; both are release builds
@@ -17,18 +17,43 @@
 
 use core::hint::black_box;
 
+use rpcrdma_core::device::{Completion, Device, PostError, RecvWr, SendWr};
 use rpcrdma_core::dma::{CoherentDma, DmaRegion};
-use rpcrdma_core::oncrpc::{self, AcceptStat};
-use rpcrdma_core::pool::{Completed, Completion, CompletionStatus, PoolConfig, RecvPool, RecvWr};
-use rpcrdma_core::wire::{HeaderRepr, Proc};
+use rpcrdma_core::pages::PagePool;
+use rpcrdma_core::pool::{PoolConfig, RecvPool};
+use rpcrdma_core::responder::{Connection, Resources};
+use rpcrdma_core::wire::HeaderRepr;
+use rpcrdma_services::ExampleService;
 
 use crate::dma::DmaMemory;
-use crate::Board;
+use crate::server::{CALLS, PAGES};
+use crate::{responder_config, Board, PAGE_SIZE, PAYLOAD_BYTES, SEND_SIZE, SINK_BYTES};
 
 /// The runtime without the core: what [`core_receive_path`] is measured against.
 pub fn baseline<const LEN: usize>(board: &Board, dma: &'static DmaMemory<LEN>) -> bool {
     defmt::info!("size baseline on {=str}", board.target);
     black_box(dma.claim()).is_some()
+}
+
+/// A device whose completions and refusals come from `black_box`: nothing is specialised.
+struct OpaqueDevice;
+
+impl Device for OpaqueDevice {
+    fn post_recv(&mut self, wrs: &[RecvWr]) -> Result<(), PostError> {
+        black_box(wrs);
+        black_box(Ok(()))
+    }
+    fn post_send(&mut self, wrs: &[SendWr]) -> Result<(), PostError> {
+        black_box(wrs);
+        black_box(Ok(()))
+    }
+    fn poll(&mut self, out: &mut [Completion]) -> usize {
+        let n = black_box(out.len().min(1));
+        for c in out.iter_mut().take(n) {
+            *c = black_box(Completion::EMPTY);
+        }
+        n
+    }
 }
 
 /// Every core entry point the example uses, on opaque inputs.
@@ -41,80 +66,67 @@ pub fn core_receive_path<const N: usize, const LEN: usize>(
     let Some(cpu) = dma.claim() else {
         return false;
     };
-    // SAFETY: the static DMA memory, claimed once; no device writes it in this program.
-    let Ok(region) = (unsafe { DmaRegion::new(cpu.as_ptr(), board.iova, LEN, board.lkey) }) else {
+    let config = black_box(config);
+    let rcfg = responder_config(&config);
+    let recv_len = config.needed_region_len();
+    let send_len = rcfg.send_region_len();
+    let offsets = [
+        0,
+        recv_len,
+        recv_len + send_len,
+        recv_len + send_len + SINK_BYTES,
+    ];
+    let lens = [recv_len, send_len, SINK_BYTES, PAYLOAD_BYTES];
+    // SAFETY: disjoint ranges of the static DMA memory, claimed once; no device in this program.
+    let region = |k: usize| unsafe {
+        DmaRegion::new(
+            cpu.as_ptr().add(offsets[k].next_multiple_of(64)),
+            board.iova + offsets[k].next_multiple_of(64) as u64,
+            lens[k],
+            board.lkey,
+        )
+    };
+    let (Ok(r0), Ok(r1), Ok(r2), Ok(r3)) = (region(0), region(1), region(2), region(3)) else {
         return false;
     };
-    let Ok(mut pool) = RecvPool::<N>::new(region, black_box(config)) else {
+    let (Ok(mut pool), Ok(mut sinks), Ok(mut payloads)) = (
+        RecvPool::<N>::new(r0, config),
+        PagePool::<PAGES>::new(r2, PAGE_SIZE),
+        PagePool::<PAGES>::new(r3, PAGE_SIZE),
+    ) else {
         return false;
     };
-    let mut wrs = [RecvWr::default(); N];
-    let n = pool.post(&mut wrs);
-    let refused = black_box(wrs.get(n / 2..n).unwrap_or_default());
-    black_box(pool.cancel(refused));
-
-    let mut send = [0u8; 256];
-    let mut sent = 0usize;
-    for _ in 0..black_box(1u32) {
-        let wc = black_box(Completion {
-            wr_id: wrs.first().map_or(0, |w| w.wr_id),
-            status: CompletionStatus::Success,
-            byte_len: 0,
-        });
-        match pool.complete(&wc, &mut CoherentDma) {
-            Ok(Completed::Message(rx)) => {
-                if let Ok(view) = pool.view(&rx) {
-                    let msg = view.message();
-                    black_box((view.head(), view.tail(), view.read_payload_len()));
-                    black_box(msg.is_backchannel_reply());
-                    for chunk in msg.read_list().chunks() {
-                        black_box(chunk.inline_offset);
-                        for seg in chunk.segments() {
-                            black_box(seg);
-                        }
-                    }
-                    // The upper layer: parse the call, encode its reply.
-                    let mut rpc = [0u8; 64];
-                    let rpc_len = match oncrpc::parse_call(view.head()) {
-                        Ok(h) => oncrpc::emit_accepted_reply(&mut rpc, h.xid, AcceptStat::Success)
-                            .map(|n| n + black_box(oncrpc::checksum(view.tail())) as usize % 4),
-                        Err(_) => oncrpc::emit_rpc_mismatch(&mut rpc, msg.xid()),
-                    };
-                    black_box((&rpc, rpc_len));
-                    // The owned header (the decoder's `Repr`), then the reply header with the
-                    // write list returned and the reply chunk used.
-                    let call = HeaderRepr::parse(msg);
-                    black_box(&call.read_list);
-                    let mut header = HeaderRepr::reply(msg.xid(), pool.credits());
-                    for chunk in call.write_list.iter() {
-                        if let Ok(h) = header.clone().with_write_chunk(chunk) {
-                            header = h;
-                        }
-                    }
-                    if let Some(chunk) = &call.reply_chunk {
-                        header.proc_ = Proc::Nomsg;
-                        if let Ok(h) = header.clone().with_reply_chunk(chunk) {
-                            header = h;
-                        }
-                    }
-                    sent += header.emit(&mut send).unwrap_or(0);
-                }
-                black_box(rx.xid());
-                black_box(pool.release(rx).is_ok());
-            }
-            Ok(Completed::Rejected { error, reply }) => {
-                black_box(error);
-                if let Some(reply) = reply {
-                    sent += reply.emit(&mut send).unwrap_or(0);
-                }
-            }
-            Ok(Completed::Flushed) => {}
-            Err(e) => {
-                black_box(e);
-            }
+    let Ok(mut conn) = Connection::<CALLS>::new(r1, rcfg, black_box(SEND_SIZE)) else {
+        return false;
+    };
+    let mut service = ExampleService::default();
+    let mut device = OpaqueDevice;
+    let mut wcs = [Completion::EMPTY; 4];
+    for _ in 0..black_box(2u32) {
+        let n = device.poll(&mut wcs);
+        let mut res = Resources {
+            pool: &mut pool,
+            sinks: &mut sinks,
+            payloads: &mut payloads,
+            shared_pool: false,
+            grant_limit: None,
+        };
+        for wc in wcs.iter().take(n) {
+            conn.handle(&mut res, &mut CoherentDma, &mut service, wc);
         }
+        black_box(conn.flush(&mut res, &mut device, &mut service).is_ok());
     }
-    black_box((&send, sent));
+    // The owned header (the decoder's `Repr`), as a service that keeps headers would use it.
+    black_box(HeaderRepr::reply(black_box(1), black_box(2)).buffer_len());
+    black_box(conn.counters());
+    let mut res = Resources {
+        pool: &mut pool,
+        sinks: &mut sinks,
+        payloads: &mut payloads,
+        shared_pool: false,
+        grant_limit: None,
+    };
+    black_box(conn.drain(&mut res));
     black_box(pool.counters());
     black_box(pool.drain());
     black_box((pool.posted(), pool.held(), pool.free(), pool.is_closing()));

@@ -3,17 +3,30 @@
 //!
 //! The script has valid calls (inline, with a Read chunk, RDMA_NOMSG with a call chunk, with a
 //! write list and a reply chunk, to an unknown program, a backchannel reply, a burst the server
-//! holds at once), malformed headers from DESIGN.md's list (each answered with ERR_VERS or
-//! ERR_CHUNK, or dropped), and faulty completions (a lying `byte_len`, a duplicate, a stale and a
+//! holds at once, a reply payload into a write chunk, a reply through the reply chunk), malformed
+//! headers from the design's list of bad inputs (each answered with ERR_VERS or ERR_CHUNK, or
+//! dropped), and faulty completions (a lying `byte_len`, a duplicate, a stale and a
 //! forged wr_id). Every expected outcome also feeds a tally of what the core's counters must read
 //! at the end, so the final check compares the pool's own accounting with the script's.
 
-use rpcrdma_core::oncrpc;
-use rpcrdma_core::pool::Counters;
-use rpcrdma_core::wire::{decode, DecodeLimits, Header, Proc};
+use core::ptr::NonNull;
 
-use crate::nic::SimNic;
-use crate::server::{word, Server, CHECKSUM_PROG, NFS_PROG};
+use rpcrdma_core::device::{Completion, CompletionStatus};
+use rpcrdma_core::pool::Counters;
+use rpcrdma_core::responder::ResponderCounters;
+use rpcrdma_core::wire::{Header, Proc};
+use rpcrdma_services::{oncrpc, pattern_byte, NFS_PROG, PROC_BULK, PROC_GENERATE, TEST_PROG};
+
+use crate::server::Server;
+use crate::Nic;
+
+const CHECKSUM_PROG: u32 = TEST_PROG;
+
+/// The big-endian word at `at`.
+fn word(b: &[u8], at: usize) -> Option<u32> {
+    let w = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+}
 
 /// Credits every call asks for.
 const ASK: u32 = 32;
@@ -28,12 +41,24 @@ pub const ADDR_A: u64 = 0x0000_0001_0000_0000;
 pub const HANDLE_B: u32 = 0xb2b2_0002;
 /// Its address.
 pub const ADDR_B: u64 = 0x0000_0002_0000_0000;
-/// Requester memory: the reply chunk buffer (writable).
+/// Requester memory: its reply chunk (first half) and write chunk (second half), writable.
 pub const HANDLE_C: u32 = 0xc3c3_0003;
 /// Its address.
 pub const ADDR_C: u64 = 0x0000_0003_0000_0000;
-/// Size of the reply chunk buffer.
-pub const REPLY_CHUNK_LEN: usize = 256;
+/// Size of region C.
+pub const REGION_C_LEN: usize = 8192;
+/// Size of the reply chunk.
+pub const REPLY_CHUNK_LEN: usize = 4096;
+/// Address of the write chunk (second half of region C).
+pub const ADDR_W: u64 = ADDR_C + REPLY_CHUNK_LEN as u64;
+/// Size of the write chunk.
+pub const WRITE_CHUNK_LEN: usize = 2048;
+/// Bytes GENERATE returns into the write chunk.
+pub const GENERATE_LEN: u32 = 1500;
+/// Bytes BULK returns through the reply chunk.
+pub const BULK_LEN: u32 = 2000;
+/// The seed of GENERATE and BULK.
+pub const SEED: u32 = 0x5eed;
 
 const A_LEN: usize = 600;
 /// The xid of the RDMA_NOMSG call (its RPC header lives in requester memory).
@@ -163,6 +188,32 @@ pub static CALL_NULL_WRITE_AND_REPLY_CHUNK: Template = t(
     ],
     Some(22),
 );
+/// GENERATE 1500 bytes with a write chunk of 2048 (region C, second half): the payload goes
+/// there by RDMA Write, the reply's write list says 1500, the rest is inline.
+#[rustfmt::skip]
+pub static CALL_GENERATE_WRITE_CHUNK: Template = t(
+    &[
+        X, 1, ASK, 0,
+        0,                                              // read list
+        1, 1, HANDLE_C, WRITE_CHUNK_LEN as u32, hi(ADDR_W), lo(ADDR_W), // write chunk
+        0,                                              // end of write list
+        0,                                              // reply chunk
+        X, 0, 2, TEST_PROG, 1, PROC_GENERATE, 0, 0, 0, 0, GENERATE_LEN, SEED,
+    ],
+    Some(13),
+);
+/// BULK 2000 bytes (not DDP-eligible, larger than the 1 KiB inline size) with a reply chunk
+/// (region C, first half): the whole reply goes there, the Send carries RDMA_NOMSG.
+#[rustfmt::skip]
+pub static CALL_BULK_REPLY_CHUNK: Template = t(
+    &[
+        X, 1, ASK, 0,
+        0, 0,                                           // read list, write list
+        1, 1, HANDLE_C, REPLY_CHUNK_LEN as u32, hi(ADDR_C), lo(ADDR_C), // reply chunk
+        X, 0, 2, TEST_PROG, 1, PROC_BULK, 0, 0, 0, 0, BULK_LEN, SEED,
+    ],
+    Some(12),
+);
 /// A call to a program this server does not run.
 #[rustfmt::skip]
 pub static CALL_UNKNOWN_PROGRAM: Template = t(
@@ -239,6 +290,9 @@ pub enum Expect {
         via_reply_chunk: bool,
         /// The checksum the result must carry.
         checksum: Option<u32>,
+        /// An `opaque<>` result of this many pattern bytes (seed [`SEED`]); in the write chunk
+        /// when the bool is set.
+        payload: Option<(u32, bool)>,
     },
     /// Nothing on the wire: the server hands it to its backchannel.
     Backchannel,
@@ -292,6 +346,14 @@ pub static SCRIPT: &[Step] = &[
     Step {
         name: "NULL call, write list + reply chunk",
         action: Action::Deliver(&CALL_NULL_WRITE_AND_REPLY_CHUNK),
+    },
+    Step {
+        name: "GENERATE into the write chunk",
+        action: Action::Deliver(&CALL_GENERATE_WRITE_CHUNK),
+    },
+    Step {
+        name: "BULK through the reply chunk",
+        action: Action::Deliver(&CALL_BULK_REPLY_CHUNK),
     },
     Step {
         name: "call to an unknown program",
@@ -366,8 +428,8 @@ pub static SCRIPT: &[Step] = &[
         action: Action::InjectForged((1 << 32) | 0xffff),
     },
     Step {
-        name: "forged wr_id (reserved bits)",
-        action: Action::InjectForged((1 << 32) | 0x0001_0000),
+        name: "forged wr_id (another pool's epoch)",
+        action: Action::InjectForged((1 << 32) | (0x3fff << 18)),
     },
 ];
 
@@ -380,12 +442,14 @@ fn expect(template: &Template) -> Expect {
             stat: 0,
             via_reply_chunk: false,
             checksum: None,
+            payload: None,
         }
     } else if is(&CALL_CHECKSUM_READ_CHUNK) {
         Expect::Reply {
             stat: 0,
             via_reply_chunk: false,
             checksum: Some(oncrpc::checksum(&REGION_A)),
+            payload: None,
         }
     } else if is(&CALL_CHECKSUM_NOMSG) {
         let data = REGION_B.get(44..).unwrap_or_default();
@@ -393,18 +457,36 @@ fn expect(template: &Template) -> Expect {
             stat: 0,
             via_reply_chunk: false,
             checksum: Some(oncrpc::checksum(data)),
+            payload: None,
         }
     } else if is(&CALL_NULL_WRITE_AND_REPLY_CHUNK) {
+        // The reply fits inline: the chunks go unused (the write chunk echoed with 0 written).
+        Expect::Reply {
+            stat: 0,
+            via_reply_chunk: false,
+            checksum: None,
+            payload: None,
+        }
+    } else if is(&CALL_GENERATE_WRITE_CHUNK) {
+        Expect::Reply {
+            stat: 0,
+            via_reply_chunk: false,
+            checksum: None,
+            payload: Some((GENERATE_LEN, true)),
+        }
+    } else if is(&CALL_BULK_REPLY_CHUNK) {
         Expect::Reply {
             stat: 0,
             via_reply_chunk: true,
             checksum: None,
+            payload: Some((BULK_LEN, false)),
         }
     } else if is(&CALL_UNKNOWN_PROGRAM) {
         Expect::Reply {
             stat: 1,
             via_reply_chunk: false,
             checksum: None,
+            payload: None,
         }
     } else if is(&BACKCHANNEL_REPLY) {
         Expect::Backchannel
@@ -454,6 +536,8 @@ pub struct Requester {
     buffer_size: usize,
     next_xid: u32,
     msg: [u8; 256],
+    region_c: NonNull<u8>,
+    last: Option<Completion>,
     /// Expected counters.
     pub tally: Tally,
     /// Checks that failed.
@@ -463,12 +547,16 @@ pub struct Requester {
 impl Requester {
     /// A requester talking to a server that grants `credits`, with Receive buffers of
     /// `buffer_size` bytes.
-    pub fn new(credits: u32, buffer_size: usize) -> Self {
+    ///
+    /// `region_c` is its writable memory ([`REGION_C_LEN`] bytes, registered on the NIC).
+    pub fn new(credits: u32, buffer_size: usize, region_c: NonNull<u8>) -> Self {
         Requester {
             credits,
             buffer_size,
             next_xid: 0x5eed_0000,
             msg: [0; 256],
+            region_c,
+            last: None,
             tally: Tally::default(),
             failures: 0,
         }
@@ -502,9 +590,16 @@ impl Requester {
         (xid, template.truncate_to.map_or(len, |t| t.min(len)))
     }
 
+    /// Region C as the requester reads it (between polls: no RDMA Write is queued then).
+    fn region_c(&self) -> &[u8] {
+        // SAFETY: region C is REGION_C_LEN bytes that outlive the requester; the NIC writes it
+        // only while executing RDMA Writes inside `poll`, never while this borrow lives.
+        unsafe { core::slice::from_raw_parts(self.region_c.as_ptr(), REGION_C_LEN) }
+    }
+
     fn send(
         &mut self,
-        nic: &mut SimNic<'_>,
+        nic: &mut Nic,
         template: &Template,
         claim_extra: Option<u32>,
     ) -> Option<(u32, Expect)> {
@@ -515,13 +610,22 @@ impl Requester {
             None => len as u32,
         };
         let sent = match claim_extra {
-            Some(_) => nic.deliver_claiming(bytes, byte_len),
+            Some(_) => nic.deliver_claiming(bytes, Some(byte_len)),
             None => nic.deliver(bytes),
         };
-        if let Err(e) = sent {
-            defmt::error!("  NIC refused the message: {}", e);
-            self.fail();
-            return None;
+        match sent {
+            Ok(wr_id) => {
+                self.last = Some(Completion {
+                    wr_id,
+                    status: CompletionStatus::Success,
+                    byte_len,
+                })
+            }
+            Err(e) => {
+                defmt::error!("  NIC refused the message: {}", e);
+                self.fail();
+                return None;
+            }
         }
         let expect = match claim_extra {
             Some(_) => Expect::Drop,
@@ -554,12 +658,7 @@ impl Requester {
 
     /// Runs one step: the action, the server until the completion queue is empty, then the check
     /// of everything the server sent.
-    pub fn step<const N: usize>(
-        &mut self,
-        server: &mut Server<'_, N>,
-        nic: &mut SimNic<'_>,
-        step: &Step,
-    ) {
+    pub fn step<const N: usize>(&mut self, server: &mut Server<'_, N>, nic: &mut Nic, step: &Step) {
         // The server keeps its Receives posted before anything arrives (an RC peer would get
         // RNR NAKs otherwise).
         server.replenish(nic);
@@ -586,8 +685,9 @@ impl Requester {
                 if let Some(e) = self.send(nic, template, None) {
                     let _ = expected.push(e);
                 }
-                match nic.duplicate_last() {
-                    Ok(Some(wr_id)) => {
+                // The device completes the same Receive a second time.
+                match self.last.map(|c| nic.inject(c).map(|()| c.wr_id)) {
+                    Some(Ok(wr_id)) => {
                         self.refused(Refusal::Duplicate);
                         let _ = expected.push((wr_id as u32, Expect::Refused(Refusal::Duplicate)));
                     }
@@ -599,7 +699,7 @@ impl Requester {
                 // generation back.
                 let posted = nic.posted_wrs().next().map(|wr| wr.wr_id);
                 match posted {
-                    Some(wr_id) if nic.inject(wr_id.wrapping_sub(1 << 32), 68).is_ok() => {
+                    Some(wr_id) if nic.inject(success(wr_id.wrapping_sub(1 << 32), 68)).is_ok() => {
                         self.refused(Refusal::Stale);
                         let _ = expected.push((0, Expect::Refused(Refusal::Stale)));
                     }
@@ -607,7 +707,7 @@ impl Requester {
                 }
             }
             Action::InjectForged(wr_id) => {
-                if nic.inject(wr_id, 28).is_ok() {
+                if nic.inject(success(wr_id, 28)).is_ok() {
                     self.refused(Refusal::Unknown);
                     let _ = expected.push((0, Expect::Refused(Refusal::Unknown)));
                 } else {
@@ -615,7 +715,7 @@ impl Requester {
                 }
             }
         }
-        while nic.pending() > 0 {
+        while nic.pending() > 0 || nic.queued() > 0 {
             server.poll(nic);
         }
         for (xid, expect) in expected.iter() {
@@ -630,69 +730,66 @@ impl Requester {
                 self.fail();
             }
         }
-        if let Some(extra) = nic.take_send() {
+        if let Some(extra) = nic.take_sent() {
             defmt::error!(
                 "FAIL: step \"{=str}\": unexpected send of {=usize} bytes",
                 step.name,
-                extra.len()
+                extra.bytes.len()
             );
             self.fail();
         }
     }
 
     /// Checks what the server sent for one message.
-    fn check(&mut self, nic: &mut SimNic<'_>, xid: u32, expect: Expect) -> bool {
+    fn check(&mut self, nic: &mut Nic, xid: u32, expect: Expect) -> bool {
+        let credits = self.credits;
+        let sent = match expect {
+            Expect::Backchannel | Expect::Drop | Expect::Refused(_) => return true,
+            _ => match nic.take_sent() {
+                Some(sent) => sent,
+                None => return false,
+            },
+        };
+        self.tally.replies_checked += 1;
+        // The grant never exceeds the Receives posted (or consumed by calls the responder
+        // has not polled yet) when the reply went out.
+        let grant_ok = word(&sent.bytes, 8).is_some_and(|g| g as usize <= sent.posted_at_send);
+        let sent = &sent.bytes[..];
         match expect {
-            Expect::Backchannel | Expect::Drop | Expect::Refused(_) => true,
             Expect::ErrVers { vers } => {
-                let Some(sent) = nic.take_send() else {
-                    return false;
-                };
-                self.tally.replies_checked += 1;
-                words_are(
-                    &sent,
-                    &[xid, vers, self.credits, Proc::Error.to_wire(), 1, 1, 1],
-                )
+                grant_ok && words_are(sent, &[xid, vers, credits, Proc::Error.to_wire(), 1, 1, 1])
             }
             Expect::ErrChunk => {
-                let Some(sent) = nic.take_send() else {
-                    return false;
-                };
-                self.tally.replies_checked += 1;
-                words_are(&sent, &[xid, 1, self.credits, Proc::Error.to_wire(), 2])
+                grant_ok && words_are(sent, &[xid, 1, credits, Proc::Error.to_wire(), 2])
             }
             Expect::Reply {
                 stat,
                 via_reply_chunk,
                 checksum,
+                payload,
             } => {
-                let Some(sent) = nic.take_send() else {
+                let Ok(header) = Header::new_checked(sent) else {
                     return false;
                 };
-                self.tally.replies_checked += 1;
-                let Ok(header) = Header::new_checked(&sent[..]) else {
-                    return false;
-                };
-                if header.xid() != xid || header.vers() != 1 || header.credits() != self.credits {
+                if !grant_ok
+                    || header.xid() != xid
+                    || header.vers() != 1
+                    || header.credits() != credits
+                {
                     return false;
                 }
-                let rpc: &[u8] = if via_reply_chunk {
-                    match reply_chunk_length(&sent) {
-                        Some(len) if header.proc_raw() == Proc::Nomsg.to_wire() => {
-                            nic.requester_writable().get(..len).unwrap_or_default()
-                        }
-                        _ => return false,
+                let Some(parsed) = parse_reply_header(sent) else {
+                    return false;
+                };
+                let region_c = self.region_c();
+                let rpc: &[u8] = match (via_reply_chunk, parsed.reply_written) {
+                    (true, Some(len)) if header.proc_raw() == Proc::Nomsg.to_wire() => {
+                        region_c.get(..len).unwrap_or_default()
                     }
-                } else {
-                    // An inline reply header is an RDMA_MSG with empty lists: the core's own
-                    // decoder reads it.
-                    match decode(&sent, sent.len(), &DecodeLimits::DEFAULT) {
-                        Ok(m) if m.proc_() == Proc::Msg && m.lists_empty() => {
-                            let at = m.header_len();
-                            sent.get(at..).unwrap_or_default()
-                        }
-                        _ => return false,
+                    (false, None) if header.proc_raw() == Proc::Msg.to_wire() => {
+                        sent.get(parsed.end..).unwrap_or_default()
                     }
+                    _ => return false,
                 };
                 let Some((rpc_xid, got_stat, results)) = oncrpc::parse_accepted_reply(rpc) else {
                     return false;
@@ -701,15 +798,39 @@ impl Requester {
                     Some(sum) => word(rpc, results) == Some(sum),
                     None => true,
                 };
-                rpc_xid == xid && got_stat == stat && sum_ok
+                let payload_ok = match payload {
+                    None => true,
+                    Some((len, in_write_chunk)) => {
+                        let data = if in_write_chunk {
+                            let at = REPLY_CHUNK_LEN;
+                            (parsed.write_written == Some(len as usize))
+                                .then(|| region_c.get(at..at + len as usize))
+                                .flatten()
+                        } else {
+                            rpc.get(results + 4..results + 4 + len as usize)
+                        };
+                        word(rpc, results) == Some(len)
+                            && data.is_some_and(|d| {
+                                d.iter()
+                                    .enumerate()
+                                    .all(|(i, b)| *b == pattern_byte(SEED, i))
+                            })
+                    }
+                };
+                rpc_xid == xid && got_stat == stat && sum_ok && payload_ok
             }
+            _ => false,
         }
     }
 
     /// The final accounting: the core's counters against the tally.
-    pub fn check_counters(&mut self, c: &Counters) -> bool {
+    pub fn check_counters(&mut self, c: &Counters, r: &ResponderCounters) -> bool {
         let t = &self.tally;
-        let ok = c.completed == t.completed
+        let ok = r.refused_completions
+            == t.rejected_unknown + t.rejected_stale + t.rejected_duplicate
+            && r.overruns == 0
+            && r.reply_too_large == 0
+            && c.completed == t.completed
             && c.bytes == t.bytes
             && c.delivered == t.delivered
             && c.released == t.delivered
@@ -741,25 +862,57 @@ fn words_are(sent: &[u8], words: &[u32]) -> bool {
             .all(|(i, w)| word(sent, 4 * i) == Some(*w))
 }
 
-/// The length written to the reply chunk, from an RDMA_NOMSG reply header: read list empty,
-/// write list of chunks, then `1, count, segments`; the first segment's length.
-fn reply_chunk_length(h: &[u8]) -> Option<usize> {
+fn success(wr_id: u64, byte_len: u32) -> Completion {
+    Completion {
+        wr_id,
+        status: CompletionStatus::Success,
+        byte_len,
+    }
+}
+
+/// What a reply header says about the chunks.
+struct ReplyHeader {
+    /// Bytes written into the first write chunk's segments (sum), if one was echoed.
+    write_written: Option<usize>,
+    /// Bytes written into the reply chunk (sum), if it was used.
+    reply_written: Option<usize>,
+    /// Where the header ends (the inline reply starts).
+    end: usize,
+}
+
+/// Parses a reply header: fixed header, empty read list, write list, reply chunk.
+fn parse_reply_header(h: &[u8]) -> Option<ReplyHeader> {
     let mut at = 16;
     if word(h, at)? != 0 {
         return None;
     }
     at += 4;
+    let chunk = |at: &mut usize| -> Option<usize> {
+        let count = word(h, *at + 4)? as usize;
+        let mut sum = 0;
+        for k in 0..count {
+            sum += word(h, *at + 8 + 16 * k + 4)? as usize;
+        }
+        *at += 8 + count.checked_mul(16)?;
+        Some(sum)
+    };
+    let mut write_written = None;
     while word(h, at)? == 1 {
-        let count = word(h, at + 4)? as usize;
-        at += 8 + count.checked_mul(16)?;
+        let written = chunk(&mut at)?;
+        write_written.get_or_insert(written);
     }
     at += 4;
-    if word(h, at)? != 1 || word(h, at + 4)? != 1 {
-        return None;
-    }
-    let handle = word(h, at + 8)?;
-    let len = word(h, at + 12)?;
-    (handle == HANDLE_C).then_some(len as usize)
+    let reply_written = if word(h, at)? == 1 {
+        Some(chunk(&mut at)?)
+    } else {
+        at += 4;
+        None
+    };
+    Some(ReplyHeader {
+        write_written,
+        reply_written,
+        end: at,
+    })
 }
 
 /// Flushes what is still posted (the connection goes down), checks the pool stops posting, that
@@ -767,24 +920,26 @@ fn reply_chunk_length(h: &[u8]) -> Option<usize> {
 pub fn teardown<const N: usize>(
     req: &mut Requester,
     server: &mut Server<'_, N>,
-    nic: &mut SimNic<'_>,
+    nic: &mut Nic,
 ) -> bool {
     let first = nic.posted_wrs().next().map(|wr| wr.wr_id);
-    let flushed = match nic.flush_all() {
-        Ok(n) => n,
-        Err(_) => return false,
-    };
+    let flushed = nic.flush();
     req.tally.flushed += flushed as u64;
-    while nic.pending() > 0 {
+    while nic.pending() > 0 || nic.queued() > 0 {
         server.poll(nic);
     }
     let mut ok = server.pool.is_closing() && server.pool.posted() == 0;
     // A second flush of a descriptor already returned to the free list: refused as a duplicate.
     if let Some(wr_id) = first {
-        if nic.inject_flush(wr_id).is_ok() {
+        let second = Completion {
+            wr_id,
+            status: CompletionStatus::Flushed,
+            byte_len: 0,
+        };
+        if nic.inject(second).is_ok() {
             req.refused(Refusal::Duplicate);
         }
-        while nic.pending() > 0 {
+        while nic.pending() > 0 || nic.queued() > 0 {
             server.poll(nic);
         }
     }
@@ -800,6 +955,9 @@ pub fn teardown<const N: usize>(
     );
     ok && report.posted == 0
         && report.held == 0
+        && server.conn.calls_in_progress() == 0
+        && server.sinks.free_pages() == server.sinks.page_count()
+        && server.payloads.free_pages() == server.payloads.page_count()
         && server.pool.in_flight() == 0
         && server.pool.free() == N
 }

@@ -19,9 +19,12 @@ pub const CONFIG: PoolConfig = PoolConfig {
     credits: 8,
     batch: 4,
     limits: DecodeLimits::DEFAULT,
+    buffers: N as u16,
+    epoch: 1,
 };
-/// DMA memory the pool needs: `N` buffers, each rounded up to the cache line.
-pub const REGION_LEN: usize = PoolConfig::region_len(N, CONFIG.buffer_size);
+/// DMA memory the example needs: `N` Receive buffers (each rounded up to the cache line), the
+/// send slots, the Read sinks and the payload pages.
+pub const REGION_LEN: usize = rpcrdma_fw_common::dma_len(&CONFIG);
 
 /// The DMA memory (`.bss`).
 pub static DMA: DmaMemory<REGION_LEN> = DmaMemory::new();
