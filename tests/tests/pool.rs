@@ -438,7 +438,8 @@ fn test_completion_unknown_wr_id_out_of_range() {
         wr_id,
         status: CompletionStatus::Success,
         byte_len: 28,
-    });
+    })
+    .unwrap();
     assert_eq!(
         next(&mut pool, &mut nic),
         Err(CompletionError::UnknownWrId { wr_id })
@@ -460,7 +461,8 @@ fn test_completion_forged_wr_id_reserved_bits() {
             wr_id,
             status: CompletionStatus::Success,
             byte_len: 28,
-        });
+        })
+        .unwrap();
         assert_eq!(
             next(&mut pool, &mut nic),
             Err(CompletionError::UnknownWrId { wr_id })
@@ -495,7 +497,8 @@ fn test_completion_stale_wr_id() {
         wr_id: old,
         status: CompletionStatus::Success,
         byte_len: 68,
-    });
+    })
+    .unwrap();
     assert_eq!(
         next(&mut pool, &mut nic),
         Err(CompletionError::StaleWrId { wr_id: old })
@@ -517,7 +520,8 @@ fn test_completion_duplicate() {
         wr_id: id,
         status: CompletionStatus::Success,
         byte_len: 28,
-    });
+    })
+    .unwrap();
     assert_eq!(
         next(&mut pool, &mut nic),
         Err(CompletionError::DuplicateCompletion { wr_id: id })
@@ -529,7 +533,8 @@ fn test_completion_duplicate() {
         wr_id: id,
         status: CompletionStatus::Success,
         byte_len: 28,
-    });
+    })
+    .unwrap();
     assert_eq!(
         next(&mut pool, &mut nic),
         Err(CompletionError::DuplicateCompletion { wr_id: id })

@@ -119,10 +119,13 @@ fn msg_with_a_position_zero_chunk_is_served_from_the_chunk() {
     rig.assert_quiet();
 }
 
+/// What a service saw of one call: head, pages, tail, and the whole stream.
+type Seen = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// Records the XDR stream the service saw.
 #[derive(Default)]
 struct Recorder {
-    streams: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)>,
+    streams: Vec<Seen>,
 }
 
 impl Service for Recorder {

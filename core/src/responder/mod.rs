@@ -942,7 +942,6 @@ impl<'a, const C: usize> Connection<'a, C> {
         let verdict = service.serve(&call, &mut writer);
         let body_len = writer.len();
         let payload = writer.payload.take();
-        drop(writer);
 
         if verdict == Verdict::NoReply {
             self.counters.no_reply += 1;
