@@ -1,7 +1,7 @@
 //! # rpcrdma-tests
 //!
 //! Cross-crate integration tests live in `tests/tests/`: RPC-over-RDMA conformance vectors
-//! (byte fixtures for every valid header form and every malformed one DESIGN.md lists), property
+//! (byte fixtures for every valid header form and every malformed one docs/design.md lists), property
 //! tests of emit/decode round trips, and — as the pool and the hosted binding land — runs over a
 //! software NIC model and on Soft-RoCE.
 //!

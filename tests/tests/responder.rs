@@ -584,3 +584,182 @@ fn message_longer_than_the_receive_closes_only_this_connection() {
     assert!(rig.conn.is_closing());
     rig.assert_quiet();
 }
+
+/// Several connections sharing one receive pool (an SRQ): the credit ledger keeps the grants
+/// of all connections together within the Receives posted, and a flush or error on one
+/// connection leaves the pool serving the others.
+mod shared_pool {
+    use std::collections::HashMap;
+
+    use rpcrdma_core::device::{Completion, Device, WrId, WrKind};
+    use rpcrdma_core::dma::CoherentDma;
+    use rpcrdma_core::pages::PagePool;
+    use rpcrdma_core::pool::{PoolConfig, RecvPool};
+    use rpcrdma_core::responder::{
+        Connection, CreditLedger, ResponderConfig, Resources,
+    };
+    use rpcrdma_core::wire::{DecodeLimits, Proc};
+    use rpcrdma_services::{ExampleService, NFS_PROG};
+    use rpcrdma_tests::nic::{DmaMemory, SoftNic};
+    use rpcrdma_tests::rig::{call_message, parse_reply, rpc_call};
+
+    const CONNS: usize = 3;
+
+    struct Srq {
+        nic: Box<SoftNic>,
+        pool: RecvPool<'static, 256>,
+        sinks: PagePool<'static, 64>,
+        payloads: PagePool<'static, 64>,
+        conns: Vec<Connection<'static, 128>>,
+        ledger: CreditLedger<CONNS>,
+        service: ExampleService,
+        /// Receive wr_id → the connection whose message landed in it.
+        landed: HashMap<u64, usize>,
+        /// Per connection: grant and calls outstanding.
+        granted: [u32; CONNS],
+        outstanding: [usize; CONNS],
+        /// Sum of the latest grants vs posted, at each Send.
+        violations: usize,
+        replies: [usize; CONNS],
+    }
+
+    fn leak(len: usize) -> &'static DmaMemory {
+        Box::leak(Box::new(DmaMemory::new(len)))
+    }
+
+    impl Srq {
+        fn new() -> Srq {
+            let cfg = PoolConfig {
+                buffer_size: 1024,
+                credits: 24,
+                batch: 8,
+                limits: DecodeLimits::DEFAULT,
+                buffers: 0,
+                epoch: 1,
+            };
+            let recv = leak(cfg.needed_region_len());
+            let mut nic = recv.nic();
+            let sink = leak(64 * 1024);
+            let payload = leak(64 * 1024);
+            sink.register(&mut nic, 0x10_0000_0000, 2);
+            payload.register(&mut nic, 0x20_0000_0000, 3);
+            let mut conns = Vec::new();
+            let mut ledger = CreditLedger::new();
+            for k in 0..CONNS {
+                let rc = ResponderConfig {
+                    credits: 16,
+                    send_size: 1024,
+                    initiator_depth: 2,
+                    sq_depth: 128,
+                    epoch: 10 + k as u16,
+                };
+                let send = leak(rc.send_region_len());
+                let iova = 0x30_0000_0000 + ((k as u64) << 32);
+                send.register(&mut nic, iova, 10 + k as u32);
+                conns.push(Connection::new(send.region_at(iova, 10 + k as u32), rc, 1024).unwrap());
+                ledger.open(k);
+            }
+            let mut pool = RecvPool::new(recv.region(), cfg).unwrap();
+            pool.refill(&mut *nic).unwrap();
+            Srq {
+                nic,
+                pool,
+                sinks: PagePool::new(sink.region_at(0x10_0000_0000, 2), 4096).unwrap(),
+                payloads: PagePool::new(payload.region_at(0x20_0000_0000, 3), 4096).unwrap(),
+                conns,
+                ledger,
+                service: ExampleService::default(),
+                landed: HashMap::new(),
+                granted: [1; CONNS],
+                outstanding: [0; CONNS],
+                violations: 0,
+                replies: [0; CONNS],
+            }
+        }
+
+        fn send(&mut self, k: usize, msg: &[u8]) {
+            assert!(self.outstanding[k] < self.granted[k] as usize);
+            let wr_id = self.nic.deliver(msg).expect("no RNR on the shared queue");
+            self.landed.insert(wr_id, k);
+            self.outstanding[k] += 1;
+        }
+
+        fn pump(&mut self) {
+            let mut wcs = [Completion::EMPTY; 16];
+            loop {
+                let n = self.nic.poll(&mut wcs);
+                let mut touched = [false; CONNS];
+                for wc in &wcs[..n] {
+                    let id = WrId(wc.wr_id);
+                    let k = if id.kind() == WrKind::Recv {
+                        self.landed.remove(&wc.wr_id).unwrap_or(0)
+                    } else {
+                        (id.epoch() - 10) as usize
+                    };
+                    touched[k] = true;
+                    let mut res = Resources {
+                        pool: &mut self.pool,
+                        sinks: &mut self.sinks,
+                        payloads: &mut self.payloads,
+                        shared_pool: true,
+                        grant_limit: None,
+                    };
+                    self.conns[k].handle(&mut res, &mut CoherentDma, &mut self.service, wc);
+                }
+                // The shared pool is refilled first, then each connection flushes within its
+                // share of what is posted.
+                self.pool.refill(&mut *self.nic).unwrap();
+                for k in (0..CONNS).filter(|k| touched[*k]) {
+                    let limit = self.ledger.limit(k, self.pool.posted());
+                    let mut res = Resources {
+                        pool: &mut self.pool,
+                        sinks: &mut self.sinks,
+                        payloads: &mut self.payloads,
+                        shared_pool: true,
+                        grant_limit: Some(limit),
+                    };
+                    self.conns[k].flush(&mut res, &mut *self.nic, &mut self.service).unwrap();
+                    self.ledger.record(k, self.conns[k].counters().last_grant);
+                }
+                while let Some(sent) = self.nic.take_sent() {
+                    let r = parse_reply(&sent.bytes, sent.posted_at_send);
+                    let k = (r.xid >> 24) as usize;
+                    self.granted[k] = r.credits;
+                    self.outstanding[k] -= 1;
+                    self.replies[k] += 1;
+                    if self.granted.iter().sum::<u32>() as usize > sent.posted_at_send {
+                        self.violations += 1;
+                    }
+                }
+                if n == 0 && self.nic.queued() == 0 && self.nic.pending() == 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn null(k: usize, n: u32) -> Vec<u8> {
+        let xid = (k as u32) << 24 | n;
+        call_message(xid, Proc::Msg, &[], None, None, &rpc_call(xid, NFS_PROG, 3, 0, &[]))
+    }
+
+    #[test]
+    fn grants_of_all_connections_stay_within_the_shared_receives() {
+        let mut s = Srq::new();
+        let mut n = 0;
+        for _ in 0..200 {
+            for k in 0..CONNS {
+                while s.outstanding[k] < s.granted[k] as usize {
+                    n += 1;
+                    s.send(k, &null(k, n));
+                }
+            }
+            s.pump();
+        }
+        assert_eq!(s.violations, 0);
+        assert_eq!(s.nic.counters.rnr, 0);
+        assert!(s.replies.iter().all(|r| *r > 500), "{:?}", s.replies);
+        let total: u32 = s.granted.iter().sum();
+        assert!(total as usize <= s.pool.posted() + s.outstanding.iter().sum::<usize>());
+    }
+}

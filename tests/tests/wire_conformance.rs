@@ -1,5 +1,5 @@
 //! RPC-over-RDMA Version 1 conformance: byte fixtures for every valid header form, the exact
-//! bytes of the replies we emit, and one named test per malformed input in DESIGN.md's list,
+//! bytes of the replies we emit, and one named test per malformed input in docs/design.md's list,
 //! each asserting the typed error and the responder's disposition.
 
 use rpcrdma_core::wire::{
@@ -323,7 +323,7 @@ fn test_error_reply_uses_only_bytes_that_arrived() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bad input (DESIGN.md's list), each with its typed error and disposition
+// Bad input (docs/design.md's list), each with its typed error and disposition
 
 #[test]
 fn test_truncated_at_every_byte_boundary() {

@@ -1637,12 +1637,13 @@ impl<const M: usize> CreditLedger<M> {
     }
 
     /// The most connection `slot` may be granted now, with `posted` Receives in the shared
-    /// pool: what is posted less the other connections' grants, at least 1.
+    /// pool: what is posted less the other connections' grants, and no more than a fair share
+    /// (`posted / connections`), so no connection starves the others; at least 1.
     pub fn limit(&self, slot: usize, posted: usize) -> u32 {
         let others = self.total() - self.grants.get(slot).copied().unwrap_or(0) as u64;
-        (posted as u64)
-            .saturating_sub(others)
-            .clamp(1, u32::MAX as u64) as u32
+        let available = (posted as u64).saturating_sub(others);
+        let fair = posted as u64 / self.connections().max(1) as u64;
+        available.min(fair).clamp(1, u32::MAX as u64) as u32
     }
 
     /// Records the grant connection `slot` was sent.

@@ -14,7 +14,7 @@ pub enum ListKind {
     Reply,
 }
 
-/// What a responder does with a message it could not accept (RFC 8166 §5.3, DESIGN.md).
+/// What a responder does with a message it could not accept (RFC 8166 §5.3; docs/design.md, "The error-reply rule").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Disposition {
