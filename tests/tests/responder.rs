@@ -595,9 +595,7 @@ mod shared_pool {
     use rpcrdma_core::dma::CoherentDma;
     use rpcrdma_core::pages::PagePool;
     use rpcrdma_core::pool::{PoolConfig, RecvPool};
-    use rpcrdma_core::responder::{
-        Connection, CreditLedger, ResponderConfig, Resources,
-    };
+    use rpcrdma_core::responder::{Connection, CreditLedger, Resources, ResponderConfig};
     use rpcrdma_core::wire::{DecodeLimits, Proc};
     use rpcrdma_services::{ExampleService, NFS_PROG};
     use rpcrdma_tests::nic::{DmaMemory, SoftNic};
@@ -718,7 +716,9 @@ mod shared_pool {
                         shared_pool: true,
                         grant_limit: Some(limit),
                     };
-                    self.conns[k].flush(&mut res, &mut *self.nic, &mut self.service).unwrap();
+                    self.conns[k]
+                        .flush(&mut res, &mut *self.nic, &mut self.service)
+                        .unwrap();
                     self.ledger.record(k, self.conns[k].counters().last_grant);
                 }
                 while let Some(sent) = self.nic.take_sent() {
@@ -740,7 +740,14 @@ mod shared_pool {
 
     fn null(k: usize, n: u32) -> Vec<u8> {
         let xid = (k as u32) << 24 | n;
-        call_message(xid, Proc::Msg, &[], None, None, &rpc_call(xid, NFS_PROG, 3, 0, &[]))
+        call_message(
+            xid,
+            Proc::Msg,
+            &[],
+            None,
+            None,
+            &rpc_call(xid, NFS_PROG, 3, 0, &[]),
+        )
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use rpcrdma_core::device::Device;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
 
 use rpcrdma_core::dma::CoherentDma;
 use rpcrdma_core::pool::{Completed, Completion, CompletionStatus, PoolConfig, RecvPool, RecvWr};
@@ -13,19 +14,38 @@ use rpcrdma_tests::nic::DmaMemory;
 
 struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Allocations made by this thread (the tests run in parallel threads; each counts its own).
+    static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Allocations of the calling thread so far.
+struct Allocations;
+
+impl Allocations {
+    fn load(&self, _: Ordering) -> u64 {
+        THREAD_ALLOCATIONS.with(Cell::get)
+    }
+}
+
+static ALLOCATIONS: Allocations = Allocations;
+
+fn count() {
+    // `try_with`: during thread teardown the slot may be gone; those allocations are not ours.
+    let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -89,6 +109,92 @@ fn receive_path_allocates_nothing() {
         after - before,
         0,
         "the receive path allocated {} times",
+        after - before
+    );
+}
+
+#[test]
+fn responder_cycle_allocates_nothing() {
+    use rpcrdma_core::dma::CoherentDma;
+    use rpcrdma_core::responder::Resources;
+    use rpcrdma_core::wire::{Proc, ReadSegment};
+    use rpcrdma_services::{ExampleService, NFS_PROG, PROC_CHECKSUM, PROC_GENERATE, TEST_PROG};
+    use rpcrdma_tests::rig::{call_message, rpc_call, words, Rig, RigConfig};
+
+    let mut rig = Rig::new(RigConfig::default(), ExampleService::default());
+    // Three shapes: NULL inline, CHECKSUM with a 16 KiB Read chunk, GENERATE 16 KiB into a
+    // write chunk.
+    let data = vec![7u8; 16384];
+    let seg = rig.source_segment(0, &data);
+    let w = [rig.target_segment(0, 16384)];
+    let msgs = [
+        call_message(
+            1,
+            Proc::Msg,
+            &[],
+            None,
+            None,
+            &rpc_call(1, NFS_PROG, 3, 0, &[]),
+        ),
+        call_message(
+            2,
+            Proc::Msg,
+            &[ReadSegment {
+                position: 44,
+                segment: seg,
+            }],
+            None,
+            None,
+            &rpc_call(2, TEST_PROG, 1, PROC_CHECKSUM, &words(&[16384])),
+        ),
+        call_message(
+            3,
+            Proc::Msg,
+            &[],
+            Some(&w),
+            None,
+            &rpc_call(3, TEST_PROG, 1, PROC_GENERATE, &words(&[16384, 9])),
+        ),
+    ];
+    let mut wcs = [Completion {
+        wr_id: 0,
+        status: CompletionStatus::Success,
+        byte_len: 0,
+    }; 16];
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mut replies = 0u64;
+    for i in 0..30_000 {
+        rig.nic.deliver(&msgs[i % msgs.len()]).unwrap();
+        loop {
+            let n = rig.nic.poll(&mut wcs);
+            let mut res = Resources {
+                pool: &mut rig.pool,
+                sinks: &mut rig.sinks,
+                payloads: &mut rig.payloads,
+                shared_pool: false,
+                grant_limit: None,
+            };
+            for wc in &wcs[..n] {
+                rig.conn
+                    .handle(&mut res, &mut CoherentDma, &mut rig.service, wc);
+            }
+            rig.conn
+                .flush(&mut res, &mut *rig.nic, &mut rig.service)
+                .unwrap();
+            while let Some(sent) = rig.nic.take_sent() {
+                replies += sent.bytes.len() as u64 / sent.bytes.len().max(1) as u64;
+            }
+            if n == 0 && rig.nic.queued() == 0 && rig.nic.pending() == 0 {
+                break;
+            }
+        }
+    }
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(replies, 30_000);
+    assert_eq!(
+        after - before,
+        0,
+        "the responder allocated {} times",
         after - before
     );
 }
