@@ -9,7 +9,16 @@
 //! - [`dma`]: the caller's DMA region (the only module with `unsafe`) and the sync hook.
 //! - [`pool`]: the receive descriptor pool — persistent Receive buffers, batched posting with a
 //!   credit watermark, completion validation, O(1) hand-up as an [`xdr::XdrView`] and release.
+//! - [`pages`]: page runs of memory registered once — Read-chunk sinks and reply payloads.
+//! - [`device`]: the small trait a NIC implements (post Receives, post Sends / RDMA Writes /
+//!   RDMA Reads, poll) and the one wr_id space for every kind of work request.
+//! - [`responder`]: the layer above the pool, once for every front end — Read chunks pulled
+//!   into sink pages, the [`responder::Service`] API, replies inline / into the write chunk /
+//!   through the reply chunk, credit grants that never exceed the Receives posted, and the
+//!   teardown of a failed connection.
 //! - [`xdr`]: the head / pages / tail view of a received message.
+//!
+//! The design the code follows is written out in the repository's `docs/design.md`.
 //!
 //! Logging goes through the `fmt` mux: feature `defmt` (firmware) or `log` (hosted), or nothing.
 #![no_std]

@@ -693,9 +693,6 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             .bytes(offset, self.buffer_size as usize)
             .unwrap_or_default();
         let generation = (wr_id >> 32) as u32;
-        if let Some(layout) = Layout::fast_path(buf, byte_len) {
-            return Ok(Completed::Message(self.hand_up(index, generation, layout)));
-        }
         match decode_layout(buf, byte_len, &self.limits) {
             Ok(layout) => Ok(Completed::Message(self.hand_up(index, generation, layout))),
             Err(error) => {

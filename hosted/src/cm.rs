@@ -382,3 +382,44 @@ pub fn private_data_for(send_size: usize, recv_size: usize) -> PrivateData {
         recv_size: DEFAULT_INLINE_THRESHOLD as u32,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(private: Vec<u8>) -> CmEvent {
+        CmEvent {
+            kind: rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST,
+            status: 0,
+            id: ptr::null_mut(),
+            listen_id: ptr::null_mut(),
+            private,
+            responder_resources: 0,
+            initiator_depth: 16,
+        }
+    }
+
+    #[test]
+    fn absent_or_unrecognised_private_data_means_the_defaults() {
+        // rdma_cm hands a listener 56 zero bytes when the client sent none.
+        assert_eq!(event(vec![0; 56]).private_data(), None);
+        assert_eq!(event(Vec::new()).private_data(), None);
+        assert_eq!(
+            event(vec![0xf6, 0xab, 0x0e]).private_data(),
+            None,
+            "too short"
+        );
+        let mut wrong_version = private_data_for(4096, 4096).to_bytes().to_vec();
+        wrong_version[4] = 2;
+        assert_eq!(event(wrong_version).private_data(), None);
+    }
+
+    #[test]
+    fn rfc_8797_private_data_is_used_and_unknown_flags_ignored() {
+        let mut bytes = private_data_for(4096, 8192).to_bytes().to_vec();
+        bytes[5] |= 0xfe; // flag bits no RFC defines yet
+        bytes.resize(56, 0);
+        let p = event(bytes).private_data().expect("recognised");
+        assert_eq!((p.send_size, p.recv_size), (4096, 8192));
+    }
+}

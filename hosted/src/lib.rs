@@ -4,19 +4,26 @@
 //! protocol decisions: the core decides what every received message means and what to answer;
 //! this crate moves bytes between the core and the device.
 //!
-//! - [`verbs`]: one owner per verbs object (PD, MR, CQ, completion channel, SRQ) with `Drop`
-//!   in dependency order; batched `ibv_post_recv` / `ibv_post_srq_recv` (one doorbell per core
-//!   batch) and `ibv_poll_cq` in batches of 16.
-//! - [`memory`]: an aligned (huge pages when available) mapping registered once; Receive
-//!   memory with `IBV_ACCESS_LOCAL_WRITE` only.
+//! - [`verbs`]: one owner per verbs object (PD, MR, CQ, completion channel, SRQ, QP) with
+//!   `Drop` in dependency order, and [`verbs::VerbsDevice`], the core's
+//!   [`Device`](rpcrdma_core::device::Device) on a queue pair: chained `ibv_post_recv` /
+//!   `ibv_post_srq_recv` and chained `ibv_post_send` of Sends, RDMA Writes and RDMA Reads (one
+//!   doorbell per batch), `ibv_poll_cq` in batches of 16.
+//! - [`memory`]: aligned (huge pages when available) mappings registered once — Receive
+//!   buffers, send slots, Read sinks and payload pages, all `IBV_ACCESS_LOCAL_WRITE` only —
+//!   and the per-Receive registration of the comparison mode.
 //! - [`cm`]: rdma_cm event channel and ids, RFC 8797 private data on connect and accept.
-//! - [`server`]: the `rpcrdma-serve` engine: many connections, per-connection receive queues
-//!   or one shared SRQ, a persistent Send buffer set per connection.
+//! - [`server`]: the `rpcrdma-serve` engine: completions in, the core's responder per
+//!   connection, per-connection receive queues or one shared SRQ.
 //! - [`client`]: the requester side used by `rpcrdma-load` and the tests.
+//!
+//! `unsafe` lives in `verbs`, `cm` and `memory` only; the other modules deny it.
 #![warn(missing_docs)]
 
+#[deny(unsafe_code)]
 pub mod client;
 pub mod cm;
+#[deny(unsafe_code)]
 pub mod error;
 pub mod memory;
 pub mod server;

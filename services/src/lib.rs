@@ -18,7 +18,7 @@
 //!
 //! Nothing here knows RPC-over-RDMA: the service reads the call from an [`XdrView`] and writes
 //! its reply through a [`ReplyWriter`]; the core's responder decides how it travels.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
 pub mod oncrpc;
@@ -280,5 +280,122 @@ impl Service for ExampleService {
 
     fn backchannel_reply(&mut self, _view: &XdrView<'_>) {
         self.stats.backchannel += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpcrdma_core::dma::DmaRegion;
+    use rpcrdma_core::pages::PagePool;
+    use rpcrdma_core::wire::{decode, DecodeLimits};
+    use std::vec;
+    use std::vec::Vec;
+
+    #[repr(align(4096))]
+    struct Mem([u8; 16384]);
+
+    /// Runs the service on an inline call; returns (accept_stat or u32::MAX for a denial,
+    /// results, payload (position, len, ddp)).
+    fn serve(rpc: &[u8]) -> (u32, Vec<u8>, Option<(usize, usize, bool)>) {
+        let mut msg = vec![
+            0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        msg.extend_from_slice(rpc);
+        let m = decode(&msg, msg.len(), &DecodeLimits::DEFAULT).unwrap();
+        let call = Call {
+            view: XdrView::new(m),
+            xid: 1,
+            write_chunk_len: 0,
+            reply_chunk_len: 0,
+            peer_inline: 1024,
+        };
+        let mut mem = Box::new(Mem([0; 16384]));
+        // SAFETY: test memory, exclusively borrowed; no device.
+        let region = unsafe { DmaRegion::from_slice(&mut mem.0, 0x1000, 1) }.unwrap();
+        let mut pages: PagePool<'_, 4> = PagePool::new(region, 4096).unwrap();
+        let mut body = [0u8; 512];
+        let mut w = ReplyWriter::new(&mut body, &mut pages);
+        let mut service = ExampleService::default();
+        assert_eq!(service.serve(&call, &mut w), Verdict::Reply);
+        let payload = w.payload();
+        let out = w.body().to_vec();
+        match oncrpc::parse_accepted_reply(&out) {
+            Some((xid, stat, at)) => {
+                assert_eq!(xid, oncrpc::be32(rpc, 0).unwrap());
+                (stat, out[at..].to_vec(), payload)
+            }
+            None => (u32::MAX, out, payload),
+        }
+    }
+
+    fn call(prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 40];
+        oncrpc::emit_call(&mut b, 77, prog, vers, proc_).unwrap();
+        b.extend_from_slice(args);
+        b
+    }
+
+    #[test]
+    fn nfs_null_v3_and_v4_succeed() {
+        assert_eq!(serve(&call(NFS_PROG, 3, 0, &[])).0, 0);
+        assert_eq!(serve(&call(NFS_PROG, 4, 0, &[])).0, 0);
+    }
+
+    #[test]
+    fn unknown_program_version_procedure() {
+        assert_eq!(serve(&call(100_005, 3, 0, &[])).0, 1, "PROG_UNAVAIL");
+        let (stat, rest, _) = serve(&call(NFS_PROG, 2, 0, &[]));
+        assert_eq!(
+            (stat, rest),
+            (2, vec![0, 0, 0, 3, 0, 0, 0, 4]),
+            "PROG_MISMATCH 3..4"
+        );
+        assert_eq!(serve(&call(NFS_PROG, 3, 1, &[])).0, 3, "PROC_UNAVAIL");
+        assert_eq!(serve(&call(TEST_PROG, 1, 99, &[])).0, 3, "PROC_UNAVAIL");
+    }
+
+    #[test]
+    fn checksum_and_garbage_args() {
+        let data = b"hello, rdma";
+        let mut args = (data.len() as u32).to_be_bytes().to_vec();
+        args.extend_from_slice(data);
+        args.push(0);
+        let (stat, rest, _) = serve(&call(TEST_PROG, 1, PROC_CHECKSUM, &args));
+        assert_eq!(
+            (stat, rest),
+            (0, oncrpc::checksum(data).to_be_bytes().to_vec())
+        );
+        // A length past the message: GARBAGE_ARGS.
+        let (stat, _, _) = serve(&call(TEST_PROG, 1, PROC_CHECKSUM, &[0, 0, 1, 0, 1]));
+        assert_eq!(stat, 4);
+    }
+
+    #[test]
+    fn generate_lends_a_ddp_payload_and_bulk_does_not() {
+        let (stat, rest, payload) = serve(&call(
+            TEST_PROG,
+            1,
+            PROC_GENERATE,
+            &[0, 0, 0, 10, 0, 0, 0, 5],
+        ));
+        assert_eq!((stat, rest), (0, vec![0, 0, 0, 10]));
+        assert_eq!(
+            payload,
+            Some((28, 10, true)),
+            "after the header and the length word"
+        );
+        let (_, _, payload) = serve(&call(TEST_PROG, 1, PROC_BULK, &[0, 0, 0, 10, 0, 0, 0, 5]));
+        assert_eq!(payload, Some((28, 10, false)));
+    }
+
+    #[test]
+    fn rpc_version_mismatch_is_denied() {
+        let mut c = call(NFS_PROG, 3, 0, &[]);
+        c[11] = 3; // rpcvers 3
+        let (stat, out, _) = serve(&c);
+        assert_eq!(stat, u32::MAX);
+        assert_eq!(&out[8..12], &1u32.to_be_bytes(), "MSG_DENIED");
+        assert_eq!(out.len(), 24);
     }
 }

@@ -138,7 +138,9 @@ pub struct ReplyWriter<'w> {
 }
 
 impl<'w> ReplyWriter<'w> {
-    pub(crate) fn new(body: &'w mut [u8], pages: &'w mut dyn PayloadPages) -> Self {
+    /// A writer over `body` lending from `pages`. The responder makes one per call; a service's
+    /// own tests can make one to run the service without a connection.
+    pub fn new(body: &'w mut [u8], pages: &'w mut dyn PayloadPages) -> Self {
         ReplyWriter {
             body,
             len: 0,
@@ -264,6 +266,11 @@ impl<'w> ReplyWriter<'w> {
             },
         });
         Ok(())
+    }
+
+    /// The payload's position, length and DDP eligibility, if one is attached.
+    pub fn payload(&self) -> Option<(usize, usize, bool)> {
+        self.payload.as_ref().map(|p| (p.position, p.len, p.ddp))
     }
 
     /// Drops the payload (its pages go back).

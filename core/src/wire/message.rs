@@ -201,7 +201,7 @@ pub fn decode<'a>(
 /// # Errors
 /// A [`DecodeError`] naming the first rule the message breaks; see
 /// [`DecodeError::disposition`] for the reply it calls for.
-#[inline]
+#[inline(always)]
 pub fn decode_layout(
     buf: &[u8],
     byte_len: usize,
@@ -218,7 +218,7 @@ impl Layout {
     /// words read out of one bounds-checked array; `None` for everything else (chunk lists,
     /// RDMA_NOMSG, every malformed header), which [`decode_layout`] then checks in full.
     #[inline(always)]
-    pub fn fast_path(buf: &[u8], byte_len: usize) -> Option<Layout> {
+    fn fast_path(buf: &[u8], byte_len: usize) -> Option<Layout> {
         let w = buf.get(..byte_len)?.first_chunk::<MIN_HEADER_LEN>()?;
         let word =
             |i: usize| u32::from_be_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);

@@ -40,7 +40,7 @@ pub use error_reply::{ErrorReply, ErrorReplyKind};
 pub use header::Header;
 pub use message::{decode, decode_layout, DecodeLimits, Layout, Message};
 pub use private_data::{PrivateData, PrivateDataError, PrivateDataFlags};
-pub use repr::{EmitError, HeaderRepr, ReprError};
+pub use repr::{EmitError, HeaderRepr};
 
 use static_assertions::const_assert_eq;
 

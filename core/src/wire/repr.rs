@@ -55,9 +55,6 @@ impl core::fmt::Display for EmitError {
 
 impl core::error::Error for EmitError {}
 
-/// Kept as a name for building errors; the same enum as [`EmitError`].
-pub type ReprError = EmitError;
-
 /// A transport header with its chunk lists, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderRepr {
