@@ -576,6 +576,10 @@ impl Server {
             }
         }
         if total == 0 {
+            // Calls waiting for pages another connection held: offer them again.
+            for conn in self.conns.values_mut().filter(|c| c.responder.conn().has_waiting()) {
+                flush(conn, sh, &mut self.service, &mut self.ledger);
+            }
             return Ok(0);
         }
         // With an SRQ, the shared pool is refilled before any connection sends a grant.
@@ -588,6 +592,11 @@ impl Server {
         }
         for qp_num in &touched[..ntouched] {
             if let Some(conn) = self.conns.get_mut(qp_num) {
+                flush(conn, sh, &mut self.service, &mut self.ledger);
+            }
+        }
+        for conn in self.conns.values_mut() {
+            if conn.responder.conn().has_waiting() && !touched[..ntouched].contains(&conn.qp.qp_num()) {
                 flush(conn, sh, &mut self.service, &mut self.ledger);
             }
         }

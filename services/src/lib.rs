@@ -87,6 +87,8 @@ pub struct ServiceStats {
     pub errors: u64,
     /// Backchannel replies seen (ignored: no backchannel here).
     pub backchannel: u64,
+    /// Calls deferred because payload pages were all lent.
+    pub deferred: u64,
 }
 
 /// The example service.
@@ -154,11 +156,17 @@ impl ExampleService {
             self.stats.payloads += 1;
             return Verdict::Reply;
         }
+        let fits = reply.payload_fits(len);
         match reply.lend_payload(len, n + 4, ddp) {
             Ok(bytes) => {
                 fill(bytes);
                 self.stats.payloads += 1;
                 Verdict::Reply
+            }
+            // Pages are taken by replies in flight: try again when they complete.
+            Err(_) if fits => {
+                self.stats.deferred += 1;
+                Verdict::Defer
             }
             Err(_) => self.error(reply, xid, AcceptStat::SystemErr),
         }

@@ -35,16 +35,9 @@ fn valid_message() -> impl Strategy<Value = (HeaderRepr, usize)> {
                 let inline_len = if nomsg { 0 } else { inline_words * 4 };
                 let mut repr = HeaderRepr::reply(xid, credits);
                 repr.proc_ = if nomsg { Proc::Nomsg } else { Proc::Msg };
-                // Chunks at sorted inline offsets within the inline body; NOMSG puts all at 0, the
-                // first being the call chunk. MSG must not start at position 0.
-                for c in chunks.iter_mut() {
-                    c.0 = if nomsg {
-                        0
-                    } else {
-                        (c.0 * 4).clamp(4, inline_len.max(4))
-                    };
-                }
-                chunks.sort_by_key(|c| c.0);
+                // MSG: data chunks at sorted offsets within the inline body (never position 0).
+                // NOMSG: the first chunk is the call chunk (position 0); the others are data
+                // chunks at offsets within the call chunk's data.
                 if nomsg && chunks.is_empty() {
                     chunks.push((
                         0,
@@ -55,10 +48,27 @@ fn valid_message() -> impl Strategy<Value = (HeaderRepr, usize)> {
                         }],
                     ));
                 }
+                let mut base_len = inline_len as u64;
+                if nomsg {
+                    let (_, call) = chunks.remove(0);
+                    base_len = call.iter().map(|s| s.length as u64).sum();
+                    for segment in call {
+                        repr.read_list
+                            .push(ReadSegment {
+                                position: 0,
+                                segment,
+                            })
+                            .unwrap();
+                    }
+                }
+                for c in chunks.iter_mut() {
+                    c.0 = (c.0 * 4).clamp(4, (base_len as usize & !3).max(4));
+                }
+                chunks.sort_by_key(|c| c.0);
                 let mut data_before = 0u64;
                 for (offset, segs) in chunks {
-                    if offset > inline_len {
-                        continue; // MSG with an empty inline body: no room for a Read chunk.
+                    if offset as u64 > base_len {
+                        continue; // no room for a data chunk in an empty (or tiny) base
                     }
                     if repr.read_list.len() + segs.len() > MAX_READ_SEGMENTS {
                         break;

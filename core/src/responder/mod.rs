@@ -231,6 +231,8 @@ pub struct ResponderCounters {
     pub backchannel: u64,
     /// Calls the service answered with [`Verdict::NoReply`].
     pub no_reply: u64,
+    /// Times the service deferred a call ([`Verdict::Defer`]: payload pages short).
+    pub deferred: u64,
     /// Messages that arrived with every call slot taken (the requester exceeded its credits):
     /// dropped.
     pub overruns: u64,
@@ -266,6 +268,7 @@ impl ResponderCounters {
         self.dropped += o.dropped;
         self.backchannel += o.backchannel;
         self.no_reply += o.no_reply;
+        self.deferred += o.deferred;
         self.overruns += o.overruns;
         self.read_bytes += o.read_bytes;
         self.write_chunk_bytes += o.write_chunk_bytes;
@@ -464,6 +467,12 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// Send-queue work requests posted whose completion has not come yet.
     pub fn sq_in_flight(&self) -> usize {
         self.sq_in_flight as usize
+    }
+
+    /// Whether calls wait for a resource (sink or payload pages, a send slot, Read credit):
+    /// flush this connection again after other connections free some.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
     }
 
     /// Whether nothing is in the device's hands on the send queue and no call is in progress.
@@ -839,8 +848,16 @@ impl<'a, const C: usize> Connection<'a, C> {
             self.send_error_reply(res, i, slot, &reply);
             return true;
         }
-        self.serve(res, service, i, slot);
-        true
+        if self.serve(res, service, i, slot) {
+            return true;
+        }
+        // Deferred: the slot goes back, the call stays Ready for a later round.
+        if let Some(c) = self.calls.get_mut(i as usize) {
+            c.send_slot = NO_SLOT;
+        }
+        let _ = self.free_slots.push(slot);
+        self.counters.deferred += 1;
+        false
     }
 
     fn slot_offset(&self, slot: u16) -> usize {
@@ -891,14 +908,15 @@ impl<'a, const C: usize> Connection<'a, C> {
         }
     }
 
-    /// Runs the service for call `i` into send slot `slot` and queues the reply.
+    /// Runs the service for call `i` into send slot `slot` and queues the reply. Returns false
+    /// when the service deferred the call (nothing queued).
     fn serve<S: Service + ?Sized, const N: usize, const P: usize, const Q: usize>(
         &mut self,
         res: &mut Resources<'_, 'a, N, P, Q>,
         service: &mut S,
         i: u16,
         slot: u16,
-    ) {
+    ) -> bool {
         let slot_off = self.slot_offset(slot);
         let send_size = self.send_size;
         let peer_inline = self.peer_inline();
@@ -907,13 +925,13 @@ impl<'a, const C: usize> Connection<'a, C> {
         let send_base = self.send.device_addr(slot_off);
         let write_wr = self.wr_id(WrKind::Write, i);
         let Some(c) = self.calls.get_mut(i as usize) else {
-            return;
+            return true;
         };
         let (Some(rx), sink) = (c.rx.as_ref(), c.sink.as_ref()) else {
-            return;
+            return true;
         };
         let Ok(inline_view) = res.pool.view(rx) else {
-            return;
+            return true;
         };
         let message = *inline_view.message();
         let view = match sink {
@@ -927,7 +945,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         // The body starts where the longest header this reply may need ends.
         let body_at = header_len(write_segs, reply_segs).max(header_len(write_segs, None));
         let Some(slot_bytes) = self.send.bytes_mut(slot_off, send_size) else {
-            return;
+            return true;
         };
         let (_, body_buf) = slot_bytes.split_at_mut(body_at.min(slot_bytes.len()));
         let call = Call {
@@ -938,10 +956,20 @@ impl<'a, const C: usize> Connection<'a, C> {
             peer_inline,
         };
         let mut writer = ReplyWriter::new(body_buf, res.payloads);
-        self.counters.calls += 1;
         let verdict = service.serve(&call, &mut writer);
         let body_len = writer.len();
         let payload = writer.payload.take();
+        if verdict == Verdict::Defer {
+            if let Some(Payload {
+                source: PayloadSource::Lent(run),
+                ..
+            }) = payload
+            {
+                res.payloads.free(run);
+            }
+            return false;
+        }
+        self.counters.calls += 1;
 
         if verdict == Verdict::NoReply {
             self.counters.no_reply += 1;
@@ -953,7 +981,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 res.payloads.free(run);
             }
             self.finish(res, i);
-            return;
+            return true;
         }
 
         let (pos, plen, ddp) = payload
@@ -989,7 +1017,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 }
                 None => {
                     self.reply_failed(res, i, slot, payload, "payload larger than the write chunk");
-                    return;
+                    return true;
                 }
             }
         }
@@ -1009,7 +1037,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         // 2. Inline, when header and stream fit the requester's inline size.
         if msg_header + stream_len <= peer_inline.min(send_size) {
             let Some(bytes) = self.send.bytes_mut(slot_off, send_size) else {
-                return;
+                return true;
             };
             // Body to just after the header, the payload (if inline) copied into place.
             move_within(bytes, body_at, body_len, msg_header);
@@ -1040,7 +1068,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 c.header_at = 0;
             }
             self.queue_send(i, slot_off, h + stream_len);
-            return;
+            return true;
         }
 
         // 3. Through the reply chunk.
@@ -1081,7 +1109,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 let h_len = header_len(write_segs, reply_segs);
                 let at = body_at - h_len;
                 let Some(bytes) = self.send.bytes_mut(slot_off + at, h_len) else {
-                    return;
+                    return true;
                 };
                 emit_header(
                     bytes,
@@ -1103,7 +1131,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                     c.outstanding += added as u16;
                 }
                 self.queue_send(i, slot_off + at, h_len);
-                return;
+                return true;
             }
         }
         // 4. Nowhere.
@@ -1115,6 +1143,7 @@ impl<'a, const C: usize> Connection<'a, C> {
             payload,
             "reply fits neither inline nor the reply chunk",
         );
+        true
     }
 
     /// The Receive and sink pages of call `i` are no longer needed once its reply is built.

@@ -27,6 +27,10 @@ pub enum Verdict {
     Reply,
     /// No reply (for example a message the service discards). The Receive is released.
     NoReply,
+    /// Not now: a resource the reply needs (payload pages) is short. The reply is discarded
+    /// and the call is offered again once work in flight completes. Only when the resource
+    /// can be had at all ([`ReplyWriter::payload_fits`]); otherwise answer with an error.
+    Defer,
 }
 
 /// An RPC service on top of the transport.
@@ -44,6 +48,8 @@ pub trait Service {
 pub trait PayloadPages {
     /// A run for `len` bytes, or `None` if none is free.
     fn alloc(&mut self, len: usize) -> Option<PageRun>;
+    /// Whether a run for `len` bytes could ever be allocated.
+    fn fits(&self, len: usize) -> bool;
     /// The run's bytes for the CPU to fill.
     fn bytes_mut(&mut self, run: &PageRun) -> &mut [u8];
     /// Gives a run back.
@@ -53,6 +59,9 @@ pub trait PayloadPages {
 impl<const P: usize> PayloadPages for crate::pages::PagePool<'_, P> {
     fn alloc(&mut self, len: usize) -> Option<PageRun> {
         crate::pages::PagePool::alloc(self, len)
+    }
+    fn fits(&self, len: usize) -> bool {
+        crate::pages::PagePool::fits(self, len)
     }
     fn bytes_mut(&mut self, run: &PageRun) -> &mut [u8] {
         crate::pages::PagePool::bytes_mut(self, run)
@@ -197,6 +206,12 @@ impl<'w> ReplyWriter<'w> {
             }
             None => false,
         }
+    }
+
+    /// Whether a payload of `len` bytes can ever be lent (the page pool is large enough, even if
+    /// its pages are taken right now).
+    pub fn payload_fits(&self, len: usize) -> bool {
+        self.pages.fits(len)
     }
 
     /// Borrows a run of registered pages for a payload of `len` bytes that belongs at
