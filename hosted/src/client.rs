@@ -38,8 +38,11 @@ pub enum Reply {
         rpc: Vec<u8>,
         /// Whether it came through the reply chunk (RDMA_NOMSG).
         via_reply_chunk: bool,
-        /// What the server wrote into the write chunk (its reported lengths), if it used one.
+        /// What the server wrote into the write chunk (its reported lengths), if it echoed one
+        /// and the client reads chunk data back ([`Client::read_back`]).
         write_chunk: Option<Vec<u8>>,
+        /// Bytes the server reported writing into the write chunk, if it echoed one.
+        write_written: Option<usize>,
     },
     /// RDMA_ERROR with its `rdma_err` code (1 ERR_VERS, 2 ERR_CHUNK).
     Error {
@@ -75,6 +78,9 @@ pub struct CallShape<'a> {
     /// Data that goes through a Read chunk at `position` (the offset in the RPC stream
     /// where it belongs), instead of inline.
     pub read: Option<(u32, &'a [u8])>,
+    /// A Read chunk at `position` of `len` bytes of whatever the chunk area holds (no copy:
+    /// transport benchmarks that do not check the data).
+    pub read_in_place: Option<(u32, usize)>,
     /// Send the whole call in a position-zero Read chunk (RDMA_NOMSG).
     pub nomsg: bool,
     /// Offer a write chunk of this many bytes for a DDP-eligible reply payload.
@@ -104,11 +110,15 @@ pub struct Client {
     granted: u32,
     /// The server's private data.
     pub server: Option<PrivateData>,
+    /// Whether replies carry a copy of the write-chunk data (default true; benchmarks that
+    /// check lengths only turn it off).
+    pub read_back: bool,
 }
 
 impl Client {
     /// Connects to `addr:port` with `slots` Receive and Send buffers of `slot_size` bytes, and
-    /// `slots` areas of `chunk_bytes` for chunk data each way (0: inline calls only).
+    /// `areas` areas of `chunk_bytes` for chunk data each way (calls with chunks outstanding at
+    /// most).
     ///
     /// # Errors
     /// No device, resolution or connection failure.
@@ -118,7 +128,9 @@ impl Client {
         slots: usize,
         slot_size: usize,
         chunk_bytes: usize,
+        areas: usize,
     ) -> Result<Client> {
+        let areas = areas.clamp(1, slots);
         require_device(None)?;
         let events = EventChannel::new()?;
         let id = CmId::new(&events)?;
@@ -143,12 +155,12 @@ impl Client {
         let chunk = chunk_bytes.max(4096);
         let source = Registered::with_access(
             &pd,
-            slots * chunk,
+            areas * chunk,
             ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 | ibv_access_flags::IBV_ACCESS_REMOTE_READ.0,
         )?;
         let target = Registered::with_access(
             &pd,
-            slots * 2 * chunk,
+            areas * 2 * chunk,
             ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0
                 | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0,
         )?;
@@ -167,10 +179,11 @@ impl Client {
             slot_size,
             chunk_bytes: chunk,
             free_send: (0..slots).rev().collect(),
-            free_chunk: (0..slots).rev().collect(),
+            free_chunk: (0..areas).rev().collect(),
             chunk_of: HashMap::new(),
             granted: 1,
             server: None,
+            read_back: true,
         };
         let wrs: Vec<RecvWr> = (0..slots).map(|i| client.recv_wr(i)).collect();
         VerbsDevice::new(&client.qp, None, None)
@@ -239,6 +252,7 @@ impl Client {
     /// No free chunk area or Send slot, a chunk larger than the area, or a post failure.
     pub fn send_shaped(&mut self, xid: u32, call: &[u8], shape: &CallShape<'_>) -> Result<()> {
         let needs_chunks = shape.read.is_some()
+            || shape.read_in_place.is_some()
             || shape.nomsg
             || shape.write_chunk.is_some()
             || shape.reply_chunk.is_some();
@@ -275,6 +289,16 @@ impl Client {
             } else if let Some((position, data)) = shape.read {
                 for r in read_items(position, data, src)? {
                     header.read_list.push(r).map_err(|_| too_big(data.len()))?;
+                }
+            } else if let Some((position, len)) = shape.read_in_place {
+                if len > self.chunk_bytes {
+                    return Err(too_big(len));
+                }
+                for segment in Self::segments(rkey, src_addr, len) {
+                    header
+                        .read_list
+                        .push(ReadSegment { position, segment })
+                        .map_err(|_| too_big(len))?;
                 }
             }
             let tgt_addr = self.target.as_ptr() as u64 + (area * 2 * self.chunk_bytes) as u64;
@@ -479,7 +503,11 @@ impl Client {
             }
             Ok(v)
         };
-        let write_chunk = write.map(|s| read_back(&s, &self.target)).transpose()?;
+        let write_written = write.as_ref().map(|s| s.iter().map(|(_, l)| l).sum());
+        let write_chunk = match write {
+            Some(s) if self.read_back => Some(read_back(&s, &self.target)?),
+            _ => None,
+        };
         let (rpc, via_reply_chunk) = match (proc_, reply_segs) {
             (Some(Proc::Nomsg), Some(segs)) => (read_back(&segs, &self.target)?, true),
             (Some(Proc::Nomsg), None) => return Err(bad("RDMA_NOMSG without a reply chunk")),
@@ -491,6 +519,7 @@ impl Client {
             rpc,
             via_reply_chunk,
             write_chunk,
+            write_written,
         })
     }
 

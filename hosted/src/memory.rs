@@ -459,3 +459,34 @@ impl<const C: usize> ResponderMemory<C> {
         self.mem.len()
     }
 }
+
+/// Registered memory filled once, that a service hands out as reply payloads without copying
+/// (the example service's SOURCE procedure).
+#[derive(Debug)]
+pub struct SourceMemory {
+    mem: Registered,
+}
+
+impl SourceMemory {
+    /// `len` bytes registered with `LOCAL_WRITE`, filled by `fill`.
+    ///
+    /// # Errors
+    /// Mapping or registration failure.
+    pub fn new(pd: &Pd, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<SourceMemory> {
+        let mut mem = Registered::local_write(pd, len)?;
+        fill(mem.area_mut(0, len));
+        Ok(SourceMemory { mem })
+    }
+
+    /// The bytes as the service keeps them, with their device address and key.
+    ///
+    /// Crate contract: the owner ([`crate::server::Server`]) takes them back from the service
+    /// (`clear_source`) before this memory is dropped, so the `'static` never outlives it.
+    pub(crate) fn for_service(&self, len: usize) -> (&'static [u8], u64, u32) {
+        let len = len.min(self.mem.len());
+        // SAFETY: the mapping is valid for `len` bytes while `self` lives and is never written
+        // again after `new`; the server clears the service's copy before dropping `self`.
+        let bytes = unsafe { std::slice::from_raw_parts(self.mem.as_ptr(), len) };
+        (bytes, self.mem.as_ptr() as u64, self.mem.lkey())
+    }
+}

@@ -31,7 +31,7 @@ use rpcrdma_services::{ExampleService, Program, NFS_PROG};
 
 use crate::cm::{private_data_for, CmEvent, CmId, EventChannel};
 use crate::error::{Error, Result};
-use crate::memory::{Pages, RecvBuffers, ResponderMemory};
+use crate::memory::{Pages, RecvBuffers, ResponderMemory, SourceMemory};
 use crate::verbs::{
     require_device, set_nonblocking, to_completion, wc_array, CompChannel, Context, Cq, Pd, QpCaps,
     QueuePair, Srq, VerbsDevice, POLL_BATCH,
@@ -147,6 +147,8 @@ struct Conn {
 /// listener may be bound to every device). Field order is drop order.
 struct Shared {
     srq: Option<Srq>,
+    #[allow(dead_code)] // owned: the memory behind the service's SOURCE payloads
+    source: SourceMemory,
     srq_recv: Option<Box<RecvBuffers<MAX_RECV>>>,
     sinks: Box<Pages<MAX_PAGES>>,
     payloads: Box<Pages<MAX_PAGES>>,
@@ -406,6 +408,11 @@ impl Server {
         let recv_cq = Cq::new(ctx, CQ_DEPTH as i32, channel.as_ref())?;
         let send_cq = Cq::new(ctx, CQ_DEPTH as i32, channel.as_ref())?;
         let sinks = Pages::new(&pd, self.cfg.sink_bytes, PAGE_SIZE)?;
+        let source = SourceMemory::new(&pd, self.cfg.max_read_payload as usize, |b| {
+            rpcrdma_services::fill_pattern(0, 0, b)
+        })?;
+        let (bytes, addr, lkey) = source.for_service(self.cfg.max_read_payload as usize);
+        self.service.set_source(bytes, addr, lkey);
         let payloads = Pages::new(&pd, self.cfg.payload_bytes, PAGE_SIZE)?;
         let (srq, srq_recv) = if self.cfg.srq {
             let pool_cfg = self.pool_config(self.cfg.credits, 0);
@@ -427,6 +434,7 @@ impl Server {
         );
         self.shared = Some(Shared {
             srq,
+            source,
             srq_recv,
             sinks,
             payloads,
@@ -577,7 +585,11 @@ impl Server {
         }
         if total == 0 {
             // Calls waiting for pages another connection held: offer them again.
-            for conn in self.conns.values_mut().filter(|c| c.responder.conn().has_waiting()) {
+            for conn in self
+                .conns
+                .values_mut()
+                .filter(|c| c.responder.conn().has_waiting())
+            {
                 flush(conn, sh, &mut self.service, &mut self.ledger);
             }
             return Ok(0);
@@ -596,7 +608,9 @@ impl Server {
             }
         }
         for conn in self.conns.values_mut() {
-            if conn.responder.conn().has_waiting() && !touched[..ntouched].contains(&conn.qp.qp_num()) {
+            if conn.responder.conn().has_waiting()
+                && !touched[..ntouched].contains(&conn.qp.qp_num())
+            {
                 flush(conn, sh, &mut self.service, &mut self.ledger);
             }
         }
@@ -707,6 +721,13 @@ impl Server {
                 - sh.payloads.pool().free_pages();
             self.stats.leaked += pages as u64;
         }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The service's SOURCE bytes live in the shared memory dropped next.
+        self.service.clear_source();
     }
 }
 

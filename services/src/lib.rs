@@ -14,7 +14,9 @@
 //!   - [`PROC_ECHO`]`(opaque data<>) -> opaque<>`: the data back, DDP-eligible;
 //!   - [`PROC_BULK`]`(u32 len, u32 seed) -> opaque<>`: pattern bytes that are *not*
 //!     DDP-eligible, like a READDIR reply: inline if small, else the whole reply through the
-//!     reply chunk.
+//!     reply chunk;
+//!   - [`PROC_SINK`] and [`PROC_SOURCE`]: the same transport paths as CHECKSUM and GENERATE
+//!     without touching the data, for measuring the transport rather than the service.
 //!
 //! Nothing here knows RPC-over-RDMA: the service reads the call from an [`XdrView`] and writes
 //! its reply through a [`ReplyWriter`]; the core's responder decides how it travels.
@@ -43,6 +45,12 @@ pub const PROC_GENERATE: u32 = 2;
 pub const PROC_ECHO: u32 = 3;
 /// `BULK(u32 len, u32 seed) -> opaque<>` (not DDP-eligible).
 pub const PROC_BULK: u32 = 4;
+/// `SINK(opaque data<>) -> u32 len`: takes the data without touching it (transport benchmarks).
+pub const PROC_SINK: u32 = 5;
+/// `SOURCE(u32 len) -> opaque<>` (DDP-eligible): `len` pattern bytes (seed 0) from memory the
+/// service registered once ([`ExampleService::set_source`]), with no copy (transport
+/// benchmarks); without a source, from lent pages filled per call.
+pub const PROC_SOURCE: u32 = 6;
 
 /// Programs whose NULL procedure is served, at most.
 pub const MAX_PROGRAMS: usize = 8;
@@ -95,6 +103,7 @@ pub struct ServiceStats {
 #[derive(Debug, Clone)]
 pub struct ExampleService {
     programs: Vec<Program, MAX_PROGRAMS>,
+    source: Option<(&'static [u8], u64, u32)>,
     /// Largest GENERATE / BULK / ECHO reply it produces.
     pub max_payload: u32,
     /// What it did.
@@ -120,9 +129,21 @@ impl ExampleService {
         }
         ExampleService {
             programs: list,
+            source: None,
             max_payload: 1 << 20,
             stats: ServiceStats::default(),
         }
+    }
+
+    /// Registered memory holding the SOURCE pattern (seed 0): `bytes`, reached by the device at
+    /// `device_addr` under `lkey`.
+    pub fn set_source(&mut self, bytes: &'static [u8], device_addr: u64, lkey: u32) {
+        self.source = Some((bytes, device_addr, lkey));
+    }
+
+    /// Forgets the SOURCE memory (before its owner unregisters and unmaps it).
+    pub fn clear_source(&mut self) {
+        self.source = None;
     }
 
     fn error(&mut self, reply: &mut ReplyWriter<'_>, xid: u32, stat: AcceptStat) -> Verdict {
@@ -224,6 +245,42 @@ impl ExampleService {
                 self.opaque_reply(reply, h.xid, len, true, |out| {
                     view.copy_out(args + 4, out);
                 })
+            }
+            PROC_SINK => {
+                let Some(len) = view.word(args) else {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                };
+                if args + 4 + len as usize > view.len() {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                }
+                Self::success(reply, h.xid);
+                reply.push(&len.to_be_bytes());
+                self.stats.checksum += 1;
+                Verdict::Reply
+            }
+            PROC_SOURCE => {
+                let Some(len) = view.word(args) else {
+                    return self.error(reply, h.xid, AcceptStat::GarbageArgs);
+                };
+                let len = len as usize;
+                match self.source {
+                    Some((bytes, addr, lkey)) if len <= bytes.len() => {
+                        let n = Self::success(reply, h.xid);
+                        reply.push(&(len as u32).to_be_bytes());
+                        let part = bytes.get(..len).unwrap_or_default();
+                        match reply.external_payload(part, addr, lkey, n + 4, true) {
+                            Ok(()) => {
+                                self.stats.payloads += 1;
+                                Verdict::Reply
+                            }
+                            Err(_) => self.error(reply, h.xid, AcceptStat::SystemErr),
+                        }
+                    }
+                    _ if len > self.max_payload as usize => {
+                        self.error(reply, h.xid, AcceptStat::GarbageArgs)
+                    }
+                    _ => self.opaque_reply(reply, h.xid, len, true, |out| fill_pattern(0, 0, out)),
+                }
             }
             _ => self.error(reply, h.xid, AcceptStat::ProcUnavail),
         }

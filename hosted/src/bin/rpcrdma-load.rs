@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use rpcrdma_hosted::client::{CallShape, Client, Reply};
 use rpcrdma_services::{
-    fill_pattern, oncrpc, NFS_PROG, PROC_BULK, PROC_CHECKSUM, PROC_ECHO, PROC_GENERATE, TEST_PROG,
-    TEST_VERS,
+    fill_pattern, oncrpc, NFS_PROG, PROC_BULK, PROC_CHECKSUM, PROC_ECHO, PROC_GENERATE, PROC_SINK,
+    PROC_SOURCE, TEST_PROG, TEST_VERS,
 };
 
 /// The procedure each call runs.
@@ -33,6 +33,20 @@ enum ProcKind {
     Echo,
     /// BULK `--reply-size` bytes (not DDP-eligible: inline or reply chunk).
     Bulk,
+    /// SINK `--size` bytes: the server does not touch them (transport benchmark).
+    Sink,
+    /// SOURCE `--reply-size` bytes from memory the server registered once, no copy
+    /// (transport benchmark; the pattern of seed 0).
+    Source,
+}
+
+/// How much of each reply is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Verify {
+    /// Every byte.
+    Full,
+    /// xid, status and lengths only (benchmarks: the data is not touched on either side).
+    Len,
 }
 
 /// How argument data travels.
@@ -98,6 +112,9 @@ struct Args {
     /// What the client offers for the reply.
     #[arg(long, value_enum, default_value_t = ReplyChunk::Auto)]
     reply_chunk: ReplyChunk,
+    /// How much of each reply is checked.
+    #[arg(long, value_enum, default_value_t = Verify::Full)]
+    verify: Verify,
     /// Connections, each on its own thread.
     #[arg(short = 'c', long, default_value_t = 1)]
     connections: usize,
@@ -136,8 +153,12 @@ impl Args {
 enum Expect {
     Null,
     Checksum(u32),
-    /// The opaque result bytes (GENERATE / ECHO / BULK).
+    /// The opaque result bytes (GENERATE / ECHO / BULK / SOURCE).
     Opaque(Vec<u8>),
+    /// An opaque result of this length (contents not checked).
+    OpaqueLen(usize),
+    /// A u32 result equal to this length (SINK).
+    Length(usize),
 }
 
 /// A call: its RPC bytes, where its argument data starts, and what the reply must hold.
@@ -156,7 +177,10 @@ fn build_call(args: &Args, xid: u32) -> Built {
         ProcKind::Generate => (TEST_PROG, TEST_VERS, PROC_GENERATE),
         ProcKind::Echo => (TEST_PROG, TEST_VERS, PROC_ECHO),
         ProcKind::Bulk => (TEST_PROG, TEST_VERS, PROC_BULK),
+        ProcKind::Sink => (TEST_PROG, TEST_VERS, PROC_SINK),
+        ProcKind::Source => (TEST_PROG, TEST_VERS, PROC_SOURCE),
     };
+    let full = args.verify == Verify::Full;
     oncrpc::emit_call(&mut rpc, xid, prog, vers, proc_);
     match args.proc_kind() {
         ProcKind::Null => Built {
@@ -165,16 +189,30 @@ fn build_call(args: &Args, xid: u32) -> Built {
             data_len: 0,
             expect: Expect::Null,
         },
-        ProcKind::Checksum | ProcKind::Echo => {
+        ProcKind::Sink if !full => {
+            // The data is never looked at: it stays wherever it is (a Read chunk of the chunk
+            // area as it is, or zeros inline).
+            rpc.extend_from_slice(&(args.size as u32).to_be_bytes());
+            Built {
+                rpc,
+                data_at: 44,
+                data_len: args.size,
+                expect: Expect::Length(args.size),
+            }
+        }
+        ProcKind::Checksum | ProcKind::Echo | ProcKind::Sink => {
             let mut data = vec![0u8; args.size];
-            fill_pattern(xid, 0, &mut data);
+            if full {
+                fill_pattern(xid, 0, &mut data);
+            }
             rpc.extend_from_slice(&(args.size as u32).to_be_bytes());
             rpc.extend_from_slice(&data);
             rpc.resize(rpc.len().div_ceil(4) * 4, 0);
-            let expect = if args.proc_kind() == ProcKind::Checksum {
-                Expect::Checksum(oncrpc::checksum(&data))
-            } else {
-                Expect::Opaque(data)
+            let expect = match args.proc_kind() {
+                ProcKind::Checksum => Expect::Checksum(oncrpc::checksum(&data)),
+                ProcKind::Sink => Expect::Length(args.size),
+                _ if full => Expect::Opaque(data),
+                _ => Expect::OpaqueLen(args.size),
             };
             Built {
                 rpc,
@@ -183,17 +221,25 @@ fn build_call(args: &Args, xid: u32) -> Built {
                 expect,
             }
         }
-        ProcKind::Generate | ProcKind::Bulk => {
-            let seed = xid;
+        ProcKind::Generate | ProcKind::Bulk | ProcKind::Source => {
+            let source = args.proc_kind() == ProcKind::Source;
+            let seed = if source { 0 } else { xid };
             rpc.extend_from_slice(&(args.reply_size as u32).to_be_bytes());
-            rpc.extend_from_slice(&seed.to_be_bytes());
-            let mut data = vec![0u8; args.reply_size];
-            fill_pattern(seed, 0, &mut data);
+            if !source {
+                rpc.extend_from_slice(&seed.to_be_bytes());
+            }
+            let expect = if full {
+                let mut data = vec![0u8; args.reply_size];
+                fill_pattern(seed, 0, &mut data);
+                Expect::Opaque(data)
+            } else {
+                Expect::OpaqueLen(args.reply_size)
+            };
             Built {
                 rpc,
                 data_at: 48,
                 data_len: 0,
-                expect: Expect::Opaque(data),
+                expect,
             }
         }
     }
@@ -202,14 +248,22 @@ fn build_call(args: &Args, xid: u32) -> Built {
 /// Sends one call shaped as the arguments ask.
 fn send(client: &mut Client, args: &Args, xid: u32, call: &Built) -> Result<(), String> {
     let header_room = 28 + 16 * 24 + 600; // transport header with chunk lists, generously
-    let fits_inline = call.rpc.len() + header_room <= client.server_inline();
+    let call_len = call
+        .rpc
+        .len()
+        .max(call.data_at + call.data_len.div_ceil(4) * 4);
+    let fits_inline = call_len + header_room <= client.server_inline();
     let reply_len = match &call.expect {
         Expect::Opaque(d) => 28 + d.len() + 4,
+        Expect::OpaqueLen(n) => 28 + n + 4,
         _ => 64,
     };
     let reply_inline = reply_len + header_room <= client.server_inline().min(args.buffer_size);
     let proc_ = args.proc_kind();
-    let ddp = matches!(proc_, ProcKind::Generate | ProcKind::Echo);
+    let ddp = matches!(
+        proc_,
+        ProcKind::Generate | ProcKind::Echo | ProcKind::Source
+    );
     let (write, reply) = match args.reply_chunk {
         ReplyChunk::None => (false, false),
         ReplyChunk::Write => (true, false),
@@ -236,6 +290,11 @@ fn send(client: &mut Client, args: &Args, xid: u32, call: &Built) -> Result<(), 
             shape.nomsg = true;
             &call.rpc
         }
+        CallChunk::Read if call.rpc.len() < call.data_at + call.data_len => {
+            // Data not materialised (--verify len): read the chunk area in place.
+            shape.read_in_place = Some((call.data_at as u32, call.data_len));
+            &call.rpc
+        }
         CallChunk::Read => {
             let data = &call.rpc[call.data_at..call.data_at + call.data_len];
             shape.read = Some((call.data_at as u32, data));
@@ -246,6 +305,11 @@ fn send(client: &mut Client, args: &Args, xid: u32, call: &Built) -> Result<(), 
                 &call.rpc[pad_end.min(call.rpc.len())..],
             ]
             .concat();
+            &inline
+        }
+        _ if call.rpc.len() < call_len => {
+            // Inline, with data that was not materialised: zeros.
+            inline = [&call.rpc[..], &vec![0u8; call_len - call.rpc.len()]].concat();
             &inline
         }
         _ => &call.rpc,
@@ -260,6 +324,7 @@ fn verify(reply: &Reply, expect: &Expect) -> Result<u64, String> {
         rpc,
         xid,
         write_chunk,
+        write_written,
         ..
     } = reply
     else {
@@ -285,6 +350,23 @@ fn verify(reply: &Reply, expect: &Expect) -> Result<u64, String> {
             Some(got) if got == *sum => Ok(0),
             got => Err(format!("xid {xid:#x}: checksum {got:?}, expected {sum:#x}")),
         },
+        Expect::Length(n) => match word(at) {
+            Some(got) if got as usize == *n => Ok(0),
+            got => Err(format!("xid {xid:#x}: length {got:?}, expected {n}")),
+        },
+        Expect::OpaqueLen(n) => {
+            let got = match write_written {
+                Some(w) if *n > 0 => *w,
+                _ => rpc.len().saturating_sub(at + 4),
+            };
+            if word(at) != Some(*n as u32) || got < *n {
+                return Err(format!(
+                    "xid {xid:#x}: result length {:?} ({got} bytes), expected {n}",
+                    word(at)
+                ));
+            }
+            Ok(*n as u64)
+        }
         Expect::Opaque(data) => {
             if word(at) != Some(data.len() as u32) {
                 return Err(format!("xid {xid:#x}: result length {:?}", word(at)));
@@ -324,8 +406,10 @@ fn run_connection(args: &Args, conn_index: usize, cycle: u64) -> Result<Outcome,
         64.max(args.depth),
         args.buffer_size,
         chunk,
+        args.depth.max(2),
     )
     .map_err(|e| format!("connect: {e}"))?;
+    client.read_back = args.verify == Verify::Full;
     let mut out = Outcome::default();
     let mut replies = Vec::new();
     let base = ((conn_index as u32) << 24) ^ ((cycle as u32) << 16);
@@ -544,6 +628,7 @@ fn main() -> ExitCode {
             .collect()
     });
     let wall = t0.elapsed();
+    let mut busy = Duration::ZERO;
     let mut lat = Vec::new();
     let (mut calls, mut credits, mut malformed_checked, mut failures) = (0u64, 0u32, 0u64, 0);
     let mut bytes = 0u64;
@@ -552,6 +637,7 @@ fn main() -> ExitCode {
             Ok(o) => {
                 calls += o.calls;
                 bytes += o.bytes;
+                busy = busy.max(o.elapsed);
                 lat.extend(o.latencies_ns);
                 credits = credits.max(o.credits);
                 malformed_checked += o.malformed_checked;
@@ -563,9 +649,12 @@ fn main() -> ExitCode {
         }
     }
     lat.sort_unstable();
-    let secs = wall.as_secs_f64();
+    // Rates over the calls phase (connection set-up and memory registration excluded, as
+    // perftest excludes its own); the slowest connection's time when there are several.
+    let secs = if busy.is_zero() { wall } else { busy }.as_secs_f64();
     println!(
-        "rpcrdma-load: calls={calls} verified={calls} seconds={secs:.3} calls_per_sec={:.0} bytes={bytes} mib_per_sec={:.1} p50_us={:.1} p99_us={:.1} credits={credits} connections={} cycles={} size={} reply_size={} depth={} malformed_checked={malformed_checked} failures={failures}",
+        "rpcrdma-load: calls={calls} verified={calls} seconds={secs:.3} wall_seconds={:.3} calls_per_sec={:.0} bytes={bytes} mib_per_sec={:.1} p50_us={:.1} p99_us={:.1} credits={credits} connections={} cycles={} size={} reply_size={} depth={} malformed_checked={malformed_checked} failures={failures}",
+        wall.as_secs_f64(),
         calls as f64 / secs,
         bytes as f64 / secs / (1 << 20) as f64,
         percentile(&lat, 0.5),
