@@ -148,6 +148,10 @@ pub fn runner_env() -> (String, String) {
         .unwrap_or_else(|_| target_dir().join("debug").join("xtask"))
         .to_string_lossy()
         .into_owned();
+    // When cargo has rebuilt the xtask while it runs (`vm_tests` builds it; a changed
+    // CARGO_HOME makes that a real rebuild), Linux names the running image "<path> (deleted)":
+    // the new binary is at <path>.
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string();
     (
         "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER".to_string(),
         format!("{exe} vm --"),
