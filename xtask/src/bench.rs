@@ -4,10 +4,7 @@
 //! instructions per message from callgrind (deterministic). Writes the table into
 //! `BENCHMARKS.md` between `<!-- bench-core -->` markers and prints it.
 
-use std::path::Path;
-use std::process::Command;
-
-use crate::util::{self, cargo, run};
+use crate::util::{self, Context, Result};
 
 const NS: &[usize] = &[16, 256, 4096];
 const BUFS: &[usize] = &[1024, 4096, 65536];
@@ -16,14 +13,13 @@ const SHAPES: &[(&str, &str)] = &[
     ("chunks", "RDMA_MSG, write list (2 segs) + reply chunk"),
 ];
 
-pub fn main(args: &[String]) -> Result<(), String> {
-    match args.first().map(String::as_str) {
-        Some("core") => core(),
-        Some("vm") => crate::rdma::bench_vm(),
-        Some(other) => Err(format!(
-            "unknown benchmark `{other}`: use `cargo xtask bench core|vm`"
-        )),
-        None => Err("which benchmark? `cargo xtask bench core|vm`".into()),
+pub fn bench(which: &str) -> Result<()> {
+    match which {
+        "core" => core(),
+        "vm" => crate::rdma::bench_vm(),
+        other => {
+            Err(format!("unknown benchmark `{other}`: use `cargo xtask bench core|vm`").into())
+        }
     }
 }
 
@@ -33,10 +29,12 @@ fn bench_bin() -> std::path::PathBuf {
 
 /// Instructions per message: callgrind counts only `measured_cycles`; two runs of different
 /// lengths cancel the constant entry/exit cost.
-fn instructions(n: usize, buf: usize, shape: &str) -> Result<f64, String> {
-    let count = |iters: u64| -> Result<u64, String> {
+fn instructions(n: usize, buf: usize, shape: &str) -> Result<f64> {
+    let sh = util::shell()?;
+    let count = |iters: u64| -> Result<u64> {
         let out_file = std::env::temp_dir().join(format!("rpcrdma-cg-{n}-{buf}-{shape}-{iters}"));
-        let out = Command::new("valgrind")
+        let out = sh
+            .cmd("valgrind")
             .args(["--tool=callgrind", "--toggle-collect=*measured_cycles*"])
             .arg(format!("--callgrind-out-file={}", out_file.display()))
             .arg(bench_bin())
@@ -49,28 +47,33 @@ fn instructions(n: usize, buf: usize, shape: &str) -> Result<f64, String> {
                 shape,
             ])
             .args(["--iters", &iters.to_string(), "--callgrind"])
+            .quiet()
+            .ignore_status()
             .output()
-            .map_err(|e| format!("valgrind: {e} (install it: cargo xtask setup)"))?;
+            .context("valgrind (install it: cargo xtask setup)")?;
         let _ = std::fs::remove_file(&out_file);
         let text = String::from_utf8_lossy(&out.stderr);
         text.lines()
             .find_map(|l| l.split("Collected :").nth(1))
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| format!("no callgrind total in valgrind output:\n{text}"))
+            .ok_or_else(|| format!("no callgrind total in valgrind output:\n{text}").into())
     };
     let (a, b) = (count(50_000)?, count(150_000)?);
     Ok((b - a) as f64 / 100_000.0)
 }
 
-fn core() -> Result<(), String> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "rpcrdma-tests",
-        "--bin",
-        "rpcrdma-bench-core",
-    ]))?;
+fn core() -> Result<()> {
+    let sh = util::shell()?;
+    util::cargo(&sh)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rpcrdma-tests",
+            "--bin",
+            "rpcrdma-bench-core",
+        ])
+        .run()?;
     let have_valgrind = util::have("valgrind");
     if !have_valgrind {
         eprintln!("bench: valgrind not found: instruction counts skipped (cargo xtask setup)");
@@ -81,19 +84,20 @@ fn core() -> Result<(), String> {
     for &(shape, _) in SHAPES {
         for &n in NS {
             for &buf in BUFS {
-                let out = util::output(Command::new(bench_bin()).args([
-                    "--n",
-                    &n.to_string(),
-                    "--buf",
-                    &buf.to_string(),
-                    "--msg",
-                    shape,
-                    "--iters",
-                    "1000000",
-                    "--reps",
-                    "11",
-                ]))
-                .ok_or_else(|| format!("bench run n={n} buf={buf} {shape} failed"))?;
+                let out = sh
+                    .cmd(bench_bin())
+                    .args([
+                        "--n",
+                        &n.to_string(),
+                        "--buf",
+                        &buf.to_string(),
+                        "--msg",
+                        shape,
+                    ])
+                    .args(["--iters", "1000000", "--reps", "11"])
+                    .quiet()
+                    .read()
+                    .context(format_args!("bench run n={n} buf={buf} {shape}"))?;
                 let f: Vec<&str> = out.split_whitespace().collect();
                 let median: f64 = f
                     .get(3)
@@ -154,21 +158,5 @@ fn core() -> Result<(), String> {
         ));
     }
     println!("{table}");
-    write_section(&util::root().join("BENCHMARKS.md"), "bench-core", &table)
-}
-
-/// Replaces the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in `path`
-/// (appending the section if absent).
-pub fn write_section(path: &Path, name: &str, body: &str) -> Result<(), String> {
-    let start = format!("<!-- {name}:start -->");
-    let end = format!("<!-- {name}:end -->");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let section = format!("{start}\n{body}\n{end}");
-    let new = match (text.find(&start), text.find(&end)) {
-        (Some(a), Some(b)) if b > a => {
-            format!("{}{}{}", &text[..a], section, &text[b + end.len()..])
-        }
-        _ => format!("{text}\n{section}\n"),
-    };
-    std::fs::write(path, new).map_err(|e| format!("write {}: {e}", path.display()))
+    util::write_section(&util::root().join("BENCHMARKS.md"), "bench-core", &table)
 }

@@ -1,35 +1,59 @@
-//! `cargo xtask fuzz [--seconds N] [--target NAME]`: runs the cargo-fuzz targets in `fuzz/`.
+//! `cargo xtask fuzz [--seconds N]`: runs the cargo-fuzz targets in `fuzz/`
+//! ([`crate::matrix::FUZZ_TARGETS`]).
 //!
 //! Needs a nightly toolchain (libFuzzer's instrumentation is nightly-only); uses rustup's
-//! `nightly` when installed and says how to get one when not. Installs `cargo-fuzz` into
-//! `~/.cargo/bin` on first use.
+//! `nightly` when installed and says how to get one when not. `cargo xtask setup` installs
+//! `cargo-fuzz` (into `~/.cargo/bin`); this command does too on first use.
 
-use std::process::Command;
+use xshell::{Cmd, Shell};
 
-use crate::util::{self, flag_value, run};
+use crate::matrix::FUZZ_TARGETS;
+use crate::util::{self, Context, Result};
 
-/// The fuzz targets (files in `fuzz/fuzz_targets/`).
-pub const TARGETS: &[&str] = &["decode"];
+/// `cargo +nightly` through the rustup proxy, with the outer stable cargo's settings cleared.
+pub fn nightly_cargo(sh: &Shell) -> Cmd<'_> {
+    sh.cmd("cargo")
+        .arg("+nightly")
+        .env_remove("RUSTC")
+        .env_remove("RUSTDOC")
+        .env_remove("CARGO")
+        .env_remove("RUSTUP_TOOLCHAIN")
+}
 
 /// Whether a nightly toolchain is available through rustup.
 pub fn have_nightly() -> bool {
-    util::output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])).is_some()
+    util::shell().is_ok_and(|sh| {
+        sh.cmd("rustup")
+            .args(["run", "nightly", "rustc", "--version"])
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    })
 }
 
-fn ensure_cargo_fuzz() -> Result<(), String> {
-    let ok = Command::new("cargo")
-        .args(["+nightly", "fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Ok(());
+/// Installs cargo-fuzz unless it is there.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let sh = util::shell()?;
+    let present = nightly_cargo(&sh)
+        .args(["fuzz", "--version"])
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    if !present {
+        eprintln!("fuzz: installing cargo-fuzz (first use)");
+        nightly_cargo(&sh)
+            .args(["install", "cargo-fuzz", "--locked"])
+            .run()?;
     }
-    eprintln!("fuzz: installing cargo-fuzz (first use)");
-    run(Command::new("cargo").args(["+nightly", "install", "cargo-fuzz", "--locked"]))
+    Ok(())
 }
 
-/// Runs every target for `seconds` each; returns the executions reported.
-pub fn fuzz(seconds: u64) -> Result<(), String> {
+/// Runs every target for `seconds` each.
+pub fn fuzz(seconds: u64) -> Result<()> {
     if !have_nightly() {
         return Err(
             "no nightly toolchain: install one with `rustup toolchain install nightly` \
@@ -39,36 +63,19 @@ pub fn fuzz(seconds: u64) -> Result<(), String> {
     }
     ensure_cargo_fuzz()?;
     let dir = util::root().join("fuzz");
-    for target in TARGETS {
+    let sh = util::shell()?;
+    sh.change_dir(&dir);
+    for target in FUZZ_TARGETS {
         let corpus = dir.join("corpus").join(target);
-        std::fs::create_dir_all(&corpus)
-            .map_err(|e| format!("create {}: {e}", corpus.display()))?;
-        let mut cmd = Command::new("cargo");
-        // The rustup proxy picks the toolchain; clear CARGO/RUSTC set by the outer stable cargo.
-        cmd.env_remove("RUSTC")
-            .env_remove("RUSTDOC")
-            .env_remove("CARGO")
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .current_dir(&dir)
-            .args(["+nightly", "fuzz", "run", target])
+        std::fs::create_dir_all(&corpus).context(format_args!("create {}", corpus.display()))?;
+        let seeds = dir.join("seeds");
+        let max_time = format!("-max_total_time={seconds}");
+        nightly_cargo(&sh)
+            .args(["fuzz", "run", target])
             .arg(&corpus)
-            .arg(dir.join("seeds"))
-            .args([
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-print_final_stats=1",
-            ]);
-        run(&mut cmd)?;
+            .arg(&seeds)
+            .args(["--", &max_time, "-print_final_stats=1"])
+            .run()?;
     }
     Ok(())
-}
-
-pub fn main(args: &[String]) -> Result<(), String> {
-    let seconds = match flag_value(args, "--seconds") {
-        Some(s) => s
-            .parse()
-            .map_err(|_| format!("--seconds takes a number, not `{s}`"))?,
-        None => 60,
-    };
-    fuzz(seconds)
 }

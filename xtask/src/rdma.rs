@@ -9,14 +9,17 @@
 //!   `ib_send_lat`, written to BENCHMARKS.md.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{self, cargo, run};
+use crate::util::{self, Context, Result};
 use crate::vm::{self, VmOptions};
 
-fn build_release() -> Result<(), String> {
-    run(cargo().args(["build", "--release", "-p", "rpcrdma-hosted", "--bins"]))
+fn build_release() -> Result<()> {
+    let sh = util::shell()?;
+    util::cargo(&sh)
+        .args(["build", "--release", "-p", "rpcrdma-hosted", "--bins"])
+        .run()?;
+    Ok(())
 }
 
 fn bin(name: &str) -> String {
@@ -28,16 +31,16 @@ fn bin(name: &str) -> String {
 }
 
 /// Writes `body` to a script under target/ and runs it in the VM; returns (status, output).
-fn run_script(name: &str, body: &str, timeout: Duration) -> Result<(i32, String), String> {
+fn run_script(name: &str, body: &str, timeout: Duration) -> Result<(i32, String)> {
     let dir = util::root().join("target/rxe-vm-scripts");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).context(format_args!("create {}", dir.display()))?;
     let path = dir.join(name);
-    std::fs::write(&path, body).map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::fs::write(&path, body).context(format_args!("write {}", path.display()))?;
     let opts = VmOptions {
         timeout,
         ..VmOptions::default()
     };
-    vm::run_in_vm_capture(&["bash".to_string(), path.display().to_string()], &opts)
+    vm::run_in_vm_capture(&["bash".into(), path.into_os_string()], &opts)
 }
 
 fn kv(line: &str) -> HashMap<String, String> {
@@ -56,8 +59,8 @@ fn find_kv(out: &str, prefix: &str) -> HashMap<String, String> {
 }
 
 /// `cargo xtask demo`.
-pub fn demo(_args: &[String]) -> Result<(), String> {
-    crate::setup::run_setup()?;
+pub fn demo() -> Result<()> {
+    crate::setup::packages()?;
     build_release()?;
     vm::ensure_ready()?;
     let (serve, load) = (bin("rpcrdma-serve"), bin("rpcrdma-load"));
@@ -121,40 +124,41 @@ echo "demo-status load64=$A load1k=$B malformed=$C serve=$D"
         Ok(())
     } else {
         eprintln!("{out}");
-        Err(format!("demo failed (status {status}); output above"))
+        Err(format!("demo failed (status {status}); output above").into())
     }
 }
 
 /// The verbs end-to-end tests inside the VM (a step of `cargo xtask test`).
-pub fn vm_tests() -> Result<(), String> {
+pub fn vm_tests() -> Result<()> {
     vm::ensure_ready()?;
-    run(cargo().args(["build", "-q", "-p", "xtask"]))?;
+    let sh = util::shell()?;
+    util::cargo(&sh)
+        .args(["build", "-q", "-p", "xtask"])
+        .run()?;
     let (var, value) = vm::runner_env();
     let value = value.replacen(" vm --", " vm --timeout 900 --", 1);
-    run(cargo().env(var, value).args([
-        "test",
-        "--release",
-        "-p",
-        "rpcrdma-hosted",
-        "--test",
-        "verbs_e2e",
-        "--",
-        "--ignored",
-        "--test-threads=1",
-    ]))
+    util::cargo(&sh)
+        .env(var, value)
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "rpcrdma-hosted",
+            "--test",
+            "verbs_e2e",
+        ])
+        .args(["--", "--ignored", "--test-threads=1"])
+        .run()?;
+    Ok(())
 }
 
-/// Whether the VM can run here (QEMU present).
+/// Whether the VM can run here (QEMU and a static busybox present).
 pub fn vm_available() -> bool {
-    util::have("qemu-system-x86_64")
-        && Command::new("dpkg-query")
-            .args(["-W", "busybox-static"])
-            .output()
-            .is_ok_and(|o| o.status.success())
+    util::have("qemu-system-x86_64") && std::path::Path::new("/bin/busybox").is_file()
 }
 
 /// `cargo xtask bench vm`.
-pub fn bench_vm() -> Result<(), String> {
+pub fn bench_vm() -> Result<()> {
     build_release()?;
     vm::ensure_ready()?;
     let (serve, load) = (bin("rpcrdma-serve"), bin("rpcrdma-load"));
@@ -188,7 +192,7 @@ rl lat_64 -- -n 5000 -d 1 -s 0
     let (status, out) = run_script("bench.sh", &script, Duration::from_secs(900))?;
     if status != 0 {
         eprintln!("{out}");
-        return Err(format!("bench vm failed (status {status})"));
+        return Err(format!("bench vm failed (status {status})").into());
     }
     let perftest = |name: &str| -> Vec<f64> {
         out.lines()
@@ -255,5 +259,5 @@ rl lat_64 -- -n 5000 -d 1 -s 0
     }
     md.push_str("```\n");
     println!("{md}");
-    crate::bench::write_section(&util::root().join("BENCHMARKS.md"), "bench-vm", &md)
+    util::write_section(&util::root().join("BENCHMARKS.md"), "bench-vm", &md)
 }

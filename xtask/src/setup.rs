@@ -1,12 +1,13 @@
-//! `cargo xtask setup`: installs the Debian/Ubuntu packages the project needs, idempotently.
+//! `cargo xtask setup`: everything a fresh machine needs, idempotently — the Debian packages,
+//! the crates of every workspace ([`crate::fetch`]), the tools installed with cargo
+//! (defmt-print; cargo-fuzz with a nightly toolchain) and the VM's kernel. After it, nothing
+//! needs the network.
 //!
 //! The package list is data, grouped by what needs it. Packages already installed are skipped;
 //! when nothing is missing no command is run. The Linux kernel the Soft-RoCE VM boots is *not*
-//! installed here: `cargo xtask vm` downloads and extracts it into `target/`.
+//! installed: it is downloaded and extracted into `target/rxe-vm/`.
 
-use std::process::Command;
-
-use crate::util::{self, run};
+use crate::util::{self, Result, Steps};
 
 /// (package, what needs it)
 pub const PACKAGES: &[(&str, &str)] = &[
@@ -36,19 +37,52 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("valgrind", "instruction counts (callgrind)"),
 ];
 
-fn installed(pkg: &str) -> bool {
-    util::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .is_some_and(|s| s.ends_with("install ok installed"))
+/// `cargo xtask setup`.
+pub fn setup() -> Result<()> {
+    let mut steps = Steps::default();
+    steps.step("system packages", packages);
+    steps.step("tools", tools);
+    steps.step(
+        "fetch the crates of every workspace",
+        crate::fetch::fetch_all,
+    );
+    steps.step("the VM's kernel and initramfs", crate::vm::ensure_ready);
+    steps.finish()
 }
 
-pub fn run_setup() -> Result<(), String> {
+/// Tools installed with cargo: defmt-print (firmware logs); cargo-fuzz with a nightly toolchain.
+pub fn tools() -> Result<()> {
+    crate::cross::ensure_defmt_print()?;
+    if crate::fuzz::have_nightly() {
+        crate::fuzz::ensure_cargo_fuzz()?;
+    } else {
+        eprintln!(
+            "setup: note: no nightly toolchain; `cargo xtask fuzz` needs one \
+             (`rustup toolchain install nightly`). Everything else works on stable."
+        );
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages that are missing.
+pub fn packages() -> Result<()> {
     if !util::have("dpkg-query") || !util::have("apt-get") {
         return Err(format!(
             "this machine has no apt-get/dpkg: install these packages (or your distribution's \
              equivalents) by hand:\n  {}",
             PACKAGES.iter().map(|p| p.0).collect::<Vec<_>>().join(" ")
-        ));
+        )
+        .into());
     }
+    let sh = util::shell()?;
+    let installed = |pkg: &str| {
+        sh.cmd("dpkg-query")
+            .args(["-W", "-f=${Status}", pkg])
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .is_ok_and(|s| s.ends_with("install ok installed"))
+    };
     let missing: Vec<&str> = PACKAGES
         .iter()
         .map(|p| p.0)
@@ -59,49 +93,41 @@ pub fn run_setup() -> Result<(), String> {
             "setup: all {} system packages are installed",
             PACKAGES.len()
         );
-    } else {
-        eprintln!("setup: missing packages: {}", missing.join(" "));
-        let root = util::output(Command::new("id").arg("-u")).as_deref() == Some("0");
-        let sudo = !root && util::have("sudo");
-        if !root && !sudo {
-            return Err(format!(
-                "not root and no sudo: run as root:\n  apt-get update && apt-get install -y \
-                 --no-install-recommends {}",
-                missing.join(" ")
-            ));
+        return Ok(());
+    }
+    eprintln!("setup: missing packages: {}", missing.join(" "));
+    let root = sh
+        .cmd("id")
+        .arg("-u")
+        .quiet()
+        .read()
+        .is_ok_and(|u| u == "0");
+    let apt = || {
+        if root {
+            sh.cmd("apt-get")
+        } else {
+            sh.cmd("sudo").arg("apt-get")
         }
-        let apt = |args: &[&str]| {
-            let mut cmd = if sudo {
-                Command::new("sudo")
-            } else {
-                Command::new("apt-get")
-            };
-            if sudo {
-                cmd.arg("apt-get");
-            }
-            cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-            cmd
-        };
-        run(&mut apt(&["update", "-q"]))?;
-        let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
-        install.args(&missing);
-        run(&mut install).map_err(|e| {
+    };
+    if !root && !util::have("sudo") {
+        return Err(format!(
+            "not root and no sudo: run as root:\n  apt-get update && apt-get install -y \
+             --no-install-recommends {}",
+            missing.join(" ")
+        )
+        .into());
+    }
+    let _frontend = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
+    apt().args(["update", "-q"]).run()?;
+    apt()
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .run()
+        .map_err(|e| {
             format!(
                 "{e}\n  a package may be missing from your apt sources (Debian 12 bookworm \
-                     has all of them in main, with bookworm-updates)"
+                 has all of them in main, with bookworm-updates and bookworm-security)"
             )
         })?;
-    }
-    if util::output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])).is_none()
-    {
-        eprintln!(
-            "setup: note: no nightly toolchain; `cargo xtask fuzz` needs one \
-             (`rustup toolchain install nightly`). Everything else works on stable."
-        );
-    }
     Ok(())
-}
-
-pub fn main(_args: &[String]) -> Result<(), String> {
-    run_setup()
 }

@@ -1,57 +1,46 @@
-//! `cargo xtask test`: everything CI checks, every step run, all failures reported.
+//! `cargo xtask test [--fresh] [--fuzz-seconds N]`: everything CI checks, every step run, all
+//! failures reported.
 //!
-//! Steps: `cargo fmt --check`, `cargo clippy -D warnings` (all targets, with and without the
-//! core's `log` feature), `cargo test --workspace`, `cargo xtask cross --run` when its toolchain
-//! and QEMU are installed, and a short fuzz run when a nightly toolchain is installed
-//! (`--fuzz-seconds N`, default 20; 0 skips it).
+//! Steps: set-up (missing Debian packages, tools, the crates of every workspace), the host
+//! checks of [`crate::matrix::HOST_CHECKS`] (fmt, clippy -D warnings, every workspace test, …),
+//! the verbs tests in the Soft-RoCE VM, `cross --run` (the firmware on every target under QEMU)
+//! and a short fuzz run when a nightly toolchain is installed (`--fuzz-seconds N`, default 20;
+//! 0 skips it).
+//!
+//! `--fresh` (what `.ci/run` uses): the crates are fetched into an empty `CARGO_HOME`
+//! (`target/fresh-cargo-home`) and every later step runs offline against it, so a crate the
+//! set-up does not fetch fails here, not on a user's first run.
 
-use crate::fuzz;
-use crate::util::{cargo, flag_value, run, Steps};
+use crate::flags;
+use crate::matrix::HOST_CHECKS;
+use crate::util::{self, Steps};
 
-pub fn main(args: &[String]) -> Result<(), String> {
-    let fuzz_seconds: u64 = match flag_value(args, "--fuzz-seconds") {
-        Some(s) => s
-            .parse()
-            .map_err(|_| format!("--fuzz-seconds takes a number, not `{s}`"))?,
-        None => 20,
-    };
+pub fn test(f: &flags::Test) -> util::Result<()> {
+    let fuzz_seconds = f.fuzz_seconds.unwrap_or(20);
     // The README promises one command does all the set-up: install what is missing first
     // (idempotent; nothing runs when every package is present). Without root the steps that
-    // need the missing tools are skipped with the reason, and the rest still run.
-    if let Err(e) = crate::setup::run_setup() {
-        eprintln!("xtask test: warning: set-up incomplete: {e}");
+    // need the missing tools are skipped or fail with the reason, and the rest still run.
+    if let Err(e) = crate::setup::packages() {
+        eprintln!("xtask test: warning: system packages incomplete: {e}");
     }
     let mut steps = Steps::default();
-    steps.step("fmt", || {
-        run(cargo().args(["fmt", "--all", "--", "--check"]))
-    });
-    steps.step("clippy", || {
-        run(cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))
-    });
-    steps.step("clippy core --features log", || {
-        run(cargo().args([
-            "clippy",
-            "-p",
-            "rpcrdma-core",
-            "--features",
-            "log",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))
-    });
-    steps.step("check core --features defmt", || {
-        run(cargo().args(["check", "-p", "rpcrdma-core", "--features", "defmt"]))
-    });
-    steps.step("test", || run(cargo().args(["test", "--workspace"])));
+    // Tools are installed with the user's cargo home, before any switch to a fresh one.
+    steps.step("setup: tools", crate::setup::tools);
+    if f.fresh {
+        steps.step(
+            "setup: fetch every workspace into an empty CARGO_HOME, then offline",
+            crate::fetch::fresh_cargo_home,
+        );
+    } else {
+        steps.step("setup: fetch every workspace", crate::fetch::fetch_all);
+    }
+    for check in HOST_CHECKS {
+        steps.step(check.name, || {
+            let sh = util::shell()?;
+            util::cargo(&sh).args(check.args).run()?;
+            Ok(())
+        });
+    }
     if crate::rdma::vm_available() {
         steps.step("verbs tests in the Soft-RoCE VM", crate::rdma::vm_tests);
     } else {
@@ -60,16 +49,21 @@ pub fn main(args: &[String]) -> Result<(), String> {
             "QEMU / busybox-static missing: run `cargo xtask setup`",
         );
     }
+    let cross = "cross --run (firmware on every target under QEMU)";
     match crate::cross::missing_tools() {
-        None => steps.step("cross --run (firmware on 4 targets under QEMU)", || {
-            crate::cross::main(&["--run".to_string()])
+        None => steps.step(cross, || {
+            crate::cross::cross(&flags::Cross {
+                run: true,
+                write: false,
+                target: Vec::new(),
+            })
         }),
-        Some(why) => steps.skip("cross --run (firmware on 4 targets under QEMU)", &why),
+        Some(why) => steps.skip(cross, &why),
     }
     if fuzz_seconds == 0 {
         steps.skip("fuzz", "--fuzz-seconds 0");
-    } else if fuzz::have_nightly() {
-        steps.step("fuzz", || fuzz::fuzz(fuzz_seconds));
+    } else if crate::fuzz::have_nightly() {
+        steps.step("fuzz", || crate::fuzz::fuzz(fuzz_seconds));
     } else {
         steps.skip(
             "fuzz",

@@ -1,0 +1,85 @@
+//! The command line, declared with `xflags` (the grammar below generates the structs).
+
+#![allow(unreachable_pub)]
+
+use std::ffi::OsString;
+
+xflags::xflags! {
+    /// Tasks of the rpcrdma repository. Run as `cargo xtask <command>`.
+    cmd xtask {
+        /// Print every command and its options.
+        cmd help {}
+        /// Install the Debian packages the project needs, fetch the crates of every workspace
+        /// (root, firmware-examples, fuzz) with the cargo that builds it, install defmt-print
+        /// (and cargo-fuzz with a nightly toolchain) and download the VM's kernel. Idempotent;
+        /// after it nothing needs the network.
+        cmd setup {}
+        /// Everything CI checks: set-up, fmt, clippy -D warnings, every workspace test, the
+        /// verbs tests in the Soft-RoCE VM, the firmware on 4 targets under QEMU, a short fuzz
+        /// run. Every step runs; all failures are reported at the end.
+        cmd test {
+            /// Use an empty CARGO_HOME (target/fresh-cargo-home) filled only by setup's fetch,
+            /// then build and test offline: a crate the fetch missed fails here (CI runs this).
+            optional --fresh
+            /// Seconds of fuzzing (default 20; 0 skips the fuzz step).
+            optional --fuzz-seconds seconds: u64
+        }
+        /// The main job: a Soft-RoCE VM, rpcrdma-serve driven by rpcrdma-load, a verified table.
+        cmd demo {}
+        /// `core`: the core cycle grid (ns, instructions); `vm`: Soft-RoCE rates against
+        /// perftest. Both write BENCHMARKS.md.
+        cmd bench {
+            /// core | vm
+            required which: String
+        }
+        /// The core and the firmware examples on 4 bare-metal targets: builds, panic-freedom
+        /// proofs, sizes. Toolchain: rustup targets when installed, else Debian's rustc-web with
+        /// -Zbuild-std=core. Cache: target/firmware/.
+        cmd cross {
+            /// Also run every example under QEMU and check exit status and decoded defmt output.
+            optional --run
+            /// With --run: write the figures into BENCHMARKS.md (section `cross`).
+            optional --write
+            /// Only this target (repeatable).
+            repeated --target triple: String
+        }
+        /// Run the decode fuzz target (nightly toolchain; cargo-fuzz).
+        cmd fuzz {
+            /// Seconds per target (default 60).
+            optional --seconds seconds: u64
+        }
+        /// Run a command in a QEMU VM with Soft-RoCE device rxe0 on dummy0 (10.0.2.15/24, no
+        /// network to the outside): `cargo xtask vm [options] -- CMD [ARGS...]`. The host root
+        /// is shared read-only with a tmpfs overlay; CMD runs in the current directory with the
+        /// current environment; its output goes to stdout and the exit status is CMD's (125: the
+        /// VM gave none). Cache: target/rxe-vm/ (XTASK_VM_DIR overrides); the last console log
+        /// is target/rxe-vm/console.log. XTASK_VM_KERNEL_ARGS replaces the extra kernel
+        /// parameters (default `mitigations=off tsc=reliable`). As a cargo runner: evaluate
+        /// the line `cargo xtask vm --print-runner` prints in your shell, then `cargo test`
+        /// runs each test binary in the VM.
+        cmd vm {
+            /// Boot, run ibv_devinfo and an ib_send_bw pair over rxe0, report.
+            optional --check
+            /// Only download the kernel and build the initramfs (cached).
+            optional --prepare
+            /// Print the `export` line that makes cargo run test binaries in the VM.
+            optional --print-runner
+            /// Kill the VM after this many seconds (default 1800).
+            optional --timeout seconds: u64
+            /// Virtual CPUs (default 2).
+            optional --smp n: u32
+            /// Memory in MiB (default 2048).
+            optional --mem mib: u32
+            /// The command and its arguments (after `--`).
+            repeated command: OsString
+        }
+    }
+}
+
+/// The generated help text.
+pub fn help() -> String {
+    match Xtask::from_vec(vec!["--help".into()]) {
+        Err(e) => e.to_string(),
+        Ok(_) => String::new(),
+    }
+}
