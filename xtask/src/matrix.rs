@@ -141,4 +141,4 @@ pub const TARGET_LIBRARIES: &[TargetLibrary] = &[TargetLibrary {
 }];
 
 /// The fuzz targets (files in `fuzz/fuzz_targets/`).
-pub const FUZZ_TARGETS: &[&str] = &["decode"];
+pub const FUZZ_TARGETS: &[&str] = &["decode", "respond"];
