@@ -290,7 +290,9 @@ rl generate_1m -- -n 100 -d 8 --proc generate --reply-size 1048576 --reply-chunk
     // over its calls phase.
     let bw = |v: Vec<f64>| v.get(2).copied().unwrap_or(f64::NAN);
     md.push_str("\nBulk data, same boot (perftest `BW average` in MiB/s; rpcrdma-load MiB/s of argument or result data over its calls phase; SINK / SOURCE do not touch the data, so the transport is measured, not the service):\n\n");
-    md.push_str("| pair | rpcrdma MiB/s | perftest MiB/s | ratio | goal |\n|---|---|---|---|---|\n");
+    md.push_str(
+        "| pair | rpcrdma MiB/s | perftest MiB/s | ratio | goal |\n|---|---|---|---|---|\n",
+    );
     for (name, what, pt) in [
         ("read_64k", "64 KiB calls through a Read chunk (SINK) vs `ib_read_bw -s 65536`, depth 16", "read_64k"),
         ("read_1m", "1 MiB calls through a Read chunk (SINK, 4 segments) vs `ib_read_bw -s 1048576`, depth 8", "read_1m"),
@@ -305,8 +307,14 @@ rl generate_1m -- -n 100 -d 8 --proc generate --reply-size 1048576 --reply-chunk
         ));
     }
     for (name, what) in [
-        ("checksum_1m", "1 MiB CHECKSUM calls through a Read chunk, every byte checksummed and verified"),
-        ("generate_1m", "1 MiB GENERATE replies into the write chunk, every byte filled and verified"),
+        (
+            "checksum_1m",
+            "1 MiB CHECKSUM calls through a Read chunk, every byte checksummed and verified",
+        ),
+        (
+            "generate_1m",
+            "1 MiB GENERATE replies into the write chunk, every byte filled and verified",
+        ),
     ] {
         md.push_str(&format!(
             "| {what} (service cost included) | {:.1} | — | — | — |\n",
