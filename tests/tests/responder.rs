@@ -770,3 +770,109 @@ mod shared_pool {
         assert!(total as usize <= s.pool.posted() + s.outstanding.iter().sum::<usize>());
     }
 }
+
+/// A service that answers later: it keeps every call's handle and the length asked for.
+#[derive(Default)]
+struct Later {
+    handles: Vec<(rpcrdma_core::responder::CallHandle, u32)>,
+}
+
+impl Service for Later {
+    fn serve(&mut self, call: &Call<'_>, _reply: &mut ReplyWriter<'_>) -> Verdict {
+        let len = call.view.word(40).unwrap_or(0);
+        self.handles.push((call.handle, len));
+        Verdict::Pending
+    }
+}
+
+fn complete(rig: &mut Rig<Later>, handle: rpcrdma_core::responder::CallHandle, len: u32) -> bool {
+    let mut res = rpcrdma_core::responder::Resources {
+        pool: &mut rig.pool,
+        sinks: &mut rig.sinks,
+        payloads: &mut rig.payloads,
+        shared_pool: false,
+        grant_limit: None,
+    };
+    let done = rig
+        .conn
+        .complete_pending(&mut res, handle, |call, w| {
+            let n = oncrpc::emit_accepted_reply(w.buffer(), call.xid, oncrpc::AcceptStat::Success)
+                .unwrap();
+            w.set_len(n);
+            w.push(&len.to_be_bytes());
+            let data = w.lend_payload(len as usize, n + 4, true).unwrap();
+            data.iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = pattern_byte(7, i));
+            Verdict::Reply
+        })
+        .is_ok();
+    done
+}
+
+#[test]
+fn pending_calls_are_answered_later_in_any_order() {
+    let mut rig = Rig::new(RigConfig::default(), Later::default());
+    for k in 0..4u32 {
+        let w = [rig.target_segment(k as usize * 65536, 65536)];
+        let inline = rpc_call(
+            100 + k,
+            TEST_PROG,
+            TEST_VERS,
+            PROC_GENERATE,
+            &words(&[1000 * (k + 1), 0]),
+        );
+        let msg = call_message(100 + k, Proc::Msg, &[], Some(&w), None, &inline);
+        rig.granted = 8;
+        rig.send(&msg).unwrap();
+    }
+    rig.pump();
+    assert!(rig.replies.is_empty(), "nothing answered yet");
+    assert_eq!(rig.conn.counters().pending, 4);
+    assert_eq!(
+        rig.pool.held(),
+        4,
+        "a pending call keeps its Receive (its chunk lists)"
+    );
+    let handles = std::mem::take(&mut rig.service.handles);
+    for (handle, len) in handles.iter().rev() {
+        assert!(complete(&mut rig, *handle, *len));
+    }
+    // A handle already answered is stale.
+    assert!(!complete(&mut rig, handles[0].0, 8));
+    rig.pump();
+    assert_eq!(rig.replies.len(), 4);
+    for r in &rig.replies {
+        let k = r.xid - 100;
+        assert_eq!(r.write_lengths, Some(vec![1000 * (k + 1)]));
+        let at = k as usize * 65536;
+        assert_eq!(&rig.target_bytes()[at..at + 1000], &pattern(7, 1000)[..]);
+    }
+    assert_eq!(rig.conn.counters().pending, 0);
+    rig.assert_quiet();
+}
+
+#[test]
+fn pending_calls_are_released_when_the_connection_closes() {
+    let mut rig = Rig::new(RigConfig::default(), Later::default());
+    let msg = call_message(
+        1,
+        Proc::Msg,
+        &[],
+        None,
+        None,
+        &rpc_call(1, NFS_PROG, 3, 0, &[0, 0, 0, 8]),
+    );
+    rig.send(&msg).unwrap();
+    rig.pump();
+    assert_eq!(rig.pool.held(), 1);
+    rig.nic.flush(); // disconnect
+    rig.pump();
+    assert!(rig.conn.is_closing());
+    let (handle, len) = rig.service.handles[0];
+    assert!(
+        !complete(&mut rig, handle, len),
+        "the call went with the connection"
+    );
+    rig.assert_quiet();
+}

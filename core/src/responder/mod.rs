@@ -65,7 +65,9 @@ use crate::wire::{
 use crate::xdr::XdrView;
 
 use reply::{emit_header, header_len, max_writes, plan_writes, Piece, CREDITS_OFFSET};
-pub use service::{Call, PayloadError, PayloadPages, ReplyWriter, Service, Verdict};
+pub use service::{
+    Call, CallHandle, PayloadError, PayloadPages, ReplyWriter, Service, StaleHandle, Verdict,
+};
 use service::{Payload, PayloadSource};
 
 /// Send-queue work requests one batch can carry.
@@ -233,6 +235,8 @@ pub struct ResponderCounters {
     pub no_reply: u64,
     /// Times the service deferred a call ([`Verdict::Defer`]: payload pages short).
     pub deferred: u64,
+    /// Calls the service is answering later ([`Verdict::Pending`]), now.
+    pub pending: u64,
     /// Messages that arrived with every call slot taken (the requester exceeded its credits):
     /// dropped.
     pub overruns: u64,
@@ -269,6 +273,7 @@ impl ResponderCounters {
         self.backchannel += o.backchannel;
         self.no_reply += o.no_reply;
         self.deferred += o.deferred;
+        self.pending += o.pending;
         self.overruns += o.overruns;
         self.read_bytes += o.read_bytes;
         self.write_chunk_bytes += o.write_chunk_bytes;
@@ -293,6 +298,8 @@ enum CallState {
     Ready,
     /// Writes and the Send posted.
     Replying,
+    /// The service answers later; the Receive and the send slot stay taken.
+    Pending,
 }
 
 #[derive(Debug)]
@@ -504,6 +511,16 @@ impl<'a, const C: usize> Connection<'a, C> {
             res.pool.close();
         }
         self.chain.clear();
+        for i in 0..self.call_count {
+            if self
+                .calls
+                .get(i as usize)
+                .is_some_and(|c| c.state == CallState::Pending)
+            {
+                self.counters.pending = self.counters.pending.saturating_sub(1);
+                self.finish(res, i);
+            }
+        }
         for _ in 0..self.waiting.len() {
             let Some(i) = self.waiting.pop_front() else {
                 break;
@@ -677,7 +694,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                     moved |= done;
                     !done
                 }
-                CallState::Replying | CallState::Free => false,
+                CallState::Replying | CallState::Free | CallState::Pending => false,
             };
             let still_waiting = keep
                 && self.calls.get(i as usize).is_some_and(|c| {
@@ -917,14 +934,8 @@ impl<'a, const C: usize> Connection<'a, C> {
         i: u16,
         slot: u16,
     ) -> bool {
-        let slot_off = self.slot_offset(slot);
-        let send_size = self.send_size;
-        let peer_inline = self.peer_inline();
-        let zero_addr = self.send.device_addr(self.zero_at);
-        let send_lkey = self.send.lkey();
-        let send_base = self.send.device_addr(slot_off);
-        let write_wr = self.wr_id(WrKind::Write, i);
-        let Some(c) = self.calls.get_mut(i as usize) else {
+        let handle = self.handle_of(i);
+        let Some(c) = self.calls.get(i as usize) else {
             return true;
         };
         let (Some(rx), sink) = (c.rx.as_ref(), c.sink.as_ref()) else {
@@ -938,28 +949,74 @@ impl<'a, const C: usize> Connection<'a, C> {
             Some(sink) => SinkLayout::of(&message).view(message, res.sinks.bytes(sink)),
             None => inline_view,
         };
+        let verdict = self.run_writer(res.payloads, slot, view, handle, |call, writer| {
+            service.serve(call, writer)
+        });
+        self.after_verdict(res, i, slot, verdict)
+    }
+
+    /// The handle a service keeps for a pending call.
+    fn handle_of(&self, i: u16) -> CallHandle {
+        CallHandle {
+            epoch: self.epoch,
+            index: i,
+            generation: self.calls.get(i as usize).map_or(0, |c| c.generation),
+        }
+    }
+
+    /// Builds the [`Call`] and a [`ReplyWriter`] over send slot `slot` (the body after room for
+    /// the largest header the reply may need) and runs `f`. Returns the verdict, the body
+    /// length and the payload.
+    fn run_writer<'v>(
+        &mut self,
+        payloads: &mut dyn PayloadPages,
+        slot: u16,
+        view: XdrView<'v>,
+        handle: CallHandle,
+        f: impl FnOnce(&Call<'v>, &mut ReplyWriter<'_>) -> Verdict,
+    ) -> (Verdict, usize, Option<Payload>) {
+        let message = *view.message();
         let write_chunk = message.write_list().iter().next();
         let reply_chunk = message.reply_chunk();
-        let write_segs = write_chunk.map(|s| s.len());
-        let reply_segs = reply_chunk.map(|s| s.len());
-        // The body starts where the longest header this reply may need ends.
-        let body_at = header_len(write_segs, reply_segs).max(header_len(write_segs, None));
-        let Some(slot_bytes) = self.send.bytes_mut(slot_off, send_size) else {
-            return true;
-        };
-        let (_, body_buf) = slot_bytes.split_at_mut(body_at.min(slot_bytes.len()));
+        let body_at = Self::body_at(&message);
+        let slot_off = self.slot_offset(slot);
         let call = Call {
             view,
             xid: message.xid(),
             write_chunk_len: write_chunk.map_or(0, |s| s.total_len()),
             reply_chunk_len: reply_chunk.map_or(0, |s| s.total_len()),
-            peer_inline,
+            peer_inline: self.peer_inline(),
+            handle,
         };
-        let mut writer = ReplyWriter::new(body_buf, res.payloads);
-        let verdict = service.serve(&call, &mut writer);
+        let Some(slot_bytes) = self.send.bytes_mut(slot_off, self.send_size) else {
+            return (Verdict::NoReply, 0, None);
+        };
+        let (_, body_buf) = slot_bytes.split_at_mut(body_at.min(slot_bytes.len()));
+        let mut writer = ReplyWriter::new(body_buf, payloads);
+        let verdict = f(&call, &mut writer);
         let body_len = writer.len();
         let payload = writer.payload.take();
-        if verdict == Verdict::Defer {
+        (verdict, body_len, payload)
+    }
+
+    /// Where the reply body starts in a send slot: after the longest header the reply to
+    /// `message` may need.
+    fn body_at(message: &Message<'_>) -> usize {
+        let write_segs = message.write_list().iter().next().map(|s| s.len());
+        let reply_segs = message.reply_chunk().map(|s| s.len());
+        header_len(write_segs, reply_segs).max(header_len(write_segs, None))
+    }
+
+    /// Acts on a service's verdict for call `i` in send slot `slot`. Returns false when the call
+    /// was deferred.
+    fn after_verdict<const N: usize, const P: usize, const Q: usize>(
+        &mut self,
+        res: &mut Resources<'_, 'a, N, P, Q>,
+        i: u16,
+        slot: u16,
+        (verdict, body_len, payload): (Verdict, usize, Option<Payload>),
+    ) -> bool {
+        let free_lent = |res: &mut Resources<'_, 'a, N, P, Q>, payload: Option<Payload>| {
             if let Some(Payload {
                 source: PayloadSource::Lent(run),
                 ..
@@ -967,12 +1024,87 @@ impl<'a, const C: usize> Connection<'a, C> {
             {
                 res.payloads.free(run);
             }
-            return false;
+        };
+        match verdict {
+            Verdict::Defer => {
+                free_lent(res, payload);
+                return false;
+            }
+            Verdict::Pending => {
+                // The service answers later (Connection::complete_pending): the Receive stays
+                // held (its chunk lists say where the reply goes), the send slot stays taken,
+                // the sink pages go back.
+                free_lent(res, payload);
+                self.counters.pending += 1;
+                if let Some(c) = self.calls.get_mut(i as usize) {
+                    if let Some(sink) = c.sink.take() {
+                        res.sinks.free(sink);
+                    }
+                    c.state = CallState::Pending;
+                }
+                return true;
+            }
+            Verdict::NoReply => {
+                self.counters.calls += 1;
+                self.counters.no_reply += 1;
+                free_lent(res, payload);
+                self.finish(res, i);
+                return true;
+            }
+            Verdict::Reply => self.counters.calls += 1,
         }
-        self.counters.calls += 1;
+        self.send_reply(res, i, slot, body_len, payload);
+        true
+    }
 
-        if verdict == Verdict::NoReply {
-            self.counters.no_reply += 1;
+    /// Answers a call the service left pending ([`Verdict::Pending`]): `f` writes the reply as
+    /// [`Service::serve`] would (the call's view has its inline bytes only: Read chunk data is
+    /// gone), and the reply goes out with the next [`Connection::flush`]. `f` may return
+    /// [`Verdict::Pending`] again to keep waiting.
+    ///
+    /// # Errors
+    /// [`StaleHandle`] if the handle names no pending call of this connection (answered
+    /// already, or the connection closed).
+    pub fn complete_pending<const N: usize, const P: usize, const Q: usize>(
+        &mut self,
+        res: &mut Resources<'_, 'a, N, P, Q>,
+        handle: CallHandle,
+        f: impl FnOnce(&Call<'_>, &mut ReplyWriter<'_>) -> Verdict,
+    ) -> Result<(), StaleHandle> {
+        let i = handle.index;
+        let slot = match self.calls.get(i as usize) {
+            Some(c)
+                if handle.epoch == self.epoch
+                    && c.generation == handle.generation
+                    && c.state == CallState::Pending =>
+            {
+                c.send_slot
+            }
+            _ => return Err(StaleHandle),
+        };
+        let view = match self.calls.get(i as usize).and_then(|c| c.rx.as_ref()) {
+            Some(rx) => res.pool.view(rx).map_err(|_| StaleHandle)?,
+            None => return Err(StaleHandle),
+        };
+        let Some(c) = self.calls.get(i as usize) else {
+            return Err(StaleHandle);
+        };
+        // The reply needs room in the chain and the send queue, as in try_reply.
+        let m = *view.message();
+        let need = 1
+            + max_writes(1, m.write_list().iter().next().map_or(0, |s| s.len()))
+            + max_writes(4, m.reply_chunk().map_or(0, |s| s.len()));
+        let _ = c;
+        if self.closing {
+            return Err(StaleHandle);
+        }
+        if self.sq_room() < need || CHAIN - self.chain.len() < need {
+            // No room now: the caller flushes and tries again.
+            return Err(StaleHandle);
+        }
+        let out = self.run_writer(res.payloads, slot, view, handle, f);
+        if out.0 == Verdict::Pending || out.0 == Verdict::Defer {
+            let (_, _, payload) = out;
             if let Some(Payload {
                 source: PayloadSource::Lent(run),
                 ..
@@ -980,10 +1112,45 @@ impl<'a, const C: usize> Connection<'a, C> {
             {
                 res.payloads.free(run);
             }
-            self.finish(res, i);
-            return true;
+            return Ok(());
         }
+        self.counters.pending -= 1;
+        if let Some(c) = self.calls.get_mut(i as usize) {
+            c.state = CallState::Ready;
+        }
+        self.after_verdict(res, i, slot, out);
+        Ok(())
+    }
 
+    /// Builds the reply of call `i` (body of `body_len` bytes in send slot `slot`, and the
+    /// payload) and queues its Writes and Send.
+    fn send_reply<const N: usize, const P: usize, const Q: usize>(
+        &mut self,
+        res: &mut Resources<'_, 'a, N, P, Q>,
+        i: u16,
+        slot: u16,
+        body_len: usize,
+        payload: Option<Payload>,
+    ) {
+        let slot_off = self.slot_offset(slot);
+        let send_size = self.send_size;
+        let peer_inline = self.peer_inline();
+        let zero_addr = self.send.device_addr(self.zero_at);
+        let send_lkey = self.send.lkey();
+        let send_base = self.send.device_addr(slot_off);
+        let write_wr = self.wr_id(WrKind::Write, i);
+        let Some(rx) = self.calls.get(i as usize).and_then(|c| c.rx.as_ref()) else {
+            return;
+        };
+        let Ok(inline_view) = res.pool.view(rx) else {
+            return;
+        };
+        let message = *inline_view.message();
+        let write_chunk = message.write_list().iter().next();
+        let reply_chunk = message.reply_chunk();
+        let write_segs = write_chunk.map(|s| s.len());
+        let reply_segs = reply_chunk.map(|s| s.len());
+        let body_at = Self::body_at(&message);
         let (pos, plen, ddp) = payload
             .as_ref()
             .map_or((0, 0, false), |p| (p.position.min(body_len), p.len, p.ddp));
@@ -1017,7 +1184,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 }
                 None => {
                     self.reply_failed(res, i, slot, payload, "payload larger than the write chunk");
-                    return true;
+                    return;
                 }
             }
         }
@@ -1037,7 +1204,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         // 2. Inline, when header and stream fit the requester's inline size.
         if msg_header + stream_len <= peer_inline.min(send_size) {
             let Some(bytes) = self.send.bytes_mut(slot_off, send_size) else {
-                return true;
+                return;
             };
             // Body to just after the header, the payload (if inline) copied into place.
             move_within(bytes, body_at, body_len, msg_header);
@@ -1068,7 +1235,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 c.header_at = 0;
             }
             self.queue_send(i, slot_off, h + stream_len);
-            return true;
+            return;
         }
 
         // 3. Through the reply chunk.
@@ -1109,7 +1276,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 let h_len = header_len(write_segs, reply_segs);
                 let at = body_at - h_len;
                 let Some(bytes) = self.send.bytes_mut(slot_off + at, h_len) else {
-                    return true;
+                    return;
                 };
                 emit_header(
                     bytes,
@@ -1131,7 +1298,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                     c.outstanding += added as u16;
                 }
                 self.queue_send(i, slot_off + at, h_len);
-                return true;
+                return;
             }
         }
         // 4. Nowhere.
@@ -1143,7 +1310,6 @@ impl<'a, const C: usize> Connection<'a, C> {
             payload,
             "reply fits neither inline nor the reply chunk",
         );
-        true
     }
 
     /// The Receive and sink pages of call `i` are no longer needed once its reply is built.
@@ -1471,6 +1637,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 self.finish(res, i);
             }
         }
+        self.counters.pending = 0;
         self.waiting.clear();
         self.chain.clear();
         self.sq_in_flight = 0;

@@ -17,7 +17,39 @@ pub struct Call<'v> {
     pub reply_chunk_len: u64,
     /// Largest reply (transport header included) the requester receives inline.
     pub peer_inline: usize,
+    /// What names this call when the service answers later ([`Verdict::Pending`]).
+    pub handle: CallHandle,
 }
+
+/// Names a call a service answers later: the connection's epoch, the call slot and its
+/// generation, so a handle kept past the call's end (or from another connection) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CallHandle {
+    /// The connection's epoch.
+    pub epoch: u16,
+    /// The call slot.
+    pub index: u16,
+    /// The slot's generation.
+    pub generation: u32,
+}
+
+/// A [`CallHandle`] that names no pending call of this connection, or a reply that cannot be
+/// queued right now (flush and try again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StaleHandle;
+
+impl core::fmt::Display for StaleHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "the call handle names no pending call (answered, or the connection closed)"
+        )
+    }
+}
+
+impl core::error::Error for StaleHandle {}
 
 /// What the service did with a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +63,10 @@ pub enum Verdict {
     /// and the call is offered again once work in flight completes. Only when the resource
     /// can be had at all ([`ReplyWriter::payload_fits`]); otherwise answer with an error.
     Defer,
+    /// The service answers later, through `Connection::complete_pending` with
+    /// [`Call::handle`] (for example after asking another server). Whatever was written now is
+    /// discarded. The call keeps its Receive and a send slot until then.
+    Pending,
 }
 
 /// An RPC service on top of the transport.
