@@ -374,6 +374,11 @@ mod tests {
             write_chunk_len: 0,
             reply_chunk_len: 0,
             peer_inline: 1024,
+            handle: rpcrdma_core::responder::CallHandle {
+                epoch: 1,
+                index: 0,
+                generation: 1,
+            },
         };
         let mut mem = Box::new(Mem([0; 16384]));
         // SAFETY: test memory, exclusively borrowed; no device.
