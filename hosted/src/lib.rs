@@ -16,6 +16,8 @@
 //! - [`server`]: the `rpcrdma-serve` engine: completions in, the core's responder per
 //!   connection, per-connection receive queues or one shared SRQ.
 //! - [`client`]: the requester side used by `rpcrdma-load` and the tests.
+//! - [`gateway`]: an app of the server that forwards every call to an ONC RPC server over TCP
+//!   (`rpcrdma-gateway`, in front of the kernel's nfsd), with the NFSv3 DDP binding.
 //!
 //! `unsafe` lives in `verbs`, `cm` and `memory` only; the other modules deny it.
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ pub mod client;
 pub mod cm;
 #[deny(unsafe_code)]
 pub mod error;
+pub mod gateway;
 pub mod memory;
 pub mod server;
 pub mod verbs;

@@ -25,6 +25,7 @@ use rdma_sys::{ibv_wc, rdma_cm_event_type};
 use rpcrdma_core::device::{WrId, WrKind};
 use rpcrdma_core::dma::CoherentDma;
 use rpcrdma_core::pool::{Counters, PoolConfig};
+use rpcrdma_core::responder::{Call, CallHandle, ReplyWriter, Service, Verdict};
 use rpcrdma_core::responder::{CreditLedger, Resources, ResponderConfig, ResponderCounters};
 use rpcrdma_core::wire::{DecodeLimits, PrivateData, DEFAULT_INLINE_THRESHOLD, NFS_RDMA_PORT};
 use rpcrdma_services::{ExampleService, Program, NFS_PROG};
@@ -49,6 +50,59 @@ pub const PAGE_SIZE: usize = 4096;
 pub const MAX_CONNECTIONS: usize = 256;
 /// Completion queue depth (each CQ).
 pub const CQ_DEPTH: usize = 16384;
+
+/// What a [`Server`] runs: a [`Service`], plus — for services that answer some calls later
+/// ([`Verdict::Pending`], like a gateway waiting for another server) — a way to hand those
+/// answers back. The server calls [`App::poll`] on every turn of its loop (never blocking), then
+/// [`App::next_answer`] until it returns `None`, and writes each answer through
+/// [`App::write_answer`] into the pending call's reply.
+pub trait App: Service {
+    /// What the app keeps for a pending call until it can answer it.
+    type Answer;
+    /// Does the app's own non-blocking I/O. Returns how much work it did (0: idle).
+    fn poll(&mut self) -> usize {
+        0
+    }
+    /// The next answer ready for a pending call.
+    fn next_answer(&mut self) -> Option<(CallHandle, Self::Answer)> {
+        None
+    }
+    /// Writes `answer` as the reply to `call`, as [`Service::serve`] would.
+    fn write_answer(
+        &mut self,
+        _answer: &Self::Answer,
+        _call: &Call<'_>,
+        _reply: &mut ReplyWriter<'_>,
+    ) -> Verdict {
+        Verdict::NoReply
+    }
+    /// File descriptors the server also waits on in event mode.
+    fn wait_fds(&self) -> Vec<i32> {
+        Vec::new()
+    }
+    /// Registered memory of the server's the app may hand out as reply payloads without
+    /// copying (`bytes` at `device_addr` under `lkey`); taken back (`None`) before it is freed.
+    fn set_source(&mut self, _source: Option<(&'static [u8], u64, u32)>) {}
+    /// One line of the app's own counters for the exit report.
+    fn report(&self) -> String {
+        String::new()
+    }
+}
+
+impl App for ExampleService {
+    type Answer = ();
+
+    fn set_source(&mut self, source: Option<(&'static [u8], u64, u32)>) {
+        match source {
+            Some((bytes, addr, lkey)) => ExampleService::set_source(self, bytes, addr, lkey),
+            None => self.clear_source(),
+        }
+    }
+
+    fn report(&self) -> String {
+        format!("service_errors={}", self.stats.errors)
+    }
+}
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -82,6 +136,10 @@ pub struct ServerConfig {
     pub sink_bytes: usize,
     /// Bytes of reply-payload pages (all connections).
     pub payload_bytes: usize,
+    /// Receive buffers per connection beyond `credits + batch`: calls an app answers later
+    /// keep their Receive, so an app with many calls pending (a gateway) needs these to keep
+    /// its full grant.
+    pub extra_receives: u16,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +163,7 @@ impl Default for ServerConfig {
             max_read_payload: 1 << 20,
             sink_bytes: 8 << 20,
             payload_bytes: 8 << 20,
+            extra_receives: 0,
         }
     }
 }
@@ -162,14 +221,20 @@ struct Shared {
 
 /// The server. Field order is drop order: connections, then shared resources, then the
 /// listener and its event channel.
-pub struct Server {
+pub struct Server<A: App = ExampleService> {
     conns: HashMap<u32, Conn>,
     shared: Option<Shared>,
     #[allow(dead_code)] // owned: the listening id lives as long as the server
     listen: CmId,
     events: EventChannel,
     cfg: ServerConfig,
-    service: ExampleService,
+    service: A,
+    /// Answers to pending calls that found no room in their connection's send queue yet.
+    answers: Vec<(CallHandle, A::Answer)>,
+    /// Connection epoch → QP number (pending calls name their connection by epoch).
+    epochs: HashMap<u16, u32>,
+    /// QPs with completions in this turn (kept to reuse its allocation).
+    touched: Vec<u32>,
     ledger: Box<CreditLedger<MAX_CONNECTIONS>>,
     free_slots: Vec<usize>,
     next_epoch: u16,
@@ -177,13 +242,32 @@ pub struct Server {
     stats: ServerStats,
 }
 
-impl Server {
-    /// Binds and listens.
+impl Server<ExampleService> {
+    /// Binds and listens, serving the example service (NULL of `cfg.programs`, the test
+    /// program).
     ///
     /// # Errors
     /// [`Error::NoDevice`] without RDMA devices; bind/listen failures; a configuration the
     /// core refuses.
-    pub fn bind(cfg: ServerConfig) -> Result<Server> {
+    pub fn bind(cfg: ServerConfig) -> Result<Server<ExampleService>> {
+        let mut service = ExampleService::new(&cfg.programs);
+        service.max_payload = cfg.max_read_payload;
+        Server::with_app(cfg, service)
+    }
+
+    /// The example service's counters.
+    pub fn service_stats(&self) -> rpcrdma_services::ServiceStats {
+        self.service.stats
+    }
+}
+
+impl<A: App> Server<A> {
+    /// Binds and listens, running `app`.
+    ///
+    /// # Errors
+    /// [`Error::NoDevice`] without RDMA devices; bind/listen failures; a configuration the
+    /// core refuses.
+    pub fn with_app(cfg: ServerConfig, app: A) -> Result<Server<A>> {
         require_device(cfg.device.as_deref())?;
         let events = EventChannel::new()?;
         events.set_nonblocking()?;
@@ -202,14 +286,15 @@ impl Server {
                 ""
             }
         );
-        let mut service = ExampleService::new(&cfg.programs);
-        service.max_payload = cfg.max_read_payload;
         Ok(Server {
             conns: HashMap::new(),
             shared: None,
             listen,
             events,
-            service,
+            service: app,
+            answers: Vec::new(),
+            epochs: HashMap::new(),
+            touched: Vec::with_capacity(64),
             ledger: Box::new(CreditLedger::new()),
             free_slots: (0..MAX_CONNECTIONS).rev().collect(),
             next_epoch: 1,
@@ -227,7 +312,14 @@ impl Server {
             limits: DecodeLimits {
                 max_read_payload: self.cfg.max_read_payload,
             },
-            buffers: 0,
+            buffers: if self.cfg.extra_receives == 0 {
+                0
+            } else {
+                credits
+                    .saturating_add(self.cfg.batch)
+                    .saturating_add(self.cfg.extra_receives)
+                    .min(MAX_RECV as u16)
+            },
             epoch,
         }
     }
@@ -267,9 +359,62 @@ impl Server {
         s
     }
 
-    /// The example service's counters.
-    pub fn service_stats(&self) -> rpcrdma_services::ServiceStats {
-        self.service.stats
+    /// The app.
+    pub fn app(&self) -> &A {
+        &self.service
+    }
+
+    /// The exit report: one `key=value` line of the server's, the pool's, the responder's and
+    /// the app's counters.
+    pub fn report_line(&self) -> String {
+        let s = self.stats();
+        let p = &s.pool;
+        let r = &s.responder;
+        format!(
+            "accepted={} closed={} rejected={} failed_connections={} calls={} \
+             inline_replies={} write_chunk_replies={} reply_chunk_replies={} reply_too_large={} \
+             read_bytes={} write_chunk_bytes={} reply_chunk_bytes={} err_vers={} err_chunk={} \
+             dropped={} backchannel={} overruns={} reduced_grants={} deferred={} pending={} \
+             refused_completions={} failed_completions={} stray_completions={} leaked={} \
+             pool_posted={} pool_batches={} pool_completed={} pool_flushed={} pool_released={} \
+             pool_drained={} pool_rejected={} bytes={} rss_kib={} mem_per_conn={} mem_shared={} {}",
+            s.accepted,
+            s.closed,
+            s.rejected,
+            s.failed_connections,
+            r.calls,
+            r.inline_replies,
+            r.write_chunk_replies,
+            r.reply_chunk_replies,
+            r.reply_too_large,
+            r.read_bytes,
+            r.write_chunk_bytes,
+            r.reply_chunk_bytes,
+            r.err_vers,
+            r.err_chunk,
+            r.dropped,
+            r.backchannel,
+            r.overruns,
+            r.reduced_grants,
+            r.deferred,
+            r.pending,
+            r.refused_completions,
+            r.failed_completions,
+            s.stray_completions,
+            s.leaked,
+            p.posted,
+            p.batches,
+            p.completed,
+            p.flushed,
+            p.released,
+            p.drained,
+            p.rejected_unknown + p.rejected_stale + p.rejected_duplicate,
+            p.bytes,
+            rss_kib(),
+            self.memory_per_connection(),
+            self.shared_memory(),
+            self.service.report()
+        )
     }
 
     /// Open connections.
@@ -286,6 +431,7 @@ impl Server {
         } else {
             self.pool_config(self.cfg.credits, 0).needed_region_len()
         };
+        let _ = self.cfg.extra_receives; // included by pool_config
         recv + self.responder_config(1, 1).send_region_len()
     }
 
@@ -349,6 +495,7 @@ impl Server {
             return Ok(());
         }
         let mut fds = vec![self.events.fd()];
+        fds.extend(self.service.wait_fds());
         if let Some(ch) = self.shared.as_ref().and_then(|s| s.channel.as_ref()) {
             fds.push(ch.fd());
         }
@@ -412,7 +559,7 @@ impl Server {
             rpcrdma_services::fill_pattern(0, 0, b)
         })?;
         let (bytes, addr, lkey) = source.for_service(self.cfg.max_read_payload as usize);
-        self.service.set_source(bytes, addr, lkey);
+        self.service.set_source(Some((bytes, addr, lkey)));
         let payloads = Pages::new(&pd, self.cfg.payload_bytes, PAGE_SIZE)?;
         let (srq, srq_recv) = if self.cfg.srq {
             let pool_cfg = self.pool_config(self.cfg.credits, 0);
@@ -537,6 +684,7 @@ impl Server {
         id.accept(&ours, depth)?;
         let qp_num = qp.qp_num();
         self.ledger.open(slot);
+        self.epochs.insert(epoch, qp_num);
         self.sq_reserved += sq;
         log::info!(
             "accepted qp {qp_num}: peer receives {peer_inline} B inline{}, {depth} Reads in flight, credits {}",
@@ -562,11 +710,13 @@ impl Server {
     /// handled.
     fn poll_completions(&mut self) -> Result<usize> {
         let Some(sh) = self.shared.as_mut() else {
+            self.service.poll();
             return Ok(0);
         };
         let mut wcs = wc_array::<POLL_BATCH>();
-        let mut touched = [0u32; 2 * POLL_BATCH];
-        let mut ntouched = 0;
+        // Reused between turns: no allocation per turn once it has grown.
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
         let mut total = 0;
         for recv in [false, true] {
             let n = if recv {
@@ -576,12 +726,49 @@ impl Server {
             };
             total += n;
             for wc in &wcs[..n] {
-                if !touched[..ntouched].contains(&wc.qp_num) {
-                    touched[ntouched] = wc.qp_num;
-                    ntouched += 1;
+                if !touched.contains(&wc.qp_num) {
+                    touched.push(wc.qp_num);
                 }
                 dispatch(&mut self.conns, sh, &mut self.service, &mut self.stats, wc);
             }
+        }
+        // The app's own I/O, and its answers to pending calls.
+        total += self.service.poll();
+        while let Some(answer) = self.service.next_answer() {
+            self.answers.push(answer);
+        }
+        let mut kept = Vec::new();
+        for (handle, answer) in self.answers.drain(..) {
+            let Some(conn) = self
+                .epochs
+                .get(&handle.epoch)
+                .and_then(|qp| self.conns.get_mut(qp))
+            else {
+                continue; // the connection is gone: so is the call
+            };
+            let Some(mut res) = resources(sh, conn.recv.as_deref_mut()) else {
+                continue;
+            };
+            let service = &mut self.service;
+            match conn
+                .responder
+                .conn_mut()
+                .complete_pending(&mut res, handle, |call, w| {
+                    service.write_answer(&answer, call, w)
+                }) {
+                Ok(true) => {
+                    total += 1;
+                    let qp_num = conn.qp.qp_num();
+                    if !touched.contains(&qp_num) {
+                        touched.push(qp_num);
+                    }
+                }
+                Ok(false) => kept.push((handle, answer)),
+                Err(_) => {}
+            }
+        }
+        if !kept.is_empty() || !self.answers.is_empty() {
+            self.answers = kept;
         }
         if total == 0 {
             // Calls waiting for pages another connection held: offer them again.
@@ -592,6 +779,7 @@ impl Server {
             {
                 flush(conn, sh, &mut self.service, &mut self.ledger);
             }
+            self.touched = touched;
             return Ok(0);
         }
         // With an SRQ, the shared pool is refilled before any connection sends a grant.
@@ -602,18 +790,17 @@ impl Server {
                 log::warn!("SRQ refill failed: {e}");
             }
         }
-        for qp_num in &touched[..ntouched] {
+        for qp_num in &touched {
             if let Some(conn) = self.conns.get_mut(qp_num) {
                 flush(conn, sh, &mut self.service, &mut self.ledger);
             }
         }
         for conn in self.conns.values_mut() {
-            if conn.responder.conn().has_waiting()
-                && !touched[..ntouched].contains(&conn.qp.qp_num())
-            {
+            if conn.responder.conn().has_waiting() && !touched.contains(&conn.qp.qp_num()) {
                 flush(conn, sh, &mut self.service, &mut self.ledger);
             }
         }
+        self.touched = touched;
         Ok(total)
     }
 
@@ -684,6 +871,7 @@ impl Server {
         self.stats.failed_connections += failed as u64;
         self.sq_reserved -= responder.conn().sq_depth();
         self.ledger.close(slot);
+        self.epochs.retain(|_, qp| *qp != qp_num);
         self.free_slots.push(slot);
         drop(responder);
         drop(recv);
@@ -724,10 +912,10 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl<A: App> Drop for Server<A> {
     fn drop(&mut self) {
         // The service's SOURCE bytes live in the shared memory dropped next.
-        self.service.clear_source();
+        self.service.set_source(None);
     }
 }
 
@@ -759,10 +947,10 @@ fn resources<'r>(
 }
 
 /// Hands one completion to its connection.
-fn dispatch(
+fn dispatch<A: Service>(
     conns: &mut HashMap<u32, Conn>,
     sh: &mut Shared,
-    service: &mut ExampleService,
+    service: &mut A,
     stats: &mut ServerStats,
     wc: &ibv_wc,
 ) {
@@ -798,10 +986,10 @@ fn dispatch(
 }
 
 /// End of a batch for one connection: refill (own pool), grant, one chained post.
-fn flush(
+fn flush<A: Service>(
     conn: &mut Conn,
     sh: &mut Shared,
-    service: &mut ExampleService,
+    service: &mut A,
     ledger: &mut CreditLedger<MAX_CONNECTIONS>,
 ) {
     let shared_posted = sh.srq_recv.as_ref().map(|s| s.pool().posted());

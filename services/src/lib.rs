@@ -23,6 +23,7 @@
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
+pub mod nfs3;
 pub mod oncrpc;
 
 use heapless::Vec;

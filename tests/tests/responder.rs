@@ -793,20 +793,17 @@ fn complete(rig: &mut Rig<Later>, handle: rpcrdma_core::responder::CallHandle, l
         shared_pool: false,
         grant_limit: None,
     };
-    let done = rig
-        .conn
-        .complete_pending(&mut res, handle, |call, w| {
-            let n = oncrpc::emit_accepted_reply(w.buffer(), call.xid, oncrpc::AcceptStat::Success)
-                .unwrap();
-            w.set_len(n);
-            w.push(&len.to_be_bytes());
-            let data = w.lend_payload(len as usize, n + 4, true).unwrap();
-            data.iter_mut()
-                .enumerate()
-                .for_each(|(i, b)| *b = pattern_byte(7, i));
-            Verdict::Reply
-        })
-        .is_ok();
+    let done = rig.conn.complete_pending(&mut res, handle, |call, w| {
+        let n =
+            oncrpc::emit_accepted_reply(w.buffer(), call.xid, oncrpc::AcceptStat::Success).unwrap();
+        w.set_len(n);
+        w.push(&len.to_be_bytes());
+        let data = w.lend_payload(len as usize, n + 4, true).unwrap();
+        data.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = pattern_byte(7, i));
+        Verdict::Reply
+    }) == Ok(true);
     done
 }
 

@@ -1059,8 +1059,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Answers a call the service left pending ([`Verdict::Pending`]): `f` writes the reply as
     /// [`Service::serve`] would (the call's view has its inline bytes only: Read chunk data is
-    /// gone), and the reply goes out with the next [`Connection::flush`]. `f` may return
-    /// [`Verdict::Pending`] again to keep waiting.
+    /// gone), and the reply goes out with the next [`Connection::flush`]. Returns `Ok(false)`
+    /// when nothing was sent: no room in the send queue now (flush, then try again), or `f`
+    /// returned [`Verdict::Pending`] or [`Verdict::Defer`] to keep waiting.
     ///
     /// # Errors
     /// [`StaleHandle`] if the handle names no pending call of this connection (answered
@@ -1070,7 +1071,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         res: &mut Resources<'_, 'a, N, P, Q>,
         handle: CallHandle,
         f: impl FnOnce(&Call<'_>, &mut ReplyWriter<'_>) -> Verdict,
-    ) -> Result<(), StaleHandle> {
+    ) -> Result<bool, StaleHandle> {
         let i = handle.index;
         let slot = match self.calls.get(i as usize) {
             Some(c)
@@ -1100,7 +1101,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         }
         if self.sq_room() < need || CHAIN - self.chain.len() < need {
             // No room now: the caller flushes and tries again.
-            return Err(StaleHandle);
+            return Ok(false);
         }
         let out = self.run_writer(res.payloads, slot, view, handle, f);
         if out.0 == Verdict::Pending || out.0 == Verdict::Defer {
@@ -1112,14 +1113,14 @@ impl<'a, const C: usize> Connection<'a, C> {
             {
                 res.payloads.free(run);
             }
-            return Ok(());
+            return Ok(false);
         }
         self.counters.pending -= 1;
         if let Some(c) = self.calls.get_mut(i as usize) {
             c.state = CallState::Ready;
         }
         self.after_verdict(res, i, slot, out);
-        Ok(())
+        Ok(true)
     }
 
     /// Builds the reply of call `i` (body of `body_len` bytes in send slot `slot`, and the

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
-use rpcrdma_hosted::server::{rss_kib, Server, ServerConfig, ServerStats};
+use rpcrdma_hosted::server::{rss_kib, Server, ServerConfig};
 use rpcrdma_services::Program;
 
 #[derive(Parser, Debug)]
@@ -82,56 +82,6 @@ fn parse_program(s: &str) -> Result<Program, String> {
     })
 }
 
-fn print_stats(server: &Server, s: &ServerStats) {
-    let p = &s.pool;
-    let r = &s.responder;
-    let svc = server.service_stats();
-    println!(
-        "rpcrdma-serve: stats accepted={} closed={} rejected={} failed_connections={} calls={} \
-         inline_replies={} write_chunk_replies={} reply_chunk_replies={} reply_too_large={} \
-         read_bytes={} write_chunk_bytes={} reply_chunk_bytes={} err_vers={} err_chunk={} \
-         dropped={} backchannel={} overruns={} reduced_grants={} refused_completions={} \
-         failed_completions={} stray_completions={} leaked={} \
-         pool_posted={} pool_batches={} pool_completed={} pool_flushed={} pool_released={} \
-         pool_drained={} pool_rejected={} bytes={} service_errors={} rss_kib={} \
-         mem_per_conn={} mem_shared={}",
-        s.accepted,
-        s.closed,
-        s.rejected,
-        s.failed_connections,
-        r.calls,
-        r.inline_replies,
-        r.write_chunk_replies,
-        r.reply_chunk_replies,
-        r.reply_too_large,
-        r.read_bytes,
-        r.write_chunk_bytes,
-        r.reply_chunk_bytes,
-        r.err_vers,
-        r.err_chunk,
-        r.dropped,
-        r.backchannel,
-        r.overruns,
-        r.reduced_grants,
-        r.refused_completions,
-        r.failed_completions,
-        s.stray_completions,
-        s.leaked,
-        p.posted,
-        p.batches,
-        p.completed,
-        p.flushed,
-        p.released,
-        p.drained,
-        p.rejected_unknown + p.rejected_stale + p.rejected_duplicate,
-        p.bytes,
-        svc.errors,
-        rss_kib(),
-        server.memory_per_connection(),
-        server.shared_memory()
-    );
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("RPCRDMA_LOG", "info"))
@@ -184,7 +134,7 @@ fn main() -> ExitCode {
         stop.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| s.closed >= n)
     });
     let stats = server.stats();
-    print_stats(&server, &stats);
+    println!("rpcrdma-serve: stats {}", server.report_line());
     match result {
         Ok(()) if stats.leaked == 0 => ExitCode::SUCCESS,
         Ok(()) => {
