@@ -377,7 +377,9 @@ impl<A: App> Server<A> {
              dropped={} backchannel={} overruns={} reduced_grants={} deferred={} pending={} \
              refused_completions={} failed_completions={} stray_completions={} leaked={} \
              pool_posted={} pool_batches={} pool_completed={} pool_flushed={} pool_released={} \
-             pool_drained={} pool_rejected={} bytes={} rss_kib={} mem_per_conn={} mem_shared={} {}",
+             pool_drained={} pool_rejected={} bytes={} rss_kib={} mem_per_conn={} mem_shared={} \
+             requested_credits={} granted={} calls_with_read_chunks={} calls_in_call_chunk={} \
+             calls_with_write_chunk={} calls_with_reply_chunk={} {}",
             s.accepted,
             s.closed,
             s.rejected,
@@ -413,6 +415,12 @@ impl<A: App> Server<A> {
             rss_kib(),
             self.memory_per_connection(),
             self.shared_memory(),
+            r.requested_credits,
+            r.last_grant,
+            r.calls_with_read_chunks,
+            r.calls_in_call_chunk,
+            r.calls_with_write_chunk,
+            r.calls_with_reply_chunk,
             self.service.report()
         )
     }

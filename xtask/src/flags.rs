@@ -15,8 +15,8 @@ xflags::xflags! {
         /// after it nothing needs the network.
         cmd setup {}
         /// Everything CI checks: set-up, fmt, clippy -D warnings, every workspace test, the
-        /// verbs tests in the Soft-RoCE VM, the firmware on 4 targets under QEMU, a short fuzz
-        /// run. Every step runs; all failures are reported at the end.
+        /// verbs tests in the Soft-RoCE VM, the NFS interop run, the firmware on 4 targets under
+        /// QEMU, a short fuzz run. Every step runs; all failures are reported at the end.
         cmd test {
             /// Use an empty CARGO_HOME (target/fresh-cargo-home) filled only by setup's fetch,
             /// then build and test offline: a crate the fetch missed fails here (CI runs this).
@@ -26,11 +26,20 @@ xflags::xflags! {
         }
         /// The main job: a Soft-RoCE VM, rpcrdma-serve driven by rpcrdma-load, a verified table.
         cmd demo {}
+        /// The Linux kernel's NFS/RDMA client on this transport: one VM boot with the kernel's
+        /// nfsd serving a tmpfs over TCP, rpcrdma-gateway in front of it on rdma 20049, and the
+        /// kernel client mounting through the gateway; files written and read back (checksums),
+        /// a large directory listed, rename / symlink / readlink / remove, unmount; then the
+        /// gateway's counters.
+        cmd interop {}
         /// `core`: the core cycle grid (ns, instructions); `vm`: Soft-RoCE rates against
         /// perftest. Both write BENCHMARKS.md.
         cmd bench {
             /// core | vm
             required which: String
+            /// With `vm`: `kernel` compares rpcrdma-serve and rpcrdma-gateway with the kernel's
+            /// own NFS/RDMA server in one boot.
+            optional --rival rival: String
         }
         /// The core and the firmware examples on 4 bare-metal targets: builds, panic-freedom
         /// proofs, sizes. Toolchain: rustup targets when installed, else Debian's rustc-web with

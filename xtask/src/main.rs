@@ -11,6 +11,7 @@ mod cross;
 mod fetch;
 mod flags;
 mod fuzz;
+mod interop;
 mod matrix;
 mod rdma;
 mod setup;
@@ -36,7 +37,15 @@ fn main() -> ExitCode {
         XtaskCmd::Setup(_) => setup::setup(),
         XtaskCmd::Test(f) => test::test(&f),
         XtaskCmd::Demo(_) => rdma::demo(),
-        XtaskCmd::Bench(f) => bench::bench(&f.which),
+        XtaskCmd::Interop(_) => interop::interop(),
+        XtaskCmd::Bench(f) => match (f.which.as_str(), f.rival.as_deref()) {
+            ("vm", Some("kernel")) => interop::bench_rival(),
+            (_, Some(other)) => Err(format!(
+                "unknown rival `{other}`: `cargo xtask bench vm --rival kernel`"
+            )
+            .into()),
+            (which, None) => bench::bench(which),
+        },
         XtaskCmd::Cross(f) => cross::cross(&f),
         XtaskCmd::Fuzz(f) => fuzz::fuzz(f.seconds.unwrap_or(60)),
         XtaskCmd::Vm(f) => vm::main(f),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::util::{self, Context, Result};
 use crate::vm::{self, VmOptions};
 
-fn build_release() -> Result<()> {
+pub(crate) fn build_release() -> Result<()> {
     let sh = util::shell()?;
     util::cargo(&sh)
         .args(["build", "--release", "-p", "rpcrdma-hosted", "--bins"])
@@ -22,7 +22,7 @@ fn build_release() -> Result<()> {
     Ok(())
 }
 
-fn bin(name: &str) -> String {
+pub(crate) fn bin(name: &str) -> String {
     util::root()
         .join("target/release")
         .join(name)
@@ -31,7 +31,7 @@ fn bin(name: &str) -> String {
 }
 
 /// Writes `body` to a script under target/ and runs it in the VM; returns (status, output).
-fn run_script(name: &str, body: &str, timeout: Duration) -> Result<(i32, String)> {
+pub(crate) fn run_script(name: &str, body: &str, timeout: Duration) -> Result<(i32, String)> {
     let dir = util::root().join("target/rxe-vm-scripts");
     std::fs::create_dir_all(&dir).context(format_args!("create {}", dir.display()))?;
     let path = dir.join(name);
@@ -43,14 +43,14 @@ fn run_script(name: &str, body: &str, timeout: Duration) -> Result<(i32, String)
     vm::run_in_vm_capture(&["bash".into(), path.into_os_string()], &opts)
 }
 
-fn kv(line: &str) -> HashMap<String, String> {
+pub(crate) fn kv(line: &str) -> HashMap<String, String> {
     line.split_whitespace()
         .filter_map(|f| f.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-fn find_kv(out: &str, prefix: &str) -> HashMap<String, String> {
+pub(crate) fn find_kv(out: &str, prefix: &str) -> HashMap<String, String> {
     out.lines()
         .rev()
         .find(|l| l.starts_with(prefix))

@@ -26,6 +26,15 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("ibverbs-providers", "Soft-RoCE VM (rxe provider)"),
     ("ibverbs-utils", "Soft-RoCE VM (ibv_devinfo)"),
     ("perftest", "Soft-RoCE benchmarks (ib_send_bw, ib_send_lat)"),
+    // NFS interop in the VM: the kernel's nfsd behind the gateway, its client in front. (On a
+    // host running systemd, installing these also starts rpcbind and an nfsd that exports
+    // nothing until /etc/exports says so.)
+    (
+        "nfs-kernel-server",
+        "NFS interop in the VM (rpc.nfsd, rpc.mountd, exportfs)",
+    ),
+    ("nfs-common", "NFS interop in the VM (mount.nfs)"),
+    ("rpcbind", "NFS interop in the VM"),
     // Cross builds and firmware runs.
     ("rustc-web", "cross builds (-Zbuild-std=core)"),
     ("cargo-web", "cross builds"),

@@ -3,7 +3,9 @@
 //!
 //! Steps: set-up (missing Debian packages, tools, the crates of every workspace), the host
 //! checks of [`crate::matrix::HOST_CHECKS`] (fmt, clippy -D warnings, every workspace test, …),
-//! the verbs tests in the Soft-RoCE VM, `cross --run` (the firmware on every target under QEMU)
+//! the verbs tests in the Soft-RoCE VM, the NFS interop run (`cargo xtask interop`: the Linux
+//! kernel's NFS/RDMA client through `rpcrdma-gateway`), `cross --run` (the firmware on every
+//! target under QEMU)
 //! and a short fuzz run when a nightly toolchain is installed (`--fuzz-seconds N`, default 20;
 //! 0 skips it).
 //!
@@ -43,11 +45,20 @@ pub fn test(f: &flags::Test) -> util::Result<()> {
     }
     if crate::rdma::vm_available() {
         steps.step("verbs tests in the Soft-RoCE VM", crate::rdma::vm_tests);
-    } else {
-        steps.skip(
-            "verbs tests in the Soft-RoCE VM",
-            "QEMU / busybox-static missing: run `cargo xtask setup`",
+        steps.step(
+            "NFS interop: the kernel's NFS/RDMA client through rpcrdma-gateway",
+            crate::interop::interop,
         );
+    } else {
+        for step in [
+            "verbs tests in the Soft-RoCE VM",
+            "NFS interop: the kernel's NFS/RDMA client through rpcrdma-gateway",
+        ] {
+            steps.skip(
+                step,
+                "QEMU / busybox-static missing: run `cargo xtask setup`",
+            );
+        }
     }
     let cross = "cross --run (firmware on every target under QEMU)";
     match crate::cross::missing_tools() {

@@ -254,6 +254,16 @@ pub struct ResponderCounters {
     pub send_doorbells: u64,
     /// The last credit grant sent.
     pub last_grant: u32,
+    /// Credits the requester asked for in its last call.
+    pub requested_credits: u32,
+    /// Calls that carried Read chunks (data or call chunks).
+    pub calls_with_read_chunks: u64,
+    /// Calls whose RPC message came in a position-zero Read chunk.
+    pub calls_in_call_chunk: u64,
+    /// Calls that offered a write chunk.
+    pub calls_with_write_chunk: u64,
+    /// Calls that offered a reply chunk.
+    pub calls_with_reply_chunk: u64,
     /// Replies sent with a grant below the configured credits (Receives were short).
     pub reduced_grants: u64,
 }
@@ -282,6 +292,11 @@ impl ResponderCounters {
         self.failed_completions += o.failed_completions;
         self.send_doorbells += o.send_doorbells;
         self.last_grant = self.last_grant.max(o.last_grant);
+        self.requested_credits = self.requested_credits.max(o.requested_credits);
+        self.calls_with_read_chunks += o.calls_with_read_chunks;
+        self.calls_in_call_chunk += o.calls_in_call_chunk;
+        self.calls_with_write_chunk += o.calls_with_write_chunk;
+        self.calls_with_reply_chunk += o.calls_with_reply_chunk;
         self.reduced_grants += o.reduced_grants;
     }
 }
@@ -637,7 +652,22 @@ impl<'a, const C: usize> Connection<'a, C> {
                 self.free_call(i);
                 return;
             }
-            Ok(view) => view.message().has_read_chunks(),
+            Ok(view) => {
+                let m = view.message();
+                self.counters.requested_credits = m.credits();
+                let reads = m.has_read_chunks();
+                if reads {
+                    self.counters.calls_with_read_chunks += 1;
+                    if m.read_list().call_chunk().is_some() {
+                        self.counters.calls_in_call_chunk += 1;
+                    }
+                }
+                if !m.lists_empty() {
+                    self.counters.calls_with_write_chunk += !m.write_list().is_empty() as u64;
+                    self.counters.calls_with_reply_chunk += m.reply_chunk().is_some() as u64;
+                }
+                reads
+            }
             Err(_) => {
                 self.free_call(i);
                 return;
