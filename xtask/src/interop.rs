@@ -186,7 +186,154 @@ fn report(st: &HashMap<String, String>) {
     );
 }
 
-/// `cargo xtask bench vm --rival kernel`.
+/// `cargo xtask bench vm --rival kernel`: in one VM boot, the kernel's own NFS/RDMA server
+/// (nfsd's RDMA listener) against `rpcrdma-serve` (busy-poll and `--event`) on the same NFS NULL
+/// load at depth 1, 16 and 64, interleaved, only the server under test running; then the same
+/// file workload (4 MiB and 64 MiB written and read sequentially) through the kernel's RDMA
+/// listener and through `rpcrdma-gateway`. Writes both tables to BENCHMARKS.md.
 pub fn bench_rival() -> Result<()> {
-    Err("bench vm --rival kernel: not built yet".into())
+    crate::setup::packages()?;
+    build_release()?;
+    vm::ensure_ready()?;
+    let prelude = nfs_server_prelude()?;
+    let (serve, load, gateway) = (
+        bin("rpcrdma-serve"),
+        bin("rpcrdma-load"),
+        bin("rpcrdma-gateway"),
+    );
+    let script = format!(
+        r#"{prelude}
+IP=10.0.2.15
+echo 'rdma 20050' > /proc/fs/nfsd/portlist
+null() {{ # null NAME PORT DEPTH
+  local line=$({load} --addr $IP --port $2 -n $4 -d $3 --proc null | grep '^rpcrdma-load:')
+  echo "rival $1 depth=$3 $line"
+}}
+ours() {{ # ours NAME DEPTH N SERVE-ARGS...
+  local name=$1 depth=$2 n=$3; shift 3
+  {serve} --addr $IP --port 20049 "$@" > /tmp/s.out 2>/tmp/s.err & local s=$!
+  for i in $(seq 50); do grep -q ready /tmp/s.out 2>/dev/null && break; sleep 0.1; done
+  null $name 20049 $depth $n
+  kill -INT $s; wait $s
+}}
+for round in 1 2; do
+  for d in 1 16 64; do
+    n=$((d == 1 ? 3000 : 20000))
+    null kernel 20050 $d $n
+    ours busy $d $n
+    ours event $d $n --event
+  done
+done
+files() {{ # files NAME PORT
+  mount -t nfs -o vers=3,proto=rdma,port=$2,mountproto=tcp,nolock $IP:/export /mnt/nfs || {{ echo "RIVAL-FAIL mount $1"; return; }}
+  for mb in 4 64; do
+    head -c $((mb << 20)) /dev/zero > /tmp/src
+    local t0=$(date +%s%N)
+    dd if=/tmp/src of=/mnt/nfs/f$mb bs=1M conv=fsync 2>/dev/null
+    local t1=$(date +%s%N)
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    local t2=$(date +%s%N)
+    dd if=/mnt/nfs/f$mb of=/dev/null bs=1M 2>/dev/null
+    local t3=$(date +%s%N)
+    echo "files $1 mib=$mb write_ms=$(( (t1 - t0) / 1000000 )) read_ms=$(( (t3 - t2) / 1000000 ))"
+    rm -f /mnt/nfs/f$mb
+  done
+  umount /mnt/nfs
+}}
+files kernel 20050
+{gateway} --addr $IP --port 20049 > /tmp/g.out 2>/tmp/g.err & G=$!
+for i in $(seq 50); do grep -q ready /tmp/g.out 2>/dev/null && break; sleep 0.1; done
+files gateway 20049
+kill -INT $G; wait $G
+files kernel 20050
+"#
+    );
+    eprintln!("bench vm --rival kernel: booting the VM");
+    let (status, out) = run_script("rival.sh", &script, Duration::from_secs(1500))?;
+    if status != 0 || out.contains("RIVAL-FAIL") {
+        eprintln!("{out}");
+        return Err(format!("bench vm --rival kernel failed (status {status})").into());
+    }
+    // NULL calls/s: the median of the two interleaved rounds per (server, depth).
+    let mut rates: HashMap<(String, u32), Vec<f64>> = HashMap::new();
+    for line in out.lines().filter_map(|l| l.strip_prefix("rival ")) {
+        let name = line.split_whitespace().next().unwrap_or("").to_string();
+        let kvs = crate::rdma::kv(line);
+        let depth = kvs.get("depth").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if let Some(r) = kvs.get("calls_per_sec").and_then(|v| v.parse::<f64>().ok()) {
+            rates.entry((name, depth)).or_default().push(r);
+        }
+    }
+    let med = |name: &str, d: u32| -> f64 {
+        let mut v = rates
+            .get(&(name.to_string(), d))
+            .cloned()
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.total_cmp(b));
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let mut md = String::new();
+    md.push_str("Command: `cargo xtask bench vm --rival kernel` (one VM boot: QEMU TCG, 2 vCPUs, Soft-RoCE; the kernel's nfsd RDMA listener on port 20050 and `rpcrdma-serve` on 20049, one at a time; `rpcrdma-load --proc null` = NFS v3 NULL; two interleaved rounds, medians).\n\n");
+    md.push_str("| depth | kernel nfsd (RDMA) calls/s | rpcrdma-serve busy-poll | ratio | rpcrdma-serve `--event` | ratio | goal |\n|---|---|---|---|---|---|---|\n");
+    for d in [1, 16, 64] {
+        let (k, b, e) = (med("kernel", d), med("busy", d), med("event", d));
+        md.push_str(&format!(
+            "| {d} | {k:.0} | {b:.0} | {:.2} | {e:.0} | {:.2} | ≥ 2 |\n",
+            b / k,
+            e / k
+        ));
+    }
+    md.push_str("\nFiles through the kernel NFS/RDMA client (`dd bs=1M`, write with `conv=fsync`, read after dropping caches; MiB/s): the kernel's nfsd RDMA listener vs `rpcrdma-gateway` in front of the same nfsd over TCP (the gateway adds a TCP hop and a copy each way, through loopback in the same two vCPUs).\n\n");
+    md.push_str("| file | kernel RDMA write | gateway write | ratio | kernel RDMA read | gateway read | ratio |\n|---|---|---|---|---|---|---|\n");
+    let files: Vec<HashMap<String, String>> = out
+        .lines()
+        .filter(|l| l.starts_with("files "))
+        .map(crate::rdma::kv)
+        .collect();
+    let file_rate = |who: &str, mib: &str, key: &str| -> f64 {
+        let v: Vec<f64> = out
+            .lines()
+            .filter(|l| l.starts_with(&format!("files {who} ")))
+            .map(crate::rdma::kv)
+            .filter(|m| m.get("mib").map(String::as_str) == Some(mib))
+            .filter_map(|m| m.get(key).and_then(|v| v.parse::<f64>().ok()))
+            .map(|ms| mib.parse::<f64>().unwrap_or(0.0) / (ms.max(1.0) / 1000.0))
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let _ = files;
+    for mib in ["4", "64"] {
+        let (kw, gw) = (
+            file_rate("kernel", mib, "write_ms"),
+            file_rate("gateway", mib, "write_ms"),
+        );
+        let (kr, gr) = (
+            file_rate("kernel", mib, "read_ms"),
+            file_rate("gateway", mib, "read_ms"),
+        );
+        md.push_str(&format!(
+            "| {mib} MiB | {kw:.1} | {gw:.1} | {:.2} | {kr:.1} | {gr:.1} | {:.2} |\n",
+            gw / kw,
+            gr / kr
+        ));
+    }
+    md.push_str("\nRaw lines from the run:\n\n```\n");
+    for l in out
+        .lines()
+        .filter(|l| l.starts_with("rival ") || l.starts_with("files "))
+    {
+        md.push_str(l);
+        md.push('\n');
+    }
+    md.push_str("```\n");
+    println!("{md}");
+    crate::util::write_section(
+        &crate::util::root().join("BENCHMARKS.md"),
+        "bench-rival",
+        &md,
+    )
 }
