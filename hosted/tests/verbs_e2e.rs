@@ -408,7 +408,13 @@ fn srq_one_misbehaving_client_does_not_starve_the_others() {
         "still serving after the failure: {text}"
     );
     let (st, lines) = s.stop();
-    assert_eq!(st["failed_connections"], 1, "{lines:?}");
+    // The bad connection's error completion closes it — or, when its CM disconnect was seen
+    // first, arrives after the teardown and only returns its descriptor to the shared pool.
+    assert!(
+        st["failed_connections"] + st["stray_completions"] >= 1,
+        "{lines:?}"
+    );
+    assert_eq!(st["accepted"], 4);
     assert_eq!(st["leaked"], 0);
     assert_eq!(st["calls"], 6100);
 }
