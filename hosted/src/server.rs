@@ -190,6 +190,29 @@ pub struct ServerStats {
     pub responder: ResponderCounters,
 }
 
+/// Connections by QP number. QP numbers are small distinct integers, so the map hashes them with
+/// the identity instead of SipHash: the lookup is on every completion.
+type ConnMap = HashMap<u32, Conn, std::hash::BuildHasherDefault<QpNumHasher>>;
+
+/// The identity hash of a `u32` key.
+#[derive(Default)]
+struct QpNumHasher(u64);
+
+impl std::hash::Hasher for QpNumHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        // Spread the low bits into the high ones hashbrown uses for its control bytes.
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 struct Conn {
     // Field order is drop order: the QP first (the device stops touching memory), then the id,
     // then the responder and its send slots, then the connection's own receive buffers.
@@ -222,7 +245,7 @@ struct Shared {
 /// The server. Field order is drop order: connections, then shared resources, then the
 /// listener and its event channel.
 pub struct Server<A: App = ExampleService> {
-    conns: HashMap<u32, Conn>,
+    conns: ConnMap,
     shared: Option<Shared>,
     #[allow(dead_code)] // owned: the listening id lives as long as the server
     listen: CmId,
@@ -287,7 +310,7 @@ impl<A: App> Server<A> {
             }
         );
         Ok(Server {
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             shared: None,
             listen,
             events,
@@ -956,7 +979,7 @@ fn resources<'r>(
 
 /// Hands one completion to its connection.
 fn dispatch<A: Service>(
-    conns: &mut HashMap<u32, Conn>,
+    conns: &mut ConnMap,
     sh: &mut Shared,
     service: &mut A,
     stats: &mut ServerStats,
