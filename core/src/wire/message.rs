@@ -75,6 +75,38 @@ impl Layout {
     pub fn byte_len(&self) -> usize {
         self.byte_len as usize
     }
+
+    /// The offsets of this layout in one word, for a receive pool's descriptor: header_len,
+    /// read_end, write_end (16 bits each: every offset lies in a Receive buffer of at most
+    /// 64 KiB), write_count (8) and the proc (bit 56). `xid`, `credits` and `byte_len` are not
+    /// in it: [`Layout::unpack`] takes them back from the token and the buffer.
+    #[inline]
+    pub(crate) fn pack(&self) -> u64 {
+        (self.header_len as u16 as u64)
+            | (self.read_end as u16 as u64) << 16
+            | (self.write_end as u16 as u64) << 32
+            | (self.write_count as u64) << 48
+            | ((self.proc_ == Proc::Nomsg) as u64) << 56
+    }
+
+    /// The layout [`Layout::pack`] packed, with the fields it left out.
+    #[inline(always)]
+    pub(crate) fn unpack(word: u64, xid: u32, credits: u32, byte_len: u32) -> Layout {
+        Layout {
+            xid,
+            credits,
+            header_len: word as u16 as u32,
+            byte_len,
+            read_end: (word >> 16) as u16 as u32,
+            write_end: (word >> 32) as u16 as u32,
+            write_count: (word >> 48) as u8,
+            proc_: if word >> 56 & 1 == 0 {
+                Proc::Msg
+            } else {
+                Proc::Nomsg
+            },
+        }
+    }
 }
 
 /// A validated RPC-over-RDMA call: a [`Layout`] bound to the bytes that arrived.
