@@ -869,9 +869,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             .region
             .bytes(i * self.stride, len as usize)
             .ok_or(StaleToken)?;
-        // A Held message has at least the 28-byte minimum header: credits are word 2.
-        let credits = crate::wire::be32(buf, 8).unwrap_or(0);
-        let layout = Layout::unpack(d.word, rx.xid, credits, len);
+        let layout = Layout::unpack(d.word, rx.xid, len);
         Ok(XdrView::new(layout.message(buf)))
     }
 
