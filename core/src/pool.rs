@@ -31,8 +31,14 @@
 //!   [`RecvPool::drain`] returns every descriptor to Free.
 //!
 //! # Bookkeeping
-//! Per descriptor: 8 bytes of state ([`RecvDescriptor`]) plus a 2-byte free-list slot — 10 bytes,
-//! checked at compile time to stay within 16.
+//! Per descriptor 16 bytes ([`RecvDescriptor`], checked at compile time): a key
+//! `generation | tag | state` — the wr_id it was posted with, the index bits replaced by the
+//! state — and a word that holds the next free index while Free (the free list is threaded
+//! through the descriptors) and the decoded [`Layout`], packed, while Held. A completion is
+//! checked with one compare of the key (tag, generation and Posted at once), a token with one
+//! compare against Held; a mismatch is classified (unknown, stale, duplicate) off the hot path.
+//! The [`Received`] token is the wr_id plus `xid` and `byte_len` (16 bytes): a view rebuilds the
+//! message from the token and the descriptor without decoding again.
 //!
 //! # Credits and replenishment
 //! The pool advertises `credits` (≥ 1). It keeps up to `credits + batch` Receives posted and
@@ -42,7 +48,6 @@
 //! `credits` calls outstanding, and each outstanding call either still needs a posted Receive
 //! or is Held here. [`RecvPool::refill`] posts until the watermark holds, whatever the credits.
 
-use heapless::Vec;
 use static_assertions::const_assert;
 
 use crate::device::{Device, WrId, WrKind, MAX_EPOCH};
@@ -287,26 +292,35 @@ pub enum Completed {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[must_use = "release the message with RecvPool::release, or its descriptor stays Held until drain"]
 pub struct Received {
-    index: u16,
-    generation: u32,
-    layout: Layout,
+    /// The wr_id the buffer was posted with: generation, tag (kind and epoch), index.
+    id: u64,
+    xid: u32,
+    byte_len: u32,
 }
+
+const_assert!(core::mem::size_of::<Received>() <= 16);
 
 impl Received {
     /// The call's xid.
     #[inline]
     pub fn xid(&self) -> u32 {
-        self.layout.xid()
+        self.xid
     }
     /// Bytes that arrived.
     #[inline]
     pub fn byte_len(&self) -> usize {
-        self.layout.byte_len()
+        self.byte_len as usize
     }
     /// The descriptor index (for diagnostics).
     #[inline]
     pub fn index(&self) -> usize {
-        self.index as usize
+        self.id as u16 as usize
+    }
+    /// The descriptor key this token is valid for: its wr_id with the index bits replaced by
+    /// the Held state.
+    #[inline(always)]
+    fn held_key(&self) -> u64 {
+        (self.id & !STATE_MASK) | HELD
     }
 }
 
@@ -323,14 +337,44 @@ pub enum DescState {
     Held,
 }
 
-/// Per-descriptor bookkeeping.
+/// Low 16 bits of a descriptor key: the state (in a wr_id these bits are the index).
+const STATE_MASK: u64 = 0xffff;
+const FREE: u64 = 0;
+const POSTED: u64 = 1;
+const HELD: u64 = 2;
+/// One step of the generation in a key.
+const GENERATION_ONE: u64 = 1 << 32;
+/// End of the free list.
+const NO_INDEX: u16 = u16::MAX;
+
+/// Per-descriptor bookkeeping: 16 bytes, two words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RecvDescriptor {
-    generation: u32,
-    state: DescState,
+    /// `generation (32) | tag (16) | state (16)`: the wr_id it was posted with, the index bits
+    /// replaced by the state. A completion is valid iff `key == wr_id & !0xffff | POSTED`,
+    /// a token iff `key == id & !0xffff | HELD`: one compare checks pool, generation and state.
+    key: u64,
+    /// Free: the next free descriptor (the free list is threaded through the descriptors);
+    /// Held: the decoded [`Layout`], packed. Unused while Posted.
+    word: u64,
 }
 
-const_assert!(core::mem::size_of::<RecvDescriptor>() + core::mem::size_of::<u16>() <= 16);
+impl RecvDescriptor {
+    #[inline(always)]
+    fn state(&self) -> DescState {
+        match self.key & STATE_MASK {
+            POSTED => DescState::Posted,
+            HELD => DescState::Held,
+            _ => DescState::Free,
+        }
+    }
+    #[inline(always)]
+    fn generation(&self) -> u32 {
+        (self.key >> 32) as u32
+    }
+}
+
+const_assert!(core::mem::size_of::<RecvDescriptor>() <= 16);
 
 /// Counters: plain integers, read as a struct with [`RecvPool::counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -408,7 +452,9 @@ pub struct DrainReport {
 pub struct RecvPool<'a, const N: usize> {
     region: DmaRegion<'a>,
     descs: [RecvDescriptor; N],
-    free: Vec<u16, N>,
+    /// Head of the free list threaded through `RecvDescriptor::word`.
+    free_head: u16,
+    free_len: u16,
     stride: usize,
     buffer_size: u32,
     tag: u16,
@@ -470,9 +516,19 @@ impl<'a, const N: usize> RecvPool<'a, N> {
                 len: region.len(),
             });
         }
-        let mut free = Vec::new();
-        for i in (0..count as u16).rev() {
-            let _ = free.push(i);
+        let tag = WrId::tag_of(WrKind::Recv, config.epoch);
+        let mut descs = [RecvDescriptor {
+            key: FREE,
+            word: NO_INDEX as u64,
+        }; N];
+        // Free list 0, 1, 2, …: descriptor i links to i + 1, the last one ends it.
+        for (i, d) in descs.iter_mut().enumerate().take(count) {
+            d.key = (tag as u64) << 16 | FREE;
+            d.word = if i + 1 < count {
+                (i + 1) as u64
+            } else {
+                NO_INDEX as u64
+            };
         }
         debug!(
             "rpcrdma pool: {} buffers of {} bytes, credits {}",
@@ -480,14 +536,12 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         );
         Ok(RecvPool {
             region,
-            descs: [RecvDescriptor {
-                generation: 0,
-                state: DescState::Free,
-            }; N],
-            free,
+            descs,
+            free_head: if count == 0 { NO_INDEX } else { 0 },
+            free_len: count as u16,
             stride,
             buffer_size: config.buffer_size as u32,
-            tag: WrId::tag_of(WrKind::Recv, config.epoch),
+            tag,
             count: count as u16,
             credits: config.credits,
             batch: config.batch,
@@ -545,24 +599,25 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             return 0;
         }
         let want = self.post_target() - self.posted as usize;
+        let (length, lkey) = (self.buffer_size, self.region.lkey());
         let mut n = 0;
         for wr in out.iter_mut().take(want) {
-            let Some(index) = self.free.pop() else { break };
-            let i = index as usize;
-            let Some(desc) = self.descs.get_mut(i) else {
+            let index = self.free_head;
+            let Some(desc) = self.descs.get_mut(index as usize) else {
                 break;
             };
-            desc.generation = desc.generation.wrapping_add(1);
-            desc.state = DescState::Posted;
-            let offset = i * self.stride;
+            self.free_head = desc.word as u16;
+            let key = (desc.key & !STATE_MASK).wrapping_add(GENERATION_ONE);
+            desc.key = key | POSTED;
             *wr = RecvWr {
-                wr_id: (desc.generation as u64) << 32 | (self.tag as u64) << 16 | index as u64,
-                addr: self.region.device_addr(offset),
-                length: self.buffer_size,
-                lkey: self.region.lkey(),
+                wr_id: key | index as u64,
+                addr: self.region.device_addr(index as usize * self.stride),
+                length,
+                lkey,
             };
             n += 1;
         }
+        self.free_len -= n as u16;
         self.posted += n as u16;
         self.counters.posted += n as u64;
         self.counters.batches += (n != 0) as u64;
@@ -614,7 +669,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             total += n;
             if n < REFILL_CHAIN {
                 // Either the watermark holds or no descriptor is free.
-                if !self.needs_post() || self.free.is_empty() {
+                if !self.needs_post() || self.free_len == 0 {
                     break;
                 }
             }
@@ -622,33 +677,50 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         Ok(total)
     }
 
-    /// Validates a wr_id: tag (kind and epoch), index in range, generation current,
-    /// descriptor Posted.
-    #[inline]
+    /// Validates a wr_id: tag (kind and epoch), generation current and descriptor Posted,
+    /// all in one compare of the descriptor key; a mismatch is classified off the hot path.
+    #[inline(always)]
     fn lookup(&mut self, wr_id: u64) -> Result<usize, CompletionError> {
-        let id = WrId(wr_id);
-        let index = id.index() as usize;
-        let Some(desc) = self.descs.get(index).filter(|_| id.tag() == self.tag) else {
-            self.counters.rejected_unknown += 1;
-            return Err(CompletionError::UnknownWrId { wr_id });
-        };
-        if desc.generation != (wr_id >> 32) as u32 {
-            self.counters.rejected_stale += 1;
-            return Err(CompletionError::StaleWrId { wr_id });
+        let index = wr_id as u16 as usize;
+        match self.descs.get(index) {
+            Some(desc) if desc.key == (wr_id & !STATE_MASK) | POSTED => Ok(index),
+            _ => Err(self.refuse(wr_id)),
         }
-        if desc.state != DescState::Posted {
-            self.counters.rejected_duplicate += 1;
-            return Err(CompletionError::DuplicateCompletion { wr_id });
-        }
-        Ok(index)
     }
 
-    #[inline]
+    /// Why a wr_id failed [`RecvPool::lookup`]: counted, in the order unknown (index out of
+    /// range or another tag), stale (another generation), duplicate (not Posted).
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, wr_id: u64) -> CompletionError {
+        let id = WrId(wr_id);
+        let desc = self
+            .descs
+            .get(id.index() as usize)
+            .filter(|_| id.tag() == self.tag);
+        match desc {
+            None => {
+                self.counters.rejected_unknown += 1;
+                CompletionError::UnknownWrId { wr_id }
+            }
+            Some(d) if d.generation() != id.generation() => {
+                self.counters.rejected_stale += 1;
+                CompletionError::StaleWrId { wr_id }
+            }
+            Some(_) => {
+                self.counters.rejected_duplicate += 1;
+                CompletionError::DuplicateCompletion { wr_id }
+            }
+        }
+    }
+
+    #[inline(always)]
     fn free_descriptor(&mut self, index: usize) {
         if let Some(desc) = self.descs.get_mut(index) {
-            desc.state = DescState::Free;
-            // Capacity N holds every index once: this push cannot fail.
-            let _ = self.free.push(index as u16);
+            desc.key = (desc.key & !STATE_MASK) | FREE;
+            desc.word = self.free_head as u64;
+            self.free_head = index as u16;
+            self.free_len += 1;
         }
     }
 
@@ -692,9 +764,8 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             .region
             .bytes(offset, self.buffer_size as usize)
             .unwrap_or_default();
-        let generation = (wr_id >> 32) as u32;
         match decode_layout(buf, byte_len, &self.limits) {
-            Ok(layout) => Ok(Completed::Message(self.hand_up(index, generation, layout))),
+            Ok(layout) => Ok(Completed::Message(self.hand_up(index, wr_id, layout))),
             Err(error) => {
                 // Built only from the bytes that arrived, before the descriptor is freed.
                 let received = buf.get(..byte_len).unwrap_or_default();
@@ -705,19 +776,21 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     }
 
     #[inline(always)]
-    fn hand_up(&mut self, index: usize, generation: u32, layout: Layout) -> Received {
+    fn hand_up(&mut self, index: usize, wr_id: u64, layout: Layout) -> Received {
         if let Some(desc) = self.descs.get_mut(index) {
-            desc.state = DescState::Held;
+            desc.key = (wr_id & !STATE_MASK) | HELD;
+            desc.word = layout.pack();
         }
         self.held += 1;
         Received {
-            index: index as u16,
-            generation,
-            layout,
+            id: wr_id,
+            xid: layout.xid(),
+            byte_len: layout.byte_len() as u32,
         }
     }
 
     #[cold]
+    #[inline(never)]
     fn rejected_completion(&mut self, e: CompletionError) -> CompletionError {
         warn!("rpcrdma pool: rejected a completion (unknown, stale or duplicate wr_id)");
         e
@@ -768,27 +841,36 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         Completed::Rejected { error, reply }
     }
 
-    #[inline]
-    fn held_index(&self, rx: &Received) -> Result<usize, StaleToken> {
-        let i = rx.index as usize;
+    /// The descriptor a token names, if the token is still valid for it: one compare of the
+    /// key (this pool's tag, the generation handed out, Held). Tokens cannot be forged or
+    /// copied, so the only stale ones are drained or from another pool.
+    #[inline(always)]
+    fn held_desc(&self, rx: &Received) -> Result<(usize, &RecvDescriptor), StaleToken> {
+        let i = rx.index();
         match self.descs.get(i) {
-            Some(d) if d.generation == rx.generation && d.state == DescState::Held => Ok(i),
+            Some(d) if d.key == rx.held_key() => Ok((i, d)),
             _ => Err(StaleToken),
         }
     }
 
     /// The XDR view of a Held message: a slice of its Receive buffer, in constant time.
     ///
+    /// The layout decoded on completion is kept in the descriptor; the token carries `xid` and
+    /// `byte_len`. Nothing is decoded again.
+    ///
     /// # Errors
     /// [`StaleToken`] if the token does not match a Held descriptor of this pool.
     #[inline]
     pub fn view(&self, rx: &Received) -> Result<XdrView<'_>, StaleToken> {
-        let i = self.held_index(rx)?;
+        let (i, d) = self.held_desc(rx)?;
+        // Never past this buffer, whatever the token says.
+        let len = rx.byte_len.min(self.buffer_size);
         let buf = self
             .region
-            .bytes(i * self.stride, rx.layout.byte_len())
+            .bytes(i * self.stride, len as usize)
             .ok_or(StaleToken)?;
-        Ok(XdrView::new(rx.layout.message(buf)))
+        let layout = Layout::unpack(d.word, rx.xid, len);
+        Ok(XdrView::new(layout.message(buf)))
     }
 
     /// Returns a Held buffer to the free list (after the reply was sent). O(1).
@@ -797,7 +879,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// [`StaleToken`] if the token does not match a Held descriptor (e.g. it was drained).
     #[inline]
     pub fn release(&mut self, rx: Received) -> Result<(), StaleToken> {
-        let i = self.held_index(&rx)?;
+        let (i, _) = self.held_desc(&rx)?;
         self.free_descriptor(i);
         self.held -= 1;
         self.counters.released += 1;
@@ -822,20 +904,22 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// become stale). Afterwards nothing is in flight and nothing is posted again.
     pub fn drain(&mut self) -> DrainReport {
         let mut report = DrainReport::default();
-        self.free.clear();
         let count = self.count as usize;
+        let mut next = NO_INDEX;
         for (i, desc) in self.descs.iter_mut().enumerate().take(count).rev() {
-            match desc.state {
+            match desc.state() {
                 DescState::Posted => report.posted += 1,
                 DescState::Held => report.held += 1,
                 DescState::Free => {}
             }
-            if desc.state != DescState::Free {
-                desc.generation = desc.generation.wrapping_add(1);
-                desc.state = DescState::Free;
+            if desc.state() != DescState::Free {
+                desc.key = (desc.key & !STATE_MASK).wrapping_add(GENERATION_ONE) | FREE;
             }
-            let _ = self.free.push(i as u16);
+            desc.word = next as u64;
+            next = i as u16;
         }
+        self.free_head = next;
+        self.free_len = count as u16;
         self.posted = 0;
         self.held = 0;
         self.closing = true;
@@ -871,7 +955,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// Descriptors in the free list.
     #[inline]
     pub fn free(&self) -> usize {
-        self.free.len()
+        self.free_len as usize
     }
 
     /// Descriptors not Free (posted + held): zero after `drain`.
@@ -882,6 +966,6 @@ impl<'a, const N: usize> RecvPool<'a, N> {
 
     /// State of descriptor `index` (for tests and diagnostics).
     pub fn state(&self, index: usize) -> Option<DescState> {
-        self.descs.get(index).map(|d| d.state)
+        self.descs.get(index).map(RecvDescriptor::state)
     }
 }

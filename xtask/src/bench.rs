@@ -1,7 +1,8 @@
 //! `cargo xtask bench core`: the core receive-path cycle over the grid
 //! N ∈ {16, 256, 4096} × buffer ∈ {1, 4, 64 KiB} × message ∈ {empty lists, write list + reply
-//! chunk}: median ns per message (wall clock, 11 repetitions, one run side by side) and
-//! instructions per message from callgrind (deterministic). Writes the table into
+//! chunk}, for the pool, the plain reference loop (no pool) and the whole responder cycle:
+//! median ns per message (wall clock, 11 repetitions, side by side) and instructions per
+//! message from callgrind (deterministic), with the pool/reference ratios. Writes the table into
 //! `BENCHMARKS.md` between `<!-- bench-core -->` markers and prints it.
 
 use crate::util::{self, Context, Result};
@@ -27,25 +28,35 @@ fn bench_bin() -> std::path::PathBuf {
     util::root().join("target/release/rpcrdma-bench-core")
 }
 
+fn grid_args(mode: &str, n: usize, buf: usize, shape: &str) -> Vec<String> {
+    [
+        "--mode",
+        mode,
+        "--n",
+        &n.to_string(),
+        "--buf",
+        &buf.to_string(),
+        "--msg",
+        shape,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// Instructions per message: callgrind counts only `measured_cycles`; two runs of different
 /// lengths cancel the constant entry/exit cost.
-fn instructions(n: usize, buf: usize, shape: &str) -> Result<f64> {
+fn instructions(mode: &str, n: usize, buf: usize, shape: &str) -> Result<f64> {
     let sh = util::shell()?;
     let count = |iters: u64| -> Result<u64> {
-        let out_file = std::env::temp_dir().join(format!("rpcrdma-cg-{n}-{buf}-{shape}-{iters}"));
+        let out_file =
+            std::env::temp_dir().join(format!("rpcrdma-cg-{mode}-{n}-{buf}-{shape}-{iters}"));
         let out = sh
             .cmd("valgrind")
             .args(["--tool=callgrind", "--toggle-collect=*measured_cycles*"])
             .arg(format!("--callgrind-out-file={}", out_file.display()))
             .arg(bench_bin())
-            .args([
-                "--n",
-                &n.to_string(),
-                "--buf",
-                &buf.to_string(),
-                "--msg",
-                shape,
-            ])
+            .args(grid_args(mode, n, buf, shape))
             .args(["--iters", &iters.to_string(), "--callgrind"])
             .quiet()
             .ignore_status()
@@ -60,6 +71,35 @@ fn instructions(n: usize, buf: usize, shape: &str) -> Result<f64> {
     };
     let (a, b) = (count(50_000)?, count(150_000)?);
     Ok((b - a) as f64 / 100_000.0)
+}
+
+/// Median ns per message (11 runs of 10^6 messages; the responder 11 of 2·10^5).
+fn median_ns(mode: &str, n: usize, buf: usize, shape: &str) -> Result<f64> {
+    let sh = util::shell()?;
+    let iters = if mode == "responder" {
+        "200000"
+    } else {
+        "1000000"
+    };
+    let out = sh
+        .cmd(bench_bin())
+        .args(grid_args(mode, n, buf, shape))
+        .args(["--iters", iters, "--reps", "11"])
+        .quiet()
+        .read()
+        .context(format_args!("bench run {mode} n={n} buf={buf} {shape}"))?;
+    let f: Vec<&str> = out.split_whitespace().collect();
+    Ok(f.get(3)
+        .and_then(|v| v.parse().ok())
+        .ok_or("bad bench output")?)
+}
+
+/// One grid point: (ns, instructions) of the pool, the reference and the responder.
+struct Point {
+    shape: &'static str,
+    pool: (f64, Option<f64>),
+    reference: (f64, Option<f64>),
+    responder: (f64, Option<f64>),
 }
 
 fn core() -> Result<()> {
@@ -78,54 +118,55 @@ fn core() -> Result<()> {
     if !have_valgrind {
         eprintln!("bench: valgrind not found: instruction counts skipped (cargo xtask setup)");
     }
+    let measure = |mode: &str, n: usize, buf: usize, shape: &str| -> Result<(f64, Option<f64>)> {
+        let ns = median_ns(mode, n, buf, shape)?;
+        let ir = if have_valgrind {
+            Some(instructions(mode, n, buf, shape)?)
+        } else {
+            None
+        };
+        eprintln!("bench: {mode} {shape} N={n} buf={buf}: {ns:.2} ns, {ir:?} instr");
+        Ok((ns, ir))
+    };
     let mut rows = Vec::new();
-    let mut medians: Vec<(&str, f64)> = Vec::new();
-    let mut instrs: Vec<(&str, f64)> = Vec::new();
+    let mut points = Vec::new();
+    let fmt_ir = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
     for &(shape, _) in SHAPES {
         for &n in NS {
             for &buf in BUFS {
-                let out = sh
-                    .cmd(bench_bin())
-                    .args([
-                        "--n",
-                        &n.to_string(),
-                        "--buf",
-                        &buf.to_string(),
-                        "--msg",
-                        shape,
-                    ])
-                    .args(["--iters", "1000000", "--reps", "11"])
-                    .quiet()
-                    .read()
-                    .context(format_args!("bench run n={n} buf={buf} {shape}"))?;
-                let f: Vec<&str> = out.split_whitespace().collect();
-                let median: f64 = f
-                    .get(3)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("bad bench output")?;
-                let ir = if have_valgrind {
-                    Some(instructions(n, buf, shape)?)
-                } else {
-                    None
+                let pool = measure("pool", n, buf, shape)?;
+                // The reference decodes the fixed header only: it runs the empty-lists message.
+                let reference = measure("reference", n, buf, "empty")?;
+                let responder = measure("responder", n, buf, shape)?;
+                let ratio_ir = match (pool.1, reference.1) {
+                    (Some(p), Some(r)) => format!("{:.2}", p / r),
+                    _ => "–".into(),
                 };
-                eprintln!("bench: {shape} N={n} buf={buf}: {median:.2} ns, {ir:?} instr");
-                medians.push((shape, median));
-                if let Some(ir) = ir {
-                    instrs.push((shape, ir));
-                }
                 rows.push(format!(
-                    "| {shape} | {n} | {} KiB | {median:.1} | {} |",
+                    "| {shape} | {n} | {} KiB | {} | {} | {ratio_ir} | {:.1} | {:.1} | {:.2} | {} | {:.1} |",
                     buf / 1024,
-                    ir.map_or("–".into(), |v| format!("{v:.0}"))
+                    fmt_ir(pool.1),
+                    fmt_ir(reference.1),
+                    pool.0,
+                    reference.0,
+                    pool.0 / reference.0,
+                    fmt_ir(responder.1),
+                    responder.0,
                 ));
+                points.push(Point {
+                    shape,
+                    pool,
+                    reference,
+                    responder,
+                });
             }
         }
     }
-    let spread = |v: &[(&str, f64)], shape: &str| {
-        let xs: Vec<f64> = v
+    let spread = |shape: &str, pick: &dyn Fn(&Point) -> Option<f64>| {
+        let xs: Vec<f64> = points
             .iter()
-            .filter(|(s, _)| *s == shape)
-            .map(|(_, x)| *x)
+            .filter(|p| p.shape == shape)
+            .filter_map(pick)
             .collect();
         let (lo, hi) = xs
             .iter()
@@ -138,23 +179,35 @@ fn core() -> Result<()> {
     };
     let mut table = String::new();
     table.push_str(
-        "Command: `cargo xtask bench core` (release build; credits 8, batch 4 at every point; \
-         median of 11 runs of 10^6 messages; instructions from `valgrind --tool=callgrind \
-         --toggle-collect=*measured_cycles*`, difference of 150k and 50k messages).\n\n",
+        "Command: `cargo xtask bench core` (release build; credits 8, batch 4 at every point, \
+         N buffers carved (`PoolConfig::buffers = N`), one post per completion batch of 4; \
+         median of 11 runs of 10^6 messages (responder: 2·10^5); instructions from `valgrind \
+         --tool=callgrind --toggle-collect=*measured_cycles*`, difference of 150k and 50k \
+         messages). **pool**: complete → sync → decode → view → release through `RecvPool`; \
+         **ref**: the plain loop of the same binary (`--mode reference`: same ring, same \
+         batching, no pool; fixed-header decode of the empty-lists message, so both rows \
+         compare with it); **responder**: `Connection::handle` + `flush` per message — \
+         Receive → decode → NULL (ExampleService) → inline reply posted → release, Send \
+         completion included.\n\n",
     );
     table.push_str(
-        "| message | N | buffer | median ns/msg | instructions/msg |\n|---|---|---|---|---|\n",
+        "| message | N | buffer | pool instr | ref instr | instr ratio | pool ns | ref ns | ns ratio | responder instr | responder ns |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows {
         table.push_str(r);
         table.push('\n');
     }
-    table.push_str("\nFlatness (max/min across the 9 grid points):\n\n| message | ns max/min | instructions max/min |\n|---|---|---|\n");
+    table.push_str(
+        "\nFlatness (max/min across the 9 grid points):\n\n| message | pool instr | pool ns | ref instr | responder instr | responder ns |\n|---|---|---|---|---|---|\n",
+    );
     for &(shape, _) in SHAPES {
         table.push_str(&format!(
-            "| {shape} | {} | {} |\n",
-            spread(&medians, shape),
-            spread(&instrs, shape)
+            "| {shape} | {} | {} | {} | {} | {} |\n",
+            spread(shape, &|p| p.pool.1),
+            spread(shape, &|p| Some(p.pool.0)),
+            spread(shape, &|p| p.reference.1),
+            spread(shape, &|p| p.responder.1),
+            spread(shape, &|p| Some(p.responder.0)),
         ));
     }
     println!("{table}");

@@ -31,14 +31,13 @@ impl Default for DecodeLimits {
     }
 }
 
-/// Where the parts of a validated header lie in its Receive buffer: offsets only, `Copy`, 28
+/// Where the parts of a validated header lie in its Receive buffer: offsets only, `Copy`, 24
 /// bytes, so a receive pool can keep it with the message's token and rebuild the [`Message`]
 /// view in constant time without decoding again. Only [`decode_layout`] makes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Layout {
     xid: u32,
-    credits: u32,
     header_len: u32,
     byte_len: u32,
     /// Offset of the read list's terminating 0 (items are `16..read_end`).
@@ -49,7 +48,7 @@ pub struct Layout {
     proc_: Proc,
 }
 
-static_assertions::const_assert!(core::mem::size_of::<Layout>() <= 28);
+static_assertions::const_assert!(core::mem::size_of::<Layout>() <= 24);
 
 impl Layout {
     /// The message view over `buf`, the Receive buffer this layout was decoded from.
@@ -75,6 +74,37 @@ impl Layout {
     pub fn byte_len(&self) -> usize {
         self.byte_len as usize
     }
+
+    /// The offsets of this layout in one word, for a receive pool's descriptor: header_len,
+    /// read_end, write_end (16 bits each: every offset lies in a Receive buffer of at most
+    /// 64 KiB), write_count (8) and the proc (bit 56). `xid` and `byte_len` are not in it:
+    /// [`Layout::unpack`] takes them back from the token.
+    #[inline]
+    pub(crate) fn pack(&self) -> u64 {
+        (self.header_len as u16 as u64)
+            | (self.read_end as u16 as u64) << 16
+            | (self.write_end as u16 as u64) << 32
+            | (self.write_count as u64) << 48
+            | ((self.proc_ == Proc::Nomsg) as u64) << 56
+    }
+
+    /// The layout [`Layout::pack`] packed, with the fields it left out.
+    #[inline(always)]
+    pub(crate) fn unpack(word: u64, xid: u32, byte_len: u32) -> Layout {
+        Layout {
+            xid,
+            header_len: word as u16 as u32,
+            byte_len,
+            read_end: (word >> 16) as u16 as u32,
+            write_end: (word >> 32) as u16 as u32,
+            write_count: (word >> 48) as u8,
+            proc_: if word >> 56 & 1 == 0 {
+                Proc::Msg
+            } else {
+                Proc::Nomsg
+            },
+        }
+    }
 }
 
 /// A validated RPC-over-RDMA call: a [`Layout`] bound to the bytes that arrived.
@@ -99,7 +129,8 @@ impl<'a> Message<'a> {
     /// Credits the requester asked for.
     #[inline]
     pub fn credits(&self) -> u32 {
-        self.layout.credits
+        // Word 2 of a header that decoded, so it is there (read only when asked for).
+        be32(self.buf, 8).unwrap_or(0)
     }
     /// [`Proc::Msg`] or [`Proc::Nomsg`]; nothing else decodes.
     #[inline]
@@ -229,7 +260,6 @@ impl Layout {
         {
             Some(Layout {
                 xid: word(0),
-                credits: word(2),
                 header_len: MIN_HEADER_LEN as u32,
                 byte_len: byte_len as u32,
                 read_end: FIXED_HEADER_LEN as u32,
@@ -327,7 +357,6 @@ pub(crate) fn decode_layout_general(
     };
     Ok(Layout {
         xid: header.xid(),
-        credits: header.credits(),
         header_len: narrow(at)?,
         byte_len: narrow(byte_len)?,
         read_end: narrow(read_end)?,
