@@ -141,12 +141,14 @@ pub(super) fn report(outcomes: &[Outcome], run: bool) -> String {
     let _ = writeln!(s, "\n### RAM\n");
     let _ = writeln!(
         s,
-        "RAM of the receive path = `N × stride` (DMA memory: N Receive buffers, each \
-         `buffer_size` rounded up to the 64-byte cache line) + `size_of::<RecvPool<N>>()` \
-         (bookkeeping: `per_descriptor × N + fixed`; per descriptor an 8-byte state — generation \
-         and state — plus a 2-byte free-list slot). Measured on each target by the example \
-         (its `ram:` line); `server` is the example's own server state around the pool (WR \
-         array, reassembly and send buffers), for comparison.\n"
+        "RAM of the receive path = the DMA memory (the column shows `N × buffer_size = the whole \
+         static region`: N Receive buffers, each `buffer_size` rounded up to the 64-byte cache \
+         line, plus the send slots, Read sinks and payload pages the responder uses) + \
+         `size_of::<RecvPool<N>>()` (bookkeeping: `per_descriptor × N + fixed`; per descriptor a \
+         16-byte entry: the key — generation, tag, state — and a word that is the free-list link \
+         while Free and the packed decoded layout while Held). Measured on each target by the \
+         example (its `ram:` line); `server` is the example's state around the pool (the \
+         responder's call slots and the service), for comparison.\n"
     );
     let _ = writeln!(
         s,
