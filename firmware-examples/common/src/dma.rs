@@ -3,7 +3,7 @@
 //! On a SmartNIC core this would be a region the NIC can address (a linker section in SRAM the
 //! DMA engine reaches, possibly non-cacheable); here it is a zero-initialised, cache-line-aligned
 //! static in `.bss`. It is claimed exactly once: the claim hands out the raw address that both the
-//! core's [`DmaRegion`](rpcrdma_core::dma::DmaRegion) (CPU side) and the simulated NIC (device
+//! core's [`DmaRegion`](rpcrdma_core::dma::DmaRegion) (CPU side) and the software NIC (device
 //! side) use, so no `&mut` to it ever exists alongside the device's writes.
 
 use core::cell::UnsafeCell;
