@@ -462,7 +462,6 @@ impl<A: App> Server<A> {
         } else {
             self.pool_config(self.cfg.credits, 0).needed_region_len()
         };
-        let _ = self.cfg.extra_receives; // included by pool_config
         recv + self.responder_config(1, 1).send_region_len()
     }
 
@@ -1075,4 +1074,41 @@ pub fn rss_kib() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4)
+}
+
+/// What `rpcrdma-serve` and `rpcrdma-gateway` share around a server: logging to stderr
+/// (`RPCRDMA_LOG`, default `info`) and a stop flag set by SIGINT / SIGTERM.
+///
+/// # Errors
+/// The signal handlers could not be installed.
+pub fn program_init() -> std::io::Result<std::sync::Arc<AtomicBool>> {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("RPCRDMA_LOG", "info"))
+        .format_timestamp(None)
+        .init();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+/// Prints `server`'s exit report as `NAME: stats …` and says whether the run succeeded: no
+/// error, and nothing held after teardown.
+pub fn program_exit<A: App>(name: &str, server: &Server<A>, result: Result<()>) -> bool {
+    let stats = server.stats();
+    println!("{name}: stats {}", server.report_line());
+    match result {
+        Ok(()) if stats.leaked == 0 => true,
+        Ok(()) => {
+            eprintln!(
+                "{name}: {} descriptors, calls or pages still held after teardown",
+                stats.leaked
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            false
+        }
+    }
 }

@@ -866,16 +866,8 @@ impl<'a, const C: usize> Connection<'a, C> {
         let Some(c) = self.calls.get(i as usize) else {
             return false;
         };
-        // Work requests this reply needs at most: the Send, plus the Writes of a payload into
-        // the write chunk and of up to four pieces into the reply chunk.
         let need = match (&c.error_reply, c.rx.as_ref().map(|rx| res.pool.view(rx))) {
-            (Some(_), _) => 1,
-            (None, Some(Ok(view))) => {
-                let m = view.message();
-                let w = m.write_list().iter().next().map_or(0, |s| s.len());
-                let r = m.reply_chunk().map_or(0, |s| s.len());
-                1 + max_writes(1, w) + max_writes(4, r)
-            }
+            (None, Some(Ok(view))) => reply_work_requests(view.message()),
             _ => 1,
         };
         if self.sq_room() < need || CHAIN - self.chain.len() < need {
@@ -1046,25 +1038,16 @@ impl<'a, const C: usize> Connection<'a, C> {
         slot: u16,
         (verdict, body_len, payload): (Verdict, usize, Option<Payload>),
     ) -> bool {
-        let free_lent = |res: &mut Resources<'_, 'a, N, P, Q>, payload: Option<Payload>| {
-            if let Some(Payload {
-                source: PayloadSource::Lent(run),
-                ..
-            }) = payload
-            {
-                res.payloads.free(run);
-            }
-        };
         match verdict {
             Verdict::Defer => {
-                free_lent(res, payload);
+                self.keep_payload(res, i, payload, false);
                 return false;
             }
             Verdict::Pending => {
                 // The service answers later (Connection::complete_pending): the Receive stays
                 // held (its chunk lists say where the reply goes), the send slot stays taken,
                 // the sink pages go back.
-                free_lent(res, payload);
+                self.keep_payload(res, i, payload, false);
                 self.counters.pending += 1;
                 if let Some(c) = self.calls.get_mut(i as usize) {
                     if let Some(sink) = c.sink.take() {
@@ -1077,7 +1060,7 @@ impl<'a, const C: usize> Connection<'a, C> {
             Verdict::NoReply => {
                 self.counters.calls += 1;
                 self.counters.no_reply += 1;
-                free_lent(res, payload);
+                self.keep_payload(res, i, payload, false);
                 self.finish(res, i);
                 return true;
             }
@@ -1117,15 +1100,7 @@ impl<'a, const C: usize> Connection<'a, C> {
             Some(rx) => res.pool.view(rx).map_err(|_| StaleHandle)?,
             None => return Err(StaleHandle),
         };
-        let Some(c) = self.calls.get(i as usize) else {
-            return Err(StaleHandle);
-        };
-        // The reply needs room in the chain and the send queue, as in try_reply.
-        let m = *view.message();
-        let need = 1
-            + max_writes(1, m.write_list().iter().next().map_or(0, |s| s.len()))
-            + max_writes(4, m.reply_chunk().map_or(0, |s| s.len()));
-        let _ = c;
+        let need = reply_work_requests(view.message());
         if self.closing {
             return Err(StaleHandle);
         }
@@ -1135,14 +1110,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         }
         let out = self.run_writer(res.payloads, slot, view, handle, f);
         if out.0 == Verdict::Pending || out.0 == Verdict::Defer {
-            let (_, _, payload) = out;
-            if let Some(Payload {
-                source: PayloadSource::Lent(run),
-                ..
-            }) = payload
-            {
-                res.payloads.free(run);
-            }
+            self.keep_payload(res, i, out.2, false);
             return Ok(false);
         }
         self.counters.pending -= 1;
@@ -1681,6 +1649,14 @@ impl<'a, const C: usize> Connection<'a, C> {
         }
         report
     }
+}
+
+/// Send-queue work requests the reply to `message` needs at most: the Send, plus the Writes of
+/// a payload into the write chunk and of up to four pieces into the reply chunk.
+fn reply_work_requests(message: &Message<'_>) -> usize {
+    let w = message.write_list().iter().next().map_or(0, |s| s.len());
+    let r = message.reply_chunk().map_or(0, |s| s.len());
+    1 + max_writes(1, w) + max_writes(4, r)
 }
 
 /// Where a call's Read-chunk data goes in its sink run:

@@ -13,12 +13,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use rpcrdma_hosted::gateway::Gateway;
-use rpcrdma_hosted::server::{Server, ServerConfig};
+use rpcrdma_hosted::server::{program_exit, program_init, Server, ServerConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,16 +62,13 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("RPCRDMA_LOG", "info"))
-        .format_timestamp(None)
-        .init();
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            eprintln!("rpcrdma-gateway: cannot handle signal {signal}: {e}");
+    let stop = match program_init() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("rpcrdma-gateway: cannot handle SIGINT / SIGTERM: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     let cfg = ServerConfig {
         addr: args.addr,
         port: args.port,
@@ -98,20 +94,9 @@ fn main() -> ExitCode {
     let result = server.run_until(|s| {
         stop.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| s.closed >= n)
     });
-    let stats = server.stats();
-    println!("rpcrdma-gateway: stats {}", server.report_line());
-    match result {
-        Ok(()) if stats.leaked == 0 => ExitCode::SUCCESS,
-        Ok(()) => {
-            eprintln!(
-                "rpcrdma-gateway: {} descriptors, calls or pages still held after teardown",
-                stats.leaked
-            );
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("rpcrdma-gateway: {e}");
-            ExitCode::FAILURE
-        }
+    if program_exit("rpcrdma-gateway", &server, result) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -8,11 +8,10 @@
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
-use rpcrdma_hosted::server::{rss_kib, Server, ServerConfig};
+use rpcrdma_hosted::server::{program_exit, program_init, rss_kib, Server, ServerConfig};
 use rpcrdma_services::Program;
 
 #[derive(Parser, Debug)]
@@ -84,16 +83,13 @@ fn parse_program(s: &str) -> Result<Program, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("RPCRDMA_LOG", "info"))
-        .format_timestamp(None)
-        .init();
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            eprintln!("rpcrdma-serve: cannot handle signal {signal}: {e}");
+    let stop = match program_init() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("rpcrdma-serve: cannot handle SIGINT / SIGTERM: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     let mut cfg = ServerConfig {
         addr: args.addr,
         port: args.port,
@@ -133,20 +129,9 @@ fn main() -> ExitCode {
         }
         stop.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| s.closed >= n)
     });
-    let stats = server.stats();
-    println!("rpcrdma-serve: stats {}", server.report_line());
-    match result {
-        Ok(()) if stats.leaked == 0 => ExitCode::SUCCESS,
-        Ok(()) => {
-            eprintln!(
-                "rpcrdma-serve: {} descriptors, calls or pages still held after teardown",
-                stats.leaked
-            );
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("rpcrdma-serve: {e}");
-            ExitCode::FAILURE
-        }
+    if program_exit("rpcrdma-serve", &server, result) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
