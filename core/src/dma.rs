@@ -191,6 +191,102 @@ impl DmaRegion<'_> {
     }
 }
 
+/// A region carved into `count` buffers of `stride` bytes, each holding at most `size` bytes.
+///
+/// The carving is checked once, when it is made (`count × stride` lies in the region and
+/// `size ≤ stride`), so finding a buffer's bytes afterwards costs one compare of the index and
+/// a clamp of the length: no overflow arithmetic and no second bounds check per message.
+#[derive(Debug)]
+pub(crate) struct Carving<'a> {
+    region: DmaRegion<'a>,
+    stride: usize,
+    size: u32,
+    count: usize,
+}
+
+impl<'a> Carving<'a> {
+    /// Carves `region`; `None` if `count × stride` overflows or exceeds the region, or
+    /// `size > stride`.
+    pub(crate) fn new(
+        region: DmaRegion<'a>,
+        stride: usize,
+        size: u32,
+        count: usize,
+    ) -> Option<Self> {
+        let needed = count.checked_mul(stride)?;
+        if needed > region.len || size as usize > stride {
+            return None;
+        }
+        Some(Carving {
+            region,
+            stride,
+            size,
+            count,
+        })
+    }
+
+    /// The local key of the region.
+    #[inline(always)]
+    pub(crate) fn lkey(&self) -> u32 {
+        self.region.lkey
+    }
+
+    /// Device address of buffer `index` (no check: callers pass indices below `count`).
+    #[inline(always)]
+    pub(crate) fn device_addr(&self, index: usize) -> u64 {
+        self.region
+            .device
+            .wrapping_add(index.wrapping_mul(self.stride) as u64)
+    }
+
+    /// CPU address of buffer `index` (no check, never dereferenced here).
+    #[inline(always)]
+    pub(crate) fn cpu_addr(&self, index: usize) -> *const u8 {
+        self.region
+            .cpu
+            .as_ptr()
+            .wrapping_add(index.wrapping_mul(self.stride))
+    }
+
+    /// All `size` bytes of buffer `index`, for the CPU to read; empty if `index ≥ count`.
+    ///
+    /// Crate-internal contract: as [`Carving::prefix`].
+    #[inline(always)]
+    pub(crate) fn buffer(&self, index: usize) -> &[u8] {
+        if index >= self.count {
+            return &[];
+        }
+        // SAFETY: as in `prefix`, with len = size.
+        unsafe {
+            core::slice::from_raw_parts(
+                self.region.cpu.as_ptr().add(index * self.stride),
+                self.size as usize,
+            )
+        }
+    }
+
+    /// The first `min(len, size)` bytes of buffer `index`, for the CPU to read; empty if
+    /// `index ≥ count`.
+    ///
+    /// Crate-internal contract, as [`DmaRegion::bytes`]: only for a buffer the device is not
+    /// writing (its descriptor is not Posted), borrowed no longer than the pool's `&self`.
+    #[inline(always)]
+    pub(crate) fn prefix(&self, index: usize, len: u32) -> &[u8] {
+        if index >= self.count {
+            return &[];
+        }
+        let len = len.min(self.size) as usize;
+        // SAFETY: index < count and len ≤ size ≤ stride, so `index × stride + len ≤ count ×
+        // stride ≤ region.len` (checked in `new`, which also rules out overflow): the bytes lie
+        // in the region, valid for reads for 'a (`DmaRegion::new`'s contract). The pool calls
+        // this only for descriptors that are not Posted, so no device write races the shared
+        // borrow, which is tied to the pool's `&self` and so cannot outlive a repost.
+        unsafe {
+            core::slice::from_raw_parts(self.region.cpu.as_ptr().add(index * self.stride), len)
+        }
+    }
+}
+
 /// Makes received bytes visible to the CPU: called once per successful Receive completion for
 /// exactly the bytes that arrived, before they are decoded.
 ///

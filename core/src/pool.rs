@@ -32,13 +32,17 @@
 //!
 //! # Bookkeeping
 //! Per descriptor 16 bytes ([`RecvDescriptor`], checked at compile time): a key
-//! `generation | tag | state` — the wr_id it was posted with, the index bits replaced by the
-//! state — and a word that holds the next free index while Free (the free list is threaded
-//! through the descriptors) and the decoded [`Layout`], packed, while Held. A completion is
-//! checked with one compare of the key (tag, generation and Posted at once), a token with one
-//! compare against Held; a mismatch is classified (unknown, stale, duplicate) off the hot path.
-//! The [`Received`] token is the wr_id plus `xid` and `byte_len` (16 bytes): a view rebuilds the
-//! message from the token and the descriptor without decoding again.
+//! `generation | tag | low` and a word. The key is the wr_id the buffer was posted with, its
+//! low 16 bits (the index in a wr_id) replaced by `0xffff` while Posted and `0xfffe` while
+//! Free, and left as the index while Held — so a completion is checked with one compare
+//! (`key == wr_id | 0xffff`: tag, generation and Posted at once) and a token with one compare
+//! (`key == token`); indices stop below `0xfffe`, so the three never collide. A mismatch is
+//! classified (unknown, stale, duplicate) off the hot path. The word holds the next free
+//! index while Free (the free list is threaded through the descriptors) and the decoded
+//! [`Layout`], packed, while Held. The [`Received`] token is the wr_id plus `xid` and
+//! `byte_len` (16 bytes): a view rebuilds the message from the token and the descriptor without
+//! decoding again, and finds the bytes through a carving of the region checked once at
+//! construction (one compare of the index, a clamp of the length).
 //!
 //! # Credits and replenishment
 //! The pool advertises `credits` (≥ 1). It keeps up to `credits + batch` Receives posted and
@@ -51,7 +55,7 @@
 use static_assertions::const_assert;
 
 use crate::device::{Device, WrId, WrKind, MAX_EPOCH};
-use crate::dma::{DmaRegion, DmaSync, CACHE_LINE};
+use crate::dma::{Carving, DmaRegion, DmaSync, CACHE_LINE};
 use crate::wire::{decode_layout, DecodeError, DecodeLimits, Disposition, ErrorReply, Layout};
 use crate::xdr::XdrView;
 
@@ -291,6 +295,7 @@ pub enum Completed {
 #[derive(Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[must_use = "release the message with RecvPool::release, or its descriptor stays Held until drain"]
+#[repr(C, align(16))]
 pub struct Received {
     /// The wr_id the buffer was posted with: generation, tag (kind and epoch), index.
     id: u64,
@@ -316,11 +321,10 @@ impl Received {
     pub fn index(&self) -> usize {
         self.id as u16 as usize
     }
-    /// The descriptor key this token is valid for: its wr_id with the index bits replaced by
-    /// the Held state.
+    /// The descriptor key this token is valid for: its wr_id (a Held key keeps the index).
     #[inline(always)]
     fn held_key(&self) -> u64 {
-        (self.id & !STATE_MASK) | HELD
+        self.id
     }
 }
 
@@ -337,11 +341,13 @@ pub enum DescState {
     Held,
 }
 
-/// Low 16 bits of a descriptor key: the state (in a wr_id these bits are the index).
+/// Low 16 bits of a descriptor key: the index while Held, else the state (in a wr_id these bits
+/// are the index).
 const STATE_MASK: u64 = 0xffff;
-const FREE: u64 = 0;
-const POSTED: u64 = 1;
-const HELD: u64 = 2;
+const FREE: u64 = 0xfffe;
+const POSTED: u64 = 0xffff;
+/// Largest capacity: every index stays below the Free and Posted markers.
+const MAX_DESCRIPTORS: usize = FREE as usize;
 /// One step of the generation in a key.
 const GENERATION_ONE: u64 = 1 << 32;
 /// End of the free list.
@@ -350,9 +356,10 @@ const NO_INDEX: u16 = u16::MAX;
 /// Per-descriptor bookkeeping: 16 bytes, two words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RecvDescriptor {
-    /// `generation (32) | tag (16) | state (16)`: the wr_id it was posted with, the index bits
-    /// replaced by the state. A completion is valid iff `key == wr_id & !0xffff | POSTED`,
-    /// a token iff `key == id & !0xffff | HELD`: one compare checks pool, generation and state.
+    /// `generation (32) | tag (16) | low (16)`: the wr_id it was posted with, the index bits
+    /// replaced by POSTED (0xffff) or FREE (0xfffe), kept while Held. A completion is valid iff
+    /// `key == wr_id | POSTED`, a token iff `key == id`: one compare checks pool, generation
+    /// and state.
     key: u64,
     /// Free: the next free descriptor (the free list is threaded through the descriptors);
     /// Held: the decoded [`Layout`], packed. Unused while Posted.
@@ -364,8 +371,8 @@ impl RecvDescriptor {
     fn state(&self) -> DescState {
         match self.key & STATE_MASK {
             POSTED => DescState::Posted,
-            HELD => DescState::Held,
-            _ => DescState::Free,
+            FREE => DescState::Free,
+            _ => DescState::Held,
         }
     }
     #[inline(always)]
@@ -450,12 +457,11 @@ pub struct DrainReport {
 /// A receive pool of `N` persistent Receive buffers over one DMA region.
 #[derive(Debug)]
 pub struct RecvPool<'a, const N: usize> {
-    region: DmaRegion<'a>,
+    buffers: Carving<'a>,
     descs: [RecvDescriptor; N],
     /// Head of the free list threaded through `RecvDescriptor::word`.
     free_head: u16,
     free_len: u16,
-    stride: usize,
     buffer_size: u32,
     tag: u16,
     count: u16,
@@ -470,8 +476,8 @@ pub struct RecvPool<'a, const N: usize> {
 
 impl<'a, const N: usize> RecvPool<'a, N> {
     const CHECK_N: () = assert!(
-        N >= 1 && N <= 65535,
-        "RecvPool capacity N must be 1..=65535"
+        N >= 1 && N <= MAX_DESCRIPTORS,
+        "RecvPool capacity N must be 1..=65534"
     );
 
     /// Carves `region` into `N` Receive buffers.
@@ -510,12 +516,10 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         }
         let stride = stride(config.buffer_size);
         let needed = count * stride;
-        if region.len() < needed {
-            return Err(PoolError::RegionTooSmall {
-                needed,
-                len: region.len(),
-            });
-        }
+        let len = region.len();
+        let Some(buffers) = Carving::new(region, stride, config.buffer_size as u32, count) else {
+            return Err(PoolError::RegionTooSmall { needed, len });
+        };
         let tag = WrId::tag_of(WrKind::Recv, config.epoch);
         let mut descs = [RecvDescriptor {
             key: FREE,
@@ -535,11 +539,10 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             count, config.buffer_size, config.credits
         );
         Ok(RecvPool {
-            region,
+            buffers,
             descs,
             free_head: if count == 0 { NO_INDEX } else { 0 },
             free_len: count as u16,
-            stride,
             buffer_size: config.buffer_size as u32,
             tag,
             count: count as u16,
@@ -599,7 +602,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             return 0;
         }
         let want = self.post_target() - self.posted as usize;
-        let (length, lkey) = (self.buffer_size, self.region.lkey());
+        let (length, lkey) = (self.buffer_size, self.buffers.lkey());
         let mut n = 0;
         for wr in out.iter_mut().take(want) {
             let index = self.free_head;
@@ -611,7 +614,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             desc.key = key | POSTED;
             *wr = RecvWr {
                 wr_id: key | index as u64,
-                addr: self.region.device_addr(index as usize * self.stride),
+                addr: self.buffers.device_addr(index as usize),
                 length,
                 lkey,
             };
@@ -683,7 +686,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     fn lookup(&mut self, wr_id: u64) -> Result<usize, CompletionError> {
         let index = wr_id as u16 as usize;
         match self.descs.get(index) {
-            Some(desc) if desc.key == (wr_id & !STATE_MASK) | POSTED => Ok(index),
+            Some(desc) if desc.key == wr_id | POSTED => Ok(index),
             _ => Err(self.refuse(wr_id)),
         }
     }
@@ -752,18 +755,18 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         let byte_len = completion.byte_len as usize;
         self.counters.completed += 1;
         self.counters.bytes += byte_len as u64;
-        let offset = index * self.stride;
         // Sync only what arrived; never more than the buffer.
         let synced = byte_len.min(self.buffer_size as usize);
         sync.sync_for_cpu(
-            self.region.device_addr(offset),
-            self.region.cpu_addr().wrapping_add(offset),
+            self.buffers.device_addr(index),
+            self.buffers.cpu_addr(index),
             synced,
         );
-        let buf = self
-            .region
-            .bytes(offset, self.buffer_size as usize)
-            .unwrap_or_default();
+        let buf = self.buffers.buffer(index);
+        // The common call first, so its packed layout is a constant.
+        if let Some(layout) = Layout::fast_path_empty_lists(buf, byte_len) {
+            return Ok(Completed::Message(self.hand_up(index, wr_id, layout)));
+        }
         match decode_layout(buf, byte_len, &self.limits) {
             Ok(layout) => Ok(Completed::Message(self.hand_up(index, wr_id, layout))),
             Err(error) => {
@@ -778,7 +781,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     #[inline(always)]
     fn hand_up(&mut self, index: usize, wr_id: u64, layout: Layout) -> Received {
         if let Some(desc) = self.descs.get_mut(index) {
-            desc.key = (wr_id & !STATE_MASK) | HELD;
+            desc.key = wr_id;
             desc.word = layout.pack();
         }
         self.held += 1;
@@ -863,14 +866,18 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     #[inline]
     pub fn view(&self, rx: &Received) -> Result<XdrView<'_>, StaleToken> {
         let (i, d) = self.held_desc(rx)?;
-        // Never past this buffer, whatever the token says.
-        let len = rx.byte_len.min(self.buffer_size);
-        let buf = self
-            .region
-            .bytes(i * self.stride, len as usize)
-            .ok_or(StaleToken)?;
-        let layout = Layout::unpack(d.word, rx.xid, len);
-        Ok(XdrView::new(layout.message(buf)))
+        // Never past this buffer, whatever the token says (`prefix` clamps to the buffer).
+        let buf = self.buffers.prefix(i, rx.byte_len);
+        let byte_len = buf.len() as u32;
+        if d.word == Layout::PACKED_EMPTY_LISTS {
+            // The common call: its layout is a constant, its view the bytes after 28.
+            return Ok(XdrView::inline(
+                Layout::empty_lists(rx.xid, byte_len).message_exact(buf),
+            ));
+        }
+        Ok(XdrView::new(
+            Layout::unpack(d.word, rx.xid, byte_len).message_exact(buf),
+        ))
     }
 
     /// Returns a Held buffer to the free list (after the reply was sent). O(1).

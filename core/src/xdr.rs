@@ -47,6 +47,17 @@ impl<'a> XdrView<'a> {
         Self::split_at_read_chunk(message, inline)
     }
 
+    /// The view of a message known to have no Read chunks: `head` is its inline message.
+    #[inline(always)]
+    pub(crate) fn inline(message: Message<'a>) -> Self {
+        XdrView {
+            head: message.rpc_message(),
+            message,
+            pages: &[],
+            tail: &[],
+        }
+    }
+
     #[cold]
     fn split_at_read_chunk(message: Message<'a>, inline: &'a [u8]) -> Self {
         let at = message

@@ -160,7 +160,11 @@ impl<'a> Message<'a> {
     /// The inline RPC message: a slice of the Receive buffer, no copy.
     #[inline]
     pub fn rpc_message(&self) -> &'a [u8] {
-        self.buf.get(self.inline_range()).unwrap_or_default()
+        // `buf` ends at byte_len, so the inline message is the rest after the header.
+        match self.layout.proc_ {
+            Proc::Msg => self.buf.get(self.header_len()..).unwrap_or_default(),
+            _ => &[],
+        }
     }
     /// The read list.
     #[inline]
@@ -245,31 +249,122 @@ pub fn decode_layout(
 }
 
 impl Layout {
-    /// The common small call — RDMA_MSG, version 1, three empty lists — recognised from seven
-    /// words read out of one bounds-checked array; `None` for everything else (chunk lists,
-    /// RDMA_NOMSG, every malformed header), which [`decode_layout`] then checks in full.
+    /// [`Layout::pack`] of every [`Layout::empty_lists`]: a pool recognises the common call
+    /// from its descriptor word with one compare.
+    pub(crate) const PACKED_EMPTY_LISTS: u64 = MIN_HEADER_LEN as u64
+        | (FIXED_HEADER_LEN as u64) << 16
+        | ((FIXED_HEADER_LEN + XDR_UNIT) as u64) << 32;
+
+    /// The layout of an RDMA_MSG with three empty lists.
+    #[inline(always)]
+    pub(crate) const fn empty_lists(xid: u32, byte_len: u32) -> Layout {
+        Layout {
+            xid,
+            header_len: MIN_HEADER_LEN as u32,
+            byte_len,
+            read_end: FIXED_HEADER_LEN as u32,
+            write_end: (FIXED_HEADER_LEN + XDR_UNIT) as u32,
+            write_count: 0,
+            proc_: Proc::Msg,
+        }
+    }
+
+    /// The message over `buf`, which is already exactly `buf[..byte_len]` of its Receive buffer.
+    #[inline(always)]
+    pub(crate) fn message_exact<'a>(&self, buf: &'a [u8]) -> Message<'a> {
+        Message { buf, layout: *self }
+    }
+
+    /// The two common calls, recognised without the general decoder; `None` for everything
+    /// else (read lists, RDMA_NOMSG, every malformed header), which [`decode_layout`] then
+    /// checks in full.
+    ///
+    /// - RDMA_MSG, version 1, three empty lists: seven words read out of one bounds-checked
+    ///   array;
+    /// - RDMA_MSG with an empty read list, at most one write chunk and an optional reply chunk
+    ///   (an NFS READ, or any call whose reply may be large): see
+    ///   [`Layout::fast_path_write_reply`].
+    ///
+    /// Whenever it returns a layout, it is the one the general decoder returns (a test
+    /// enumerates the shapes and every truncation and compares).
     #[inline(always)]
     fn fast_path(buf: &[u8], byte_len: usize) -> Option<Layout> {
+        let b = buf.get(..byte_len)?;
+        let w = b.first_chunk::<MIN_HEADER_LEN>()?;
+        let word =
+            |i: usize| u32::from_be_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
+        if word(1) != RPCRDMA_VERSION
+            || word(3) != Proc::Msg.to_wire()
+            || word(4) != 0
+            || byte_len > u32::MAX as usize
+        {
+            return None;
+        }
+        if (word(5) | word(6)) == 0 {
+            return Some(Layout::empty_lists(word(0), byte_len as u32));
+        }
+        Self::fast_path_write_reply(b, word(0))
+    }
+
+    /// Only the first of [`Layout::fast_path`]'s shapes (RDMA_MSG, three empty lists), for a
+    /// caller that stores the layout packed: the result is always
+    /// [`Layout::PACKED_EMPTY_LISTS`] plus `xid` and `byte_len`.
+    #[inline(always)]
+    pub(crate) fn fast_path_empty_lists(buf: &[u8], byte_len: usize) -> Option<Layout> {
         let w = buf.get(..byte_len)?.first_chunk::<MIN_HEADER_LEN>()?;
         let word =
             |i: usize| u32::from_be_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
-        if word(1) == RPCRDMA_VERSION
+        (word(1) == RPCRDMA_VERSION
             && word(3) == Proc::Msg.to_wire()
             && (word(4) | word(5) | word(6)) == 0
-            && byte_len <= u32::MAX as usize
-        {
-            Some(Layout {
-                xid: word(0),
-                header_len: MIN_HEADER_LEN as u32,
-                byte_len: byte_len as u32,
-                read_end: FIXED_HEADER_LEN as u32,
-                write_end: (FIXED_HEADER_LEN + XDR_UNIT) as u32,
-                write_count: 0,
-                proc_: Proc::Msg,
-            })
-        } else {
-            None
+            && byte_len <= u32::MAX as usize)
+            .then(|| Layout::empty_lists(word(0), byte_len as u32))
+    }
+
+    /// RDMA_MSG, version 1 and an empty read list already checked on `b` (exactly the bytes
+    /// that arrived, at least 28, at most `u32::MAX`): one write chunk of 1 ..= 16 segments
+    /// or none, then a reply chunk of 1 ..= 16 segments or none. Anything else (a second write
+    /// chunk, a bad discriminator or count, a truncation) is `None`, for the general decoder
+    /// to name.
+    #[inline]
+    fn fast_path_write_reply(b: &[u8], xid: u32) -> Option<Layout> {
+        let mut at = FIXED_HEADER_LEN + XDR_UNIT;
+        let mut write_count = 0;
+        if be32(b, at)? == 1 {
+            at = Self::fast_segments(b, at + XDR_UNIT, MAX_WRITE_SEGMENTS)?;
+            write_count = 1;
         }
+        if be32(b, at)? != 0 {
+            return None;
+        }
+        let write_end = at;
+        at += XDR_UNIT;
+        at = match be32(b, at)? {
+            0 => at + XDR_UNIT,
+            1 => Self::fast_segments(b, at + XDR_UNIT, MAX_REPLY_SEGMENTS)?,
+            _ => return None,
+        };
+        Some(Layout {
+            xid,
+            header_len: at as u32,
+            byte_len: b.len() as u32,
+            read_end: FIXED_HEADER_LEN as u32,
+            write_end: write_end as u32,
+            write_count,
+            proc_: Proc::Msg,
+        })
+    }
+
+    /// `count, segment × count` at `at` with `1 ≤ count ≤ max`, all inside `b`: the offset
+    /// after the segments. Offsets stay far below overflow (`at` is inside `b`, `count ≤ 16`).
+    #[inline(always)]
+    fn fast_segments(b: &[u8], at: usize, max: usize) -> Option<usize> {
+        let count = be32(b, at)? as usize;
+        if count.wrapping_sub(1) >= max {
+            return None;
+        }
+        let end = at + XDR_UNIT + count * SEGMENT_LEN;
+        (end <= b.len()).then_some(end)
     }
 }
 
@@ -489,4 +584,127 @@ fn check_read_list(
         last = Some((position, chunk.length));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a header of words: fixed header with `proc_`, then `lists`, then two words of
+    /// RPC message.
+    fn header(proc_: u32, lists: &[u32]) -> ([u8; 1200], usize) {
+        let mut out = [0u8; 1200];
+        let words = [7u32, 1, 32, proc_]
+            .into_iter()
+            .chain(lists.iter().copied())
+            .chain([0xdead_beef, 0]);
+        let mut n = 0;
+        for (i, w) in words.enumerate() {
+            out[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+            n = 4 * i + 4;
+        }
+        (out, n)
+    }
+
+    fn segments(out: &mut [u32; 256], at: &mut usize, count: u32) {
+        for s in 0..count.min(20) {
+            for w in [0x100 + s, 4096, 0, s * 4096] {
+                out[*at] = w;
+                *at += 1;
+            }
+        }
+    }
+
+    /// The fast paths agree with the general decoder on every shape they could take and on
+    /// every truncation of each: read discriminator, write discriminator and count, the word
+    /// after the write chunk, reply discriminator and count.
+    #[test]
+    fn test_fast_path_agrees_with_general_decoder() {
+        let counts = [0u32, 1, 2, 16, 17, 0x1000_0001, u32::MAX];
+        let discs = [0u32, 1, 2];
+        let limits = DecodeLimits::DEFAULT;
+        let mut taken = 0;
+        for proc_ in [0u32, 1] {
+            for read in [0u32, 1] {
+                for write in discs {
+                    for wcount in counts {
+                        for after_write in discs {
+                            for reply in discs {
+                                for rcount in counts {
+                                    let mut lists = [0u32; 256];
+                                    let mut at = 0;
+                                    lists[at] = read;
+                                    at += 1;
+                                    lists[at] = write;
+                                    at += 1;
+                                    if write == 1 {
+                                        lists[at] = wcount;
+                                        at += 1;
+                                        segments(&mut lists, &mut at, wcount);
+                                        lists[at] = after_write;
+                                        at += 1;
+                                    }
+                                    lists[at] = reply;
+                                    at += 1;
+                                    if reply == 1 {
+                                        lists[at] = rcount;
+                                        at += 1;
+                                        segments(&mut lists, &mut at, rcount);
+                                    }
+                                    let (buf, n) = header(proc_, &lists[..at]);
+                                    for len in 0..=n {
+                                        if let Some(l) = Layout::fast_path_empty_lists(&buf, len) {
+                                            assert_eq!(l.pack(), Layout::PACKED_EMPTY_LISTS);
+                                            assert_eq!(
+                                                Ok(l),
+                                                decode_layout_general(&buf, len, &limits)
+                                            );
+                                        }
+                                        let fast = Layout::fast_path(&buf, len);
+                                        let general = decode_layout_general(&buf, len, &limits);
+                                        if let Some(layout) = fast {
+                                            taken += 1;
+                                            assert_eq!(Ok(layout), general, "len {len}");
+                                        }
+                                        assert_eq!(
+                                            decode_layout(&buf, len, &limits),
+                                            general,
+                                            "len {len}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(taken > 1000, "the fast paths were taken {taken} times");
+    }
+
+    proptest::proptest! {
+        /// Random bytes over a valid write-and-reply header: wherever the fast path answers,
+        /// the general decoder gives the same layout.
+        #[test]
+        fn prop_fast_path_matches_general(
+            flips in proptest::collection::vec((0usize..120, proptest::num::u8::ANY), 0..4),
+            len in 0usize..140,
+        ) {
+            let mut lists = [0u32; 256];
+            let mut at = 0;
+            for w in [0, 1, 2] { lists[at] = w; at += 1; }
+            segments(&mut lists, &mut at, 2);
+            for w in [0, 1, 1] { lists[at] = w; at += 1; }
+            segments(&mut lists, &mut at, 1);
+            let (mut buf, n) = header(0, &lists[..at]);
+            for (i, v) in flips { buf[i] = v; }
+            let len = len.min(n);
+            let limits = DecodeLimits::DEFAULT;
+            let general = decode_layout_general(&buf, len, &limits);
+            if let Some(layout) = Layout::fast_path(&buf, len) {
+                proptest::prop_assert_eq!(Ok(layout), general);
+            }
+            proptest::prop_assert_eq!(decode_layout(&buf, len, &limits), general);
+        }
+    }
 }
