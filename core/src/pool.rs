@@ -56,7 +56,9 @@ use static_assertions::const_assert;
 
 use crate::device::{Device, WrId, WrKind, MAX_EPOCH};
 use crate::dma::{Carving, DmaRegion, DmaSync, CACHE_LINE};
-use crate::wire::{decode_layout, DecodeError, DecodeLimits, Disposition, ErrorReply, Layout};
+use crate::wire::{
+    decode_layout, DecodeError, DecodeLimits, Disposition, ErrorReply, Layout, Message,
+};
 use crate::xdr::XdrView;
 
 pub use crate::device::{Completion, CompletionStatus, RecvWr};
@@ -601,15 +603,16 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         if !self.needs_post() {
             return 0;
         }
-        let want = self.post_target() - self.posted as usize;
+        let want = (self.post_target() - self.posted as usize).min(self.free_len as usize);
         let (length, lkey) = (self.buffer_size, self.buffers.lkey());
+        let mut head = self.free_head;
         let mut n = 0;
         for wr in out.iter_mut().take(want) {
-            let index = self.free_head;
+            let index = head;
             let Some(desc) = self.descs.get_mut(index as usize) else {
                 break;
             };
-            self.free_head = desc.word as u16;
+            head = desc.word as u16;
             let key = (desc.key & !STATE_MASK).wrapping_add(GENERATION_ONE);
             desc.key = key | POSTED;
             *wr = RecvWr {
@@ -620,6 +623,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             };
             n += 1;
         }
+        self.free_head = head;
         self.free_len -= n as u16;
         self.posted += n as u16;
         self.counters.posted += n as u64;
@@ -875,9 +879,29 @@ impl<'a, const N: usize> RecvPool<'a, N> {
                 Layout::empty_lists(rx.xid, byte_len).message_exact(buf),
             ));
         }
-        Ok(XdrView::new(
-            Layout::unpack(d.word, rx.xid, byte_len).message_exact(buf),
-        ))
+        let message = Layout::unpack(d.word, rx.xid, byte_len).message_exact(buf);
+        if !message.has_read_chunks() {
+            return Ok(XdrView::inline(message));
+        }
+        Ok(XdrView::new(message))
+    }
+
+    /// The decoded message of a Held buffer (header, chunk lists, inline bytes) without the
+    /// XDR split: what [`RecvPool::view`] starts from, for a caller that needs only the lists.
+    ///
+    /// # Errors
+    /// [`StaleToken`] if the token does not match a Held descriptor of this pool.
+    #[inline]
+    pub fn message(&self, rx: &Received) -> Result<Message<'_>, StaleToken> {
+        let (i, d) = self.held_desc(rx)?;
+        let buf = self.buffers.prefix(i, rx.byte_len);
+        let byte_len = buf.len() as u32;
+        let layout = if d.word == Layout::PACKED_EMPTY_LISTS {
+            Layout::empty_lists(rx.xid, byte_len)
+        } else {
+            Layout::unpack(d.word, rx.xid, byte_len)
+        };
+        Ok(layout.message_exact(buf))
     }
 
     /// Returns a Held buffer to the free list (after the reply was sent). O(1).

@@ -472,6 +472,40 @@ fn test_completion_forged_wr_id_reserved_bits() {
     assert_accounting(&pool);
 }
 
+/// The descriptor key marks Posted and Free with 0xffff / 0xfffe in the index bits: a forged
+/// id carrying either marker (on a real generation and tag, or where a Held key would match)
+/// is unknown, never a match.
+#[test]
+fn test_completion_forged_wr_id_with_state_markers() {
+    use rpcrdma_core::device::{WrId, WrKind};
+    let mem = memory();
+    let mut pool = RecvPool::<N>::new(mem.region(), CONFIG).unwrap();
+    let mut nic = mem.nic();
+    post(&mut pool, &mut nic);
+    nic.deliver(&bytes(&MSG_EMPTY_LISTS)).unwrap();
+    let rx = message(next(&mut pool, &mut nic));
+    let held = WrId::new(WrKind::Recv, 0, rx.index() as u16, 1).0;
+    let posted = WrId::new(WrKind::Recv, 0, 1, 1).0;
+    for wr_id in [held | 0xffff, held & !0xffff | 0xfffe, posted | 0xffff, posted | 0xfffe] {
+        nic.inject(Completion {
+            wr_id,
+            status: CompletionStatus::Success,
+            byte_len: 28,
+        })
+        .unwrap();
+        assert_eq!(
+            next(&mut pool, &mut nic),
+            Err(CompletionError::UnknownWrId { wr_id })
+        );
+    }
+    // The Held one is still Held and its token still works; the Posted one still completes.
+    assert_eq!(pool.state(rx.index()), Some(DescState::Held));
+    assert!(pool.view(&rx).is_ok());
+    pool.release(rx).unwrap();
+    assert_eq!(pool.counters().rejected_unknown, 4);
+    assert_accounting(&pool);
+}
+
 #[test]
 fn test_completion_stale_wr_id() {
     let mem = memory();

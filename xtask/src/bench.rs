@@ -1,6 +1,7 @@
 //! `cargo xtask bench core`: the core receive-path cycle over the grid
 //! N ∈ {16, 256, 4096} × buffer ∈ {1, 4, 64 KiB} × message ∈ {empty lists, write list + reply
-//! chunk}, for the pool, the plain reference loop (no pool) and the whole responder cycle:
+//! chunk}, for the pool, the plain reference loop (no pool), the harness alone and the whole
+//! responder cycle:
 //! median ns per message (wall clock, 11 repetitions, side by side) and instructions per
 //! message from callgrind (deterministic), with the pool/reference ratios. Writes the table into
 //! `BENCHMARKS.md` between `<!-- bench-core -->` markers and prints it.
@@ -99,6 +100,7 @@ struct Point {
     shape: &'static str,
     pool: (f64, Option<f64>),
     reference: (f64, Option<f64>),
+    harness: Option<f64>,
     responder: (f64, Option<f64>),
 }
 
@@ -137,16 +139,27 @@ fn core() -> Result<()> {
                 let pool = measure("pool", n, buf, shape)?;
                 // The reference decodes the fixed header only: it runs the empty-lists message.
                 let reference = measure("reference", n, buf, "empty")?;
+                // The ring, loop and black_box alone (instructions only).
+                let harness = if have_valgrind {
+                    Some(instructions("harness", n, buf, shape)?)
+                } else {
+                    None
+                };
                 let responder = measure("responder", n, buf, shape)?;
                 let ratio_ir = match (pool.1, reference.1) {
                     (Some(p), Some(r)) => format!("{:.2}", p / r),
                     _ => "–".into(),
                 };
+                let ratio_own = match (pool.1, reference.1, harness) {
+                    (Some(p), Some(r), Some(h)) => format!("{:.2}", (p - h) / (r - h)),
+                    _ => "–".into(),
+                };
                 rows.push(format!(
-                    "| {shape} | {n} | {} KiB | {} | {} | {ratio_ir} | {:.1} | {:.1} | {:.2} | {} | {:.1} |",
+                    "| {shape} | {n} | {} KiB | {} | {} | {} | {ratio_ir} | {ratio_own} | {:.1} | {:.1} | {:.2} | {} | {:.1} |",
                     buf / 1024,
                     fmt_ir(pool.1),
                     fmt_ir(reference.1),
+                    fmt_ir(harness),
                     pool.0,
                     reference.0,
                     pool.0 / reference.0,
@@ -157,6 +170,7 @@ fn core() -> Result<()> {
                     shape,
                     pool,
                     reference,
+                    harness,
                     responder,
                 });
             }
@@ -186,26 +200,29 @@ fn core() -> Result<()> {
          messages). **pool**: complete → sync → decode → view → release through `RecvPool`; \
          **ref**: the plain loop of the same binary (`--mode reference`: same ring, same \
          batching, no pool; fixed-header decode of the empty-lists message, so both rows \
-         compare with it); **responder**: `Connection::handle` + `flush` per message — \
+         compare with it); **harness**: the ring pop, loop, `black_box` and chained re-post of the \
+         same ids alone (`--mode harness`), paid by pool and ref alike; **own ratio** = (pool − \
+         harness) / (ref − harness); **responder**: `Connection::handle` + `flush` per message — \
          Receive → decode → NULL (ExampleService) → inline reply posted → release, Send \
          completion included.\n\n",
     );
     table.push_str(
-        "| message | N | buffer | pool instr | ref instr | instr ratio | pool ns | ref ns | ns ratio | responder instr | responder ns |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| message | N | buffer | pool instr | ref instr | harness instr | instr ratio | own ratio | pool ns | ref ns | ns ratio | responder instr | responder ns |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows {
         table.push_str(r);
         table.push('\n');
     }
     table.push_str(
-        "\nFlatness (max/min across the 9 grid points):\n\n| message | pool instr | pool ns | ref instr | responder instr | responder ns |\n|---|---|---|---|---|---|\n",
+        "\nFlatness (max/min across the 9 grid points):\n\n| message | pool instr | pool ns | ref instr | harness instr | responder instr | responder ns |\n|---|---|---|---|---|---|---|\n",
     );
     for &(shape, _) in SHAPES {
         table.push_str(&format!(
-            "| {shape} | {} | {} | {} | {} | {} |\n",
+            "| {shape} | {} | {} | {} | {} | {} | {} |\n",
             spread(shape, &|p| p.pool.1),
             spread(shape, &|p| Some(p.pool.0)),
             spread(shape, &|p| p.reference.1),
+            spread(shape, &|p| p.harness),
             spread(shape, &|p| p.responder.1),
             spread(shape, &|p| Some(p.responder.0)),
         ));

@@ -644,16 +644,15 @@ impl<'a, const C: usize> Connection<'a, C> {
             let _ = res.pool.release(rx);
             return;
         };
-        let has_reads = match res.pool.view(&rx) {
-            Ok(view) if view.message().is_backchannel_reply() => {
+        let has_reads = match res.pool.message(&rx) {
+            Ok(m) if m.is_backchannel_reply() => {
                 self.counters.backchannel += 1;
-                service.backchannel_reply(&view);
+                service.backchannel_reply(&XdrView::new(m));
                 let _ = res.pool.release(rx);
                 self.free_call(i);
                 return;
             }
-            Ok(view) => {
-                let m = view.message();
+            Ok(m) => {
                 self.counters.requested_credits = m.credits();
                 let reads = m.has_read_chunks();
                 if reads {
@@ -756,15 +755,15 @@ impl<'a, const C: usize> Connection<'a, C> {
         let Some(rx) = c.rx.as_ref() else {
             return false;
         };
-        let Ok(view) = res.pool.view(rx) else {
+        let Ok(message) = res.pool.message(rx) else {
             return false;
         };
-        let layout = SinkLayout::of(view.message());
-        let segments = view.message().read_list().len();
+        let layout = SinkLayout::of(&message);
+        let segments = message.read_list().len();
         if !res.sinks.fits(layout.total) {
             // The pool can never hold this call: answer ERR_CHUNK rather than wait forever.
             let reply = ErrorReply {
-                xid: view.message().xid(),
+                xid: message.xid(),
                 vers: crate::wire::RPCRDMA_VERSION,
                 credits: 0,
                 kind: crate::wire::ErrorReplyKind::Chunk,
@@ -806,11 +805,11 @@ impl<'a, const C: usize> Connection<'a, C> {
         let (Some(rx), Some(sink)) = (c.rx.as_ref(), c.sink.as_ref()) else {
             return;
         };
-        let Ok(view) = res.pool.view(rx) else {
+        let Ok(message) = res.pool.message(rx) else {
             return;
         };
-        let list = view.message().read_list();
-        let layout = SinkLayout::of(view.message());
+        let list = message.read_list();
+        let layout = SinkLayout::of(&message);
         let mut posted = c.reads_posted;
         let total = c.reads_total;
         let mut added: u16 = 0;
@@ -866,8 +865,8 @@ impl<'a, const C: usize> Connection<'a, C> {
         let Some(c) = self.calls.get(i as usize) else {
             return false;
         };
-        let need = match (&c.error_reply, c.rx.as_ref().map(|rx| res.pool.view(rx))) {
-            (None, Some(Ok(view))) => reply_work_requests(view.message()),
+        let need = match (&c.error_reply, c.rx.as_ref().map(|rx| res.pool.message(rx))) {
+            (None, Some(Ok(m))) => reply_work_requests(&m),
             _ => 1,
         };
         if self.sq_room() < need || CHAIN - self.chain.len() < need {
@@ -1096,11 +1095,11 @@ impl<'a, const C: usize> Connection<'a, C> {
             }
             _ => return Err(StaleHandle),
         };
-        let view = match self.calls.get(i as usize).and_then(|c| c.rx.as_ref()) {
-            Some(rx) => res.pool.view(rx).map_err(|_| StaleHandle)?,
+        let message = match self.calls.get(i as usize).and_then(|c| c.rx.as_ref()) {
+            Some(rx) => res.pool.message(rx).map_err(|_| StaleHandle)?,
             None => return Err(StaleHandle),
         };
-        let need = reply_work_requests(view.message());
+        let need = reply_work_requests(&message);
         if self.closing {
             return Err(StaleHandle);
         }
@@ -1108,7 +1107,7 @@ impl<'a, const C: usize> Connection<'a, C> {
             // No room now: the caller flushes and tries again.
             return Ok(false);
         }
-        let out = self.run_writer(res.payloads, slot, view, handle, f);
+        let out = self.run_writer(res.payloads, slot, XdrView::new(message), handle, f);
         if out.0 == Verdict::Pending || out.0 == Verdict::Defer {
             self.keep_payload(res, i, out.2, false);
             return Ok(false);
@@ -1141,10 +1140,9 @@ impl<'a, const C: usize> Connection<'a, C> {
         let Some(rx) = self.calls.get(i as usize).and_then(|c| c.rx.as_ref()) else {
             return;
         };
-        let Ok(inline_view) = res.pool.view(rx) else {
+        let Ok(message) = res.pool.message(rx) else {
             return;
         };
-        let message = *inline_view.message();
         let write_chunk = message.write_list().iter().next();
         let reply_chunk = message.reply_chunk();
         let write_segs = write_chunk.map(|s| s.len());
@@ -1503,10 +1501,9 @@ impl<'a, const C: usize> Connection<'a, C> {
         let (Some(rx), Some(sink)) = (c.rx.as_ref(), c.sink.as_ref()) else {
             return;
         };
-        let Ok(view) = res.pool.view(rx) else {
+        let Ok(message) = res.pool.message(rx) else {
             return;
         };
-        let message = *view.message();
         self.counters.read_bytes += message.read_list().total_len();
         let layout = SinkLayout::of(&message);
         if layout.data_chunks < 2 {

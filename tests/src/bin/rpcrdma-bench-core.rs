@@ -7,6 +7,8 @@
 //!   checks a generation-tagged wr_id and a state byte, calls the sync hook, decodes the fixed
 //!   header (RDMA_MSG, version 1, empty lists), slices the inline message and frees the buffer:
 //!   the floor any pool must pay;
+//! - `harness`: the ring, the loop and the `black_box` alone — what the other modes pay before
+//!   any receive-path work;
 //! - `responder`: the whole responder cycle through [`Connection`] — Receive completion →
 //!   decode → NULL service → inline reply built and posted → release, plus the Send's
 //!   completion — over a device that is only the ring.
@@ -17,7 +19,7 @@
 //! buffers really exist (`PoolConfig::buffers = N`).
 //!
 //! ```text
-//! rpcrdma-bench-core --n 256 --buf 4096 --msg empty|chunks [--mode pool|reference|responder]
+//! rpcrdma-bench-core --n 256 --buf 4096 --msg empty|chunks [--mode pool|reference|harness|responder]
 //!                    [--iters K] [--reps R] [--callgrind]
 //! ```
 //! Prints one line: `n buf msg median_ns min_ns max_ns`. With `--callgrind` it runs `--iters`
@@ -261,6 +263,52 @@ impl Cycle for Reference<'_> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// harness: the ring and the loop alone
+
+/// What every mode pays before any receive-path work: the ring pop per message, the same
+/// `black_box` of an inline-message slice, and one chained "post" of the consumed ids per
+/// batch through a work-request array. Pool and reference minus this are their own cost.
+struct Harness<'m> {
+    msg: &'m [u8],
+    ring: Ring,
+    wrs: [RecvWr; 16],
+    ids: [u64; PER_BATCH],
+}
+
+impl<'m> Harness<'m> {
+    fn new(msg: &'m [u8]) -> Self {
+        let mut h = Harness {
+            msg,
+            ring: Ring::new(),
+            wrs: [RecvWr::default(); 16],
+            ids: [0; PER_BATCH],
+        };
+        for i in 0..(CREDITS + BATCH) as u64 {
+            h.ring.push(i);
+        }
+        h
+    }
+}
+
+impl Cycle for Harness<'_> {
+    #[inline(always)]
+    fn batch(&mut self) -> usize {
+        let mut acc = 0;
+        for id in self.ids.iter_mut() {
+            *id = self.ring.pop();
+            acc += black_box(self.msg.get(28..).unwrap_or_default()).len();
+        }
+        for (wr, id) in self.wrs.iter_mut().zip(self.ids) {
+            wr.wr_id = id;
+        }
+        for wr in &self.wrs[..PER_BATCH] {
+            self.ring.push(wr.wr_id);
+        }
+        acc
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // responder
 
 /// A device that is only the ring: Receives in order, Sends complete at the next poll.
@@ -420,6 +468,7 @@ fn run<const N: usize>(
             reps,
             callgrind,
         ),
+        "harness" => time(&mut Harness::new(msg), iters, reps, callgrind),
         "responder" => {
             let aux = [
                 DmaMemory::new(PAGES * 4096),
@@ -436,7 +485,7 @@ fn run<const N: usize>(
             );
             ns
         }
-        other => panic!("--mode pool|reference|responder, not {other}"),
+        other => panic!("--mode pool|reference|harness|responder, not {other}"),
     }
 }
 
