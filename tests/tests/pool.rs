@@ -486,7 +486,12 @@ fn test_completion_forged_wr_id_with_state_markers() {
     let rx = message(next(&mut pool, &mut nic));
     let held = WrId::new(WrKind::Recv, 0, rx.index() as u16, 1).0;
     let posted = WrId::new(WrKind::Recv, 0, 1, 1).0;
-    for wr_id in [held | 0xffff, held & !0xffff | 0xfffe, posted | 0xffff, posted | 0xfffe] {
+    for wr_id in [
+        held | 0xffff,
+        held & !0xffff | 0xfffe,
+        posted | 0xffff,
+        posted | 0xfffe,
+    ] {
         nic.inject(Completion {
             wr_id,
             status: CompletionStatus::Success,
