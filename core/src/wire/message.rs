@@ -662,6 +662,13 @@ mod tests {
                                         }
                                         let fast = Layout::fast_path(&buf, len);
                                         let general = decode_layout_general(&buf, len, &limits);
+                                        if let Ok(l) = general {
+                                            let word = l.pack();
+                                            assert_eq!(
+                                                Layout::unpack(word, l.xid(), l.byte_len() as u32),
+                                                l
+                                            );
+                                        }
                                         if let Some(layout) = fast {
                                             taken += 1;
                                             assert_eq!(Ok(layout), general, "len {len}");
