@@ -184,7 +184,18 @@ impl<'a> XdrView<'a> {
     }
 
     /// The big-endian word at stream offset `offset`.
+    #[inline]
     pub fn word(&self, offset: usize) -> Option<u32> {
+        // Most words of a call (its RPC header) lie in `head`: read them in place.
+        if let Some(w) = self.head.get(offset..).and_then(<[u8]>::first_chunk::<4>) {
+            return Some(u32::from_be_bytes(*w));
+        }
+        self.word_across(offset)
+    }
+
+    /// [`XdrView::word`] for a word that is not wholly in `head`.
+    #[inline(never)]
+    fn word_across(&self, offset: usize) -> Option<u32> {
         let mut b = [0u8; 4];
         (self.copy_out(offset, &mut b) == 4).then(|| u32::from_be_bytes(b))
     }

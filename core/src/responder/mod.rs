@@ -1023,6 +1023,10 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// Where the reply body starts in a send slot: after the longest header the reply to
     /// `message` may need.
     fn body_at(message: &Message<'_>) -> usize {
+        if message.lists_empty() {
+            // No chunks: the reply header is the fixed header and three empty lists.
+            return crate::wire::MIN_HEADER_LEN;
+        }
         let write_segs = message.write_list().iter().next().map(|s| s.len());
         let reply_segs = message.reply_chunk().map(|s| s.len());
         header_len(write_segs, reply_segs).max(header_len(write_segs, None))
@@ -1185,7 +1189,8 @@ impl<'a, const C: usize> Connection<'a, C> {
                 }
             }
         }
-        let zeros = [0u32; 16];
+        static ZEROS: [u32; 16] = [0; 16];
+        let zeros = &ZEROS;
         let write_echo = write_chunk.map(|segs| {
             (
                 segs,
@@ -1651,6 +1656,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 /// Send-queue work requests the reply to `message` needs at most: the Send, plus the Writes of
 /// a payload into the write chunk and of up to four pieces into the reply chunk.
 fn reply_work_requests(message: &Message<'_>) -> usize {
+    if message.lists_empty() {
+        return 1; // the Send alone
+    }
     let w = message.write_list().iter().next().map_or(0, |s| s.len());
     let r = message.reply_chunk().map_or(0, |s| s.len());
     1 + max_writes(1, w) + max_writes(4, r)

@@ -3,7 +3,9 @@
 use heapless::Vec;
 
 use crate::device::{SendOp, SendWr, Sge};
-use crate::wire::{put32, Proc, SegmentList, FIXED_HEADER_LEN, RPCRDMA_VERSION, SEGMENT_LEN};
+use crate::wire::{
+    put32, Proc, SegmentList, FIXED_HEADER_LEN, MIN_HEADER_LEN, RPCRDMA_VERSION, SEGMENT_LEN,
+};
 
 /// Most segments a chunk carries (the decoder's caps for write and reply chunks).
 pub(crate) const MAX_CHUNK_SEGMENTS: usize = 16;
@@ -17,6 +19,7 @@ pub(crate) const CREDITS_OFFSET: usize = 8;
 /// Bytes of a reply header: fixed header, empty read list, the write list echoed (`write`:
 /// segment counts of the call's write chunks), and the reply chunk (`reply`: its segment count
 /// when the reply uses it, else absent).
+#[inline]
 pub(crate) fn header_len(write: Option<usize>, reply: Option<usize>) -> usize {
     let writes = write.map_or(0, |n| 8 + n * SEGMENT_LEN);
     let reply = reply.map_or(4, |n| 8 + n * SEGMENT_LEN);
@@ -34,6 +37,21 @@ pub(crate) fn emit_header(
     write: Option<(SegmentList<'_>, &[u32])>,
     reply: Option<(SegmentList<'_>, &[u32])>,
 ) -> usize {
+    if write.is_none() && reply.is_none() {
+        // The common reply: fixed header and three empty lists, written at once.
+        let Some(out) = out.first_chunk_mut::<MIN_HEADER_LEN>() else {
+            return 0;
+        };
+        let mut h = [0u8; MIN_HEADER_LEN];
+        for (i, w) in [xid, RPCRDMA_VERSION, credits, proc_.to_wire()]
+            .into_iter()
+            .enumerate()
+        {
+            put32(&mut h, 4 * i, w);
+        }
+        *out = h;
+        return MIN_HEADER_LEN;
+    }
     let len = header_len(
         write.as_ref().map(|(s, _)| s.len()),
         reply.as_ref().map(|(s, _)| s.len()),
@@ -140,9 +158,10 @@ pub(crate) fn plan_writes<const K: usize>(
     Some(written)
 }
 
-/// Work requests [`plan_writes`] needs at most for `pieces` pieces into `segments` segments.
+/// Work requests [`plan_writes`] needs at most for `pieces` pieces into `segments` segments
+/// (none without a chunk to write into).
 pub(crate) const fn max_writes(pieces: usize, segments: usize) -> usize {
-    if pieces == 0 {
+    if pieces == 0 || segments == 0 {
         0
     } else {
         pieces + segments
