@@ -146,7 +146,7 @@ pub enum SendOp {
     },
 }
 
-/// A send-queue work request with one SGE. Every one is signaled.
+/// A send-queue work request with one SGE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SendWr {
@@ -156,6 +156,11 @@ pub struct SendWr {
     pub op: SendOp,
     /// The local memory.
     pub local: Sge,
+    /// Whether the device reports the work request's successful completion (`IBV_SEND_SIGNALED`).
+    /// A failed or flushed work request is reported either way. On a reliable connection the
+    /// send queue completes in order, so a signaled completion also says that every work
+    /// request posted before it has completed.
+    pub signaled: bool,
 }
 
 /// Completion status, as the binding maps it from the device.

@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
         initiator_depth: 2,
         sq_depth: 128,
         epoch: 4,
+        signal_all: false,
     };
     let mut local = Box::new(Mem::<{ 64 * 1024 }>([0; 64 * 1024]));
     let mut remote = vec![0x5au8; REMOTE_LEN];

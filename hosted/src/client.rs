@@ -366,6 +366,7 @@ impl Client {
                 length: len as u32,
                 lkey: self.send.lkey(),
             },
+            signaled: true,
         };
         match VerbsDevice::new(&self.qp, None, None).post_send(&[wr]) {
             Ok(()) => Ok(()),

@@ -125,6 +125,9 @@ pub struct ServerConfig {
     pub srq: bool,
     /// Sleep on completion channels instead of busy-polling.
     pub event_mode: bool,
+    /// Signal every send-queue work request instead of the last Send of each batch (for
+    /// comparison; see `ResponderConfig::signal_all`).
+    pub signal_all: bool,
     /// Register and deregister a memory region around every Receive (the design the
     /// persistent pool replaced; for comparison only).
     pub register_per_receive: bool,
@@ -154,6 +157,7 @@ impl Default for ServerConfig {
             send_size: 4096,
             srq: false,
             event_mode: false,
+            signal_all: false,
             register_per_receive: false,
             programs: vec![Program {
                 prog: NFS_PROG,
@@ -359,6 +363,7 @@ impl<A: App> Server<A> {
             initiator_depth,
             sq_depth: self.sq_depth(credits),
             epoch,
+            signal_all: self.cfg.signal_all,
         }
     }
 

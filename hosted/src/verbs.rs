@@ -551,7 +551,11 @@ impl Device for VerbsDevice<'_> {
                 c.wr_id = wr.wr_id;
                 c.sg_list = &mut sges[i];
                 c.num_sge = 1;
-                c.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+                c.send_flags = if wr.signaled {
+                    ibv_send_flags::IBV_SEND_SIGNALED.0
+                } else {
+                    0
+                };
                 match wr.op {
                     SendOp::Send => c.opcode = ibv_wr_opcode::IBV_WR_SEND,
                     SendOp::Write { remote, rkey } => {

@@ -12,6 +12,9 @@
 //!   SGE and remote range is checked against what was registered; a bad one completes with a
 //!   protection or remote-access error. Work requests execute at poll time, in order, unless
 //!   held ([`SoftNic::hold`]), which lets a test disconnect with Reads or Writes outstanding.
+//!   An unsignaled work request that succeeds completes silently and keeps its send-queue slot
+//!   until a later completion is polled, as on real hardware: a core that posts more than the
+//!   queue holds, counting silent work requests as gone too early, gets `ENOMEM`.
 //! - **Errors**: the first failed work request moves the queue pair to error: every posted
 //!   Receive and every queued send-queue work request completes as flushed, and later posts
 //!   flush at once, as on real hardware. Faults can be injected ([`SoftNic::fail_next`],
@@ -152,6 +155,15 @@ pub struct NicCounters {
     pub max_reads_outstanding: u64,
 }
 
+/// A queued completion: whether it is a Receive's that a message consumed, and how many silent
+/// work requests its polling reaps.
+#[derive(Debug, Clone, Copy)]
+struct Cqe {
+    completion: Completion,
+    message: bool,
+    reaps: usize,
+}
+
 /// The software NIC: `RQ` Receives, `SQ` send-queue work requests, `CQ` completions, and an
 /// inbox of `OUTQ` messages of at most `MSG` bytes for the requester.
 pub struct SoftNic<
@@ -166,7 +178,11 @@ pub struct SoftNic<
     rq: Deque<RecvWr, RQ>,
     sq: Deque<SendWr, SQ>,
     /// Completions, each flagged when it is a Receive's that a message consumed.
-    cq: Deque<(Completion, bool), CQ>,
+    cq: Deque<Cqe, CQ>,
+    /// Unsignaled work requests that completed silently and still hold a send-queue slot.
+    silent: usize,
+    /// Of those, the ones no completion queued so far will reap.
+    silent_unclaimed: usize,
     /// Receive completions of messages in `cq`, not polled yet.
     recv_in_cq: usize,
     inbox: Deque<Sent<MSG>, OUTQ>,
@@ -196,6 +212,8 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
             rq: Deque::new(),
             sq: Deque::new(),
             cq: Deque::new(),
+            silent: 0,
+            silent_unclaimed: 0,
             recv_in_cq: 0,
             inbox: Deque::new(),
             held: false,
@@ -334,8 +352,31 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
     /// [`NicError::CqOverrun`].
     pub fn inject(&mut self, c: Completion) -> Result<(), NicError> {
         self.cq
-            .push_back((c, false))
+            .push_back(Cqe {
+                completion: c,
+                message: false,
+                reaps: 0,
+            })
             .map_err(|_| NicError::CqOverrun)
+    }
+
+    /// Queues a send-queue completion; polling it reaps the silent work requests before it.
+    fn push_completion(&mut self, completion: Completion) -> Result<(), Completion> {
+        let reaps = self.silent_unclaimed;
+        self.cq
+            .push_back(Cqe {
+                completion,
+                message: false,
+                reaps,
+            })
+            .map_err(|e| e.completion)?;
+        self.silent_unclaimed = 0;
+        Ok(())
+    }
+
+    /// Send-queue slots in use: queued work requests and silent ones not reaped yet.
+    pub fn sq_occupied(&self) -> usize {
+        self.sq.len() + self.silent
     }
 
     /// The queue pair goes to error (a disconnect): every posted Receive and queued
@@ -344,11 +385,15 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         self.error = true;
         let mut n = 0;
         while let Some(wr) = self.sq.pop_front() {
-            let _ = self.cq.push_back((flushed(wr.wr_id), false));
+            let _ = self.push_completion(flushed(wr.wr_id));
             n += 1;
         }
         while let Some(wr) = self.rq.pop_front() {
-            let _ = self.cq.push_back((flushed(wr.wr_id), false));
+            let _ = self.cq.push_back(Cqe {
+                completion: flushed(wr.wr_id),
+                message: false,
+                reaps: 0,
+            });
             n += 1;
         }
         n
@@ -404,7 +449,11 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
             }
         };
         self.cq
-            .push_back((completion, true))
+            .push_back(Cqe {
+                completion,
+                message: true,
+                reaps: 0,
+            })
             .map_err(|_| NicError::CqOverrun)?;
         self.recv_in_cq += 1;
         if self.error {
@@ -436,19 +485,22 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         self.counters.max_reads_outstanding = self.counters.max_reads_outstanding.max(reads);
         while let Some(wr) = self.sq.pop_front() {
             if self.error {
-                let _ = self.cq.push_back((flushed(wr.wr_id), false));
+                let _ = self.push_completion(flushed(wr.wr_id));
                 continue;
             }
             let status = self.execute(&wr);
             let failed = status != CompletionStatus::Success;
-            let _ = self.cq.push_back((
-                Completion {
-                    wr_id: wr.wr_id,
-                    status,
-                    byte_len: 0,
-                },
-                false,
-            ));
+            if !failed && !wr.signaled {
+                // Completed silently; its slot is reaped with the next completion polled.
+                self.silent += 1;
+                self.silent_unclaimed += 1;
+                continue;
+            }
+            let _ = self.push_completion(Completion {
+                wr_id: wr.wr_id,
+                status,
+                byte_len: 0,
+            });
             if failed {
                 self.flush();
             }
@@ -532,7 +584,12 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         self.counters.recv_doorbells += 1;
         for (index, wr) in wrs.iter().enumerate() {
             if self.error {
-                if self.cq.push_back((flushed(wr.wr_id), false)).is_err() {
+                let flushed = Cqe {
+                    completion: flushed(wr.wr_id),
+                    message: false,
+                    reaps: 0,
+                };
+                if self.cq.push_back(flushed).is_err() {
                     return Err(PostError {
                         index,
                         code: ENOMEM,
@@ -565,7 +622,7 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         self.counters.send_doorbells += 1;
         for (index, wr) in wrs.iter().enumerate() {
             if self.error {
-                if self.cq.push_back((flushed(wr.wr_id), false)).is_err() {
+                if self.push_completion(flushed(wr.wr_id)).is_err() {
                     return Err(PostError {
                         index,
                         code: ENOMEM,
@@ -573,7 +630,8 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
                 }
                 continue;
             }
-            if self.sq.push_back(*wr).is_err() {
+            // Silent work requests still hold their slots.
+            if self.sq_occupied() >= SQ || self.sq.push_back(*wr).is_err() {
                 return Err(PostError {
                     index,
                     code: ENOMEM,
@@ -588,9 +646,10 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         let mut n = 0;
         for slot in out.iter_mut() {
             match self.cq.pop_front() {
-                Some((c, message)) => {
-                    *slot = c;
-                    self.recv_in_cq -= message as usize;
+                Some(e) => {
+                    *slot = e.completion;
+                    self.recv_in_cq -= e.message as usize;
+                    self.silent -= e.reaps;
                     n += 1;
                 }
                 None => break,

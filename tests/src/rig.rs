@@ -70,6 +70,8 @@ pub struct RigConfig {
     pub sink_bytes: usize,
     /// Bytes of payload pages.
     pub payload_bytes: usize,
+    /// Signal every send-queue work request ([`ResponderConfig::signal_all`]).
+    pub signal_all: bool,
 }
 
 impl Default for RigConfig {
@@ -83,6 +85,7 @@ impl Default for RigConfig {
             initiator_depth: 4,
             sink_bytes: 2 << 20,
             payload_bytes: 2 << 20,
+            signal_all: false,
         }
     }
 }
@@ -251,6 +254,7 @@ impl<S: Service> Rig<S> {
             initiator_depth: config.initiator_depth,
             sq_depth: 1024,
             epoch: 8,
+            signal_all: config.signal_all,
         };
         let send = leak(rc.send_region_len());
         let sink = leak(config.sink_bytes);

@@ -650,6 +650,7 @@ mod shared_pool {
                     initiator_depth: 2,
                     sq_depth: 128,
                     epoch: 10 + k as u16,
+                    signal_all: false,
                 };
                 let send = leak(rc.send_region_len());
                 let iova = 0x30_0000_0000 + ((k as u64) << 32);
@@ -871,5 +872,170 @@ fn pending_calls_are_released_when_the_connection_closes() {
         !complete(&mut rig, handle, len),
         "the call went with the connection"
     );
+    rig.assert_quiet();
+}
+
+// -------------------------------------------------------------------------------------------
+// Send signaling: one signaled Send per posted chain; its completion retires the replies
+// before it (an RC send queue completes in order).
+
+fn null_call(xid: u32) -> Vec<u8> {
+    call_message(
+        xid,
+        Proc::Msg,
+        &[],
+        None,
+        None,
+        &rpc_call(xid, NFS_PROG, 3, 0, &[]),
+    )
+}
+
+/// A rig with the full grant already seen by the requester.
+fn warmed(signal_all: bool) -> Rig<ExampleService> {
+    let config = RigConfig {
+        signal_all,
+        ..RigConfig::default()
+    };
+    let mut rig = Rig::new(config, ExampleService::default());
+    rig.round_trip(&null_call(1000));
+    rig
+}
+
+#[test]
+fn a_batch_of_replies_signals_only_its_last_send() {
+    let mut rig = warmed(false);
+    for xid in 0..8 {
+        rig.send(&null_call(xid)).unwrap();
+    }
+    rig.pump();
+    assert_eq!(rig.replies.len(), 9);
+    assert_eq!(
+        rig.conn.counters().unsignaled_sends,
+        7,
+        "eight replies in one chain: seven unsignaled"
+    );
+    rig.assert_quiet();
+}
+
+#[test]
+fn signal_all_signals_every_send() {
+    let mut rig = warmed(true);
+    for xid in 0..8 {
+        rig.send(&null_call(xid)).unwrap();
+    }
+    rig.pump();
+    assert_eq!(rig.replies.len(), 9);
+    assert_eq!(rig.conn.counters().unsignaled_sends, 0);
+    rig.assert_quiet();
+}
+
+/// Three GENERATE calls into write chunks, in one batch, the NIC held so their work requests
+/// wait in the send queue.
+fn three_generates_held(rig: &mut Rig<ExampleService>) {
+    rig.nic.hold(true);
+    for k in 0..3u32 {
+        let w = [rig.target_segment(k as usize * 65536, 65536)];
+        rig.send(&generate_msg(
+            50 + k,
+            PROC_GENERATE,
+            20_000,
+            30 + k,
+            Some(&w),
+            None,
+        ))
+        .unwrap();
+    }
+    rig.pump();
+    assert_eq!(
+        rig.conn.sq_in_flight(),
+        6,
+        "three Writes and three Sends posted"
+    );
+    assert_eq!(rig.conn.counters().unsignaled_sends, 2);
+}
+
+#[test]
+fn unsignaled_replies_keep_their_pages_until_a_later_completion() {
+    let mut rig = warmed(false);
+    three_generates_held(&mut rig);
+    let lent = rig.payloads.page_count() - rig.payloads.free_pages();
+    assert!(
+        lent >= 3,
+        "each reply's payload stays lent while the device may read it"
+    );
+    rig.nic.hold(false);
+    rig.pump();
+    assert_eq!(rig.replies.len(), 4);
+    for k in 0..3usize {
+        let at = k * 65536;
+        assert_eq!(
+            &rig.target_bytes()[at..at + 20_000],
+            &pattern(30 + k as u32, 20_000)[..]
+        );
+    }
+    rig.assert_quiet();
+}
+
+#[test]
+fn flush_with_unsignaled_replies_outstanding_returns_everything() {
+    let mut rig = warmed(false);
+    three_generates_held(&mut rig);
+    rig.nic.flush();
+    rig.nic.hold(false);
+    rig.pump();
+    assert!(rig.conn.is_closing());
+    rig.assert_quiet();
+}
+
+#[test]
+fn a_failed_write_retires_the_silent_replies_before_it() {
+    let mut rig = warmed(false);
+    // Two NULL replies (unsignaled Sends), then a GENERATE whose Write fails: the error
+    // completion says the two Sends before it completed.
+    rig.nic.hold(true);
+    rig.send(&null_call(70)).unwrap();
+    rig.send(&null_call(71)).unwrap();
+    let w = [rig.target_segment(0, 65536)];
+    rig.send(&generate_msg(72, PROC_GENERATE, 20_000, 9, Some(&w), None))
+        .unwrap();
+    rig.pump();
+    assert_eq!(rig.conn.counters().unsignaled_sends, 2);
+    rig.nic.fail_next(Op::Write, 10);
+    rig.nic.hold(false);
+    rig.pump();
+    assert_eq!(
+        rig.replies.len(),
+        3,
+        "the two NULL replies arrived, the GENERATE's did not"
+    );
+    assert!(rig.conn.is_closing());
+    assert_eq!(
+        rig.conn.counters().failed_completions,
+        2,
+        "the Write, then its Send flushed"
+    );
+    rig.assert_quiet();
+}
+
+#[test]
+fn silent_work_requests_hold_send_queue_slots_until_reaped() {
+    // 40 pipelined rounds of 8 replies: with one signaled Send per chain the NIC's send queue
+    // never overflows and everything is reaped.
+    let mut rig = warmed(false);
+    let mut xid = 0;
+    for _ in 0..40 {
+        for _ in 0..8 {
+            rig.send(&null_call(xid)).unwrap();
+            xid += 1;
+        }
+        rig.pump();
+        assert_eq!(
+            rig.nic.sq_occupied(),
+            0,
+            "every silent Send reaped by its chain's last"
+        );
+    }
+    assert_eq!(rig.replies.len(), 321);
+    assert!(rig.conn.counters().unsignaled_sends >= 40 * 7);
     rig.assert_quiet();
 }

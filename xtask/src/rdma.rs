@@ -207,6 +207,7 @@ rl() {{ # rl NAME SERVE-ARGS -- LOAD-ARGS
 }}
 pt send_bw_64 ib_send_bw -d rxe0 -x 1 -s 64 -n 20000
 rl msg_64 -- -n 20000 -d 16 -s 0
+rl signal_all_64 --signal-all -- -n 20000 -d 16 -s 0
 echo "memory $(grep -o 'mem_per_conn=[0-9]*' /tmp/s.out) $(grep -o 'mem_shared=[0-9]*' /tmp/s.out)"
 pt send_bw_1024 ib_send_bw -d rxe0 -x 1 -s 1024 -n 20000
 rl msg_1024 -- -n 20000 -d 16 -s 952
@@ -258,6 +259,7 @@ rl generate_1m -- -n 100 -d 8 --proc generate --reply-size 1048576 --reply-chunk
         ours("msg_64")["calls_per_sec"],
         ours("msg_1024")["calls_per_sec"],
     );
+    let sig_all = ours("signal_all_64")["calls_per_sec"];
     let (pers, perrecv) = (
         ours("persistent_1024")["calls_per_sec"],
         ours("per_receive_1024")["calls_per_sec"],
@@ -279,6 +281,10 @@ rl generate_1m -- -n 100 -d 8 --proc generate --reply-size 1048576 --reply-chunk
     md.push_str(&format!(
         "| persistent registration vs register+deregister per Receive, 1 KiB, calls/s | {pers:.0} | {perrecv:.0} | {:.2} | > 1 |\n",
         pers / perrecv
+    ));
+    md.push_str(&format!(
+        "| one signaled Send per batch vs every Send signaled (`--signal-all`), NULL calls/s, depth 16 | {m64:.0} | {sig_all:.0} | {:.2} | > 1 |\n",
+        m64 / sig_all
     ));
     md.push_str(&format!(
         "| depth-1 latency p50 (p99) vs `ib_send_lat` round trip (2 × t_typical), 64 B, µs | {:.1} ({:.1}) | {lat_rt:.1} | {:.2} | ≤ 2 |\n",

@@ -94,16 +94,23 @@ pub struct ResponderConfig {
     /// Epoch of this connection's wr_ids (≤ 16383; differs from its pool's and from other
     /// connections').
     pub epoch: u16,
+    /// Signal every send-queue work request. `false` (the default): every RDMA Read and the
+    /// last Send of each posted chain are signaled, the other Sends and the Writes are not —
+    /// one completion per batch of replies instead of one per work request, and a signaled
+    /// completion retires every reply posted before it (the send queue completes in order).
+    pub signal_all: bool,
 }
 
 impl ResponderConfig {
-    /// 32 credits, 4 KiB send slots, 16 Reads in flight, a 512-entry send queue, epoch 1.
+    /// 32 credits, 4 KiB send slots, 16 Reads in flight, a 512-entry send queue, epoch 1,
+    /// one signaled Send per chain.
     pub const DEFAULT: ResponderConfig = ResponderConfig {
         credits: 32,
         send_size: 4096,
         initiator_depth: 16,
         sq_depth: 512,
         epoch: 1,
+        signal_all: false,
     };
 
     /// Send-slot stride (cache-line aligned).
@@ -252,6 +259,8 @@ pub struct ResponderCounters {
     pub failed_completions: u64,
     /// Doorbells rung for the send queue.
     pub send_doorbells: u64,
+    /// Sends posted unsignaled (their completion was implied by a later signaled one).
+    pub unsignaled_sends: u64,
     /// The last credit grant sent.
     pub last_grant: u32,
     /// Credits the requester asked for in its last call.
@@ -291,6 +300,7 @@ impl ResponderCounters {
         self.refused_completions += o.refused_completions;
         self.failed_completions += o.failed_completions;
         self.send_doorbells += o.send_doorbells;
+        self.unsignaled_sends += o.unsignaled_sends;
         self.last_grant = self.last_grant.max(o.last_grant);
         self.requested_credits = self.requested_credits.max(o.requested_credits);
         self.calls_with_read_chunks += o.calls_with_read_chunks;
@@ -332,6 +342,11 @@ struct CallSlot {
     reads_posted: u8,
     reads_total: u8,
     failed: bool,
+    /// In the list of replies whose Send is posted, in posting order (`prev`/`next`: call
+    /// indices, [`NO_SLOT`] at the ends).
+    posted: bool,
+    prev: u16,
+    next: u16,
 }
 
 impl CallSlot {
@@ -348,6 +363,9 @@ impl CallSlot {
         reads_posted: 0,
         reads_total: 0,
         failed: false,
+        posted: false,
+        prev: NO_SLOT,
+        next: NO_SLOT,
     };
 }
 
@@ -379,6 +397,10 @@ pub struct Connection<'a, const C: usize> {
     reads_in_flight: u8,
     sq_depth: u16,
     sq_in_flight: u16,
+    /// Oldest and newest call in the posted-replies list.
+    posted_head: u16,
+    posted_tail: u16,
+    signal_all: bool,
     epoch: u16,
     closing: bool,
     counters: ResponderCounters,
@@ -450,6 +472,9 @@ impl<'a, const C: usize> Connection<'a, C> {
             reads_in_flight: 0,
             sq_depth: config.sq_depth,
             sq_in_flight: 0,
+            posted_head: NO_SLOT,
+            posted_tail: NO_SLOT,
+            signal_all: config.signal_all,
             epoch: config.epoch,
             closing: false,
             counters: ResponderCounters::default(),
@@ -833,6 +858,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                     length: item.segment.length,
                     lkey: res.sinks.lkey(),
                 },
+                signaled: true,
             };
             if self.chain.push(wr).is_err() {
                 break;
@@ -937,6 +963,8 @@ impl<'a, const C: usize> Connection<'a, C> {
                 length: len as u32,
                 lkey: self.send.lkey(),
             },
+            // Set when the chain is posted (flush).
+            signaled: true,
         };
         // try_reply checked the room.
         let _ = self.chain.push(wr);
@@ -1382,7 +1410,72 @@ impl<'a, const C: usize> Connection<'a, C> {
         self.send_error_reply(res, i, slot, &reply);
     }
 
+    /// Appends call `i` (its Send just posted) to the posted-replies list.
+    fn link_posted(&mut self, i: u16) {
+        let tail = self.posted_tail;
+        let Some(c) = self.calls.get_mut(i as usize) else {
+            return;
+        };
+        if c.posted {
+            return;
+        }
+        c.posted = true;
+        c.prev = tail;
+        c.next = NO_SLOT;
+        match self.calls.get_mut(tail as usize) {
+            Some(t) => t.next = i,
+            None => self.posted_head = i,
+        }
+        self.posted_tail = i;
+    }
+
+    /// Takes call `i` out of the posted-replies list (if it is in it).
+    fn unlink_posted(&mut self, i: u16) {
+        let Some(c) = self.calls.get_mut(i as usize) else {
+            return;
+        };
+        if !c.posted {
+            return;
+        }
+        c.posted = false;
+        let (prev, next) = (c.prev, c.next);
+        c.prev = NO_SLOT;
+        c.next = NO_SLOT;
+        match self.calls.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.posted_head = next,
+        }
+        match self.calls.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.posted_tail = prev,
+        }
+    }
+
+    /// A completion arrived for a Write or Send of call `i`: every reply posted before `i`'s
+    /// has completed, signaled or not. They are finished. Nothing happens when `i`'s Send was
+    /// never posted (a chain the device refused part of).
+    fn retire_before<const N: usize, const P: usize, const Q: usize>(
+        &mut self,
+        res: &mut Resources<'_, 'a, N, P, Q>,
+        i: u16,
+    ) {
+        if !self.calls.get(i as usize).is_some_and(|c| c.posted) {
+            return;
+        }
+        while self.posted_head != i && self.posted_head != NO_SLOT {
+            let j = self.posted_head;
+            self.unlink_posted(j);
+            let Some(c) = self.calls.get_mut(j as usize) else {
+                break;
+            };
+            self.sq_in_flight = self.sq_in_flight.saturating_sub(c.outstanding);
+            c.outstanding = 0;
+            self.finish(res, j);
+        }
+    }
+
     fn free_call(&mut self, i: u16) {
+        self.unlink_posted(i);
         if let Some(c) = self.calls.get_mut(i as usize) {
             c.state = CallState::Free;
             c.generation = c.generation.wrapping_add(1);
@@ -1443,7 +1536,11 @@ impl<'a, const C: usize> Connection<'a, C> {
             warn!("rpcrdma: refused a send-queue completion (unknown, stale or foreign wr_id)");
             return;
         }
-        self.sq_in_flight -= 1;
+        if kind != WrKind::Read {
+            // Everything posted before this work request has completed: the replies ahead of
+            // this one whose Sends were unsignaled are done.
+            self.retire_before(res, i);
+        }
         let failed = wc.status != CompletionStatus::Success;
         if failed {
             self.counters.failed_completions += 1;
@@ -1457,7 +1554,16 @@ impl<'a, const C: usize> Connection<'a, C> {
         let Some(c) = self.calls.get_mut(i as usize) else {
             return;
         };
-        c.outstanding -= 1;
+        // A posted reply's Send comes after its Writes (unsignaled, or already reported): its
+        // completion, whatever the status, accounts for all of them. A Send the device refused
+        // (never posted) accounts for itself only: its Writes may still be in the device.
+        let done = if kind == WrKind::Send && c.posted {
+            c.outstanding
+        } else {
+            1
+        };
+        c.outstanding -= done;
+        self.sq_in_flight = self.sq_in_flight.saturating_sub(done);
         c.failed |= failed;
         let outstanding = c.outstanding;
         let call_failed = c.failed;
@@ -1567,6 +1673,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                     put32(w, 0, grant);
                 }
             }
+            self.set_signaling();
             self.counters.send_doorbells += 1;
             let result = device.post_send(&self.chain);
             let posted = match result {
@@ -1574,6 +1681,14 @@ impl<'a, const C: usize> Connection<'a, C> {
                 Err(e) => e.index.min(self.chain.len()),
             };
             self.sq_in_flight += posted as u16;
+            for k in 0..posted {
+                let Some(wr) = self.chain.get(k).copied() else {
+                    break;
+                };
+                if wr.op == SendOp::Send {
+                    self.link_posted(WrId(wr.wr_id).index());
+                }
+            }
             if let Err(e) = result {
                 // What the device refused never completes: treat it as flushed.
                 let refused: Vec<SendWr, CHAIN> =
@@ -1599,6 +1714,21 @@ impl<'a, const C: usize> Connection<'a, C> {
                 return Ok(());
             }
         }
+    }
+
+    /// Marks which work requests of the chain the device reports: every Read (each one moves
+    /// its call on), and the last Send, whose completion retires every reply before it. With
+    /// `signal_all`, every one.
+    fn set_signaling(&mut self) {
+        let last_send = self.chain.iter().rposition(|wr| wr.op == SendOp::Send);
+        let signal_all = self.signal_all;
+        let mut unsignaled = 0;
+        for (k, wr) in self.chain.iter_mut().enumerate() {
+            wr.signaled =
+                signal_all || matches!(wr.op, SendOp::Read { .. }) || Some(k) == last_send;
+            unsignaled += (wr.op == SendOp::Send && !wr.signaled) as u64;
+        }
+        self.counters.unsignaled_sends += unsignaled;
     }
 
     /// The grant to send now: the configured credits, lowered to what is posted (or to the
@@ -1641,6 +1771,8 @@ impl<'a, const C: usize> Connection<'a, C> {
         self.counters.pending = 0;
         self.waiting.clear();
         self.chain.clear();
+        self.posted_head = NO_SLOT;
+        self.posted_tail = NO_SLOT;
         self.sq_in_flight = 0;
         self.reads_in_flight = 0;
         if report.calls != 0 || report.work_requests != 0 {

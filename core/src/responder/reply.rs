@@ -143,6 +143,8 @@ pub(crate) fn plan_writes<const K: usize>(
                     length: n,
                     lkey: piece.lkey,
                 },
+                // Set when the chain is posted (Connection::flush).
+                signaled: true,
             };
             if out.push(wr).is_err() {
                 out.truncate(mark);

@@ -68,6 +68,7 @@ pub const fn responder_config(pool: &PoolConfig) -> ResponderConfig {
         initiator_depth: 4,
         sq_depth: 64,
         epoch: 2,
+        signal_all: false,
     }
 }
 

@@ -47,6 +47,9 @@ struct Args {
     /// Sleep on completion channels instead of busy-polling.
     #[arg(long)]
     event: bool,
+    /// Signal every Send and Write (default: the last Send of each batch; for comparison).
+    #[arg(long)]
+    signal_all: bool,
     /// Register/deregister an MR around every Receive (the old design; benchmark only).
     #[arg(long)]
     register_per_receive: bool,
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         batch: args.batch,
         srq: args.srq,
         event_mode: args.event,
+        signal_all: args.signal_all,
         register_per_receive: args.register_per_receive,
         sink_bytes: args.sink_mib << 20,
         payload_bytes: args.payload_mib << 20,

@@ -326,7 +326,9 @@ impl Device for RingDevice {
         Ok(())
     }
     fn post_send(&mut self, wrs: &[SendWr]) -> Result<(), PostError> {
-        self.sends.extend(wrs.iter().map(|w| w.wr_id));
+        // Only signaled work requests complete visibly, as on a real send queue.
+        self.sends
+            .extend(wrs.iter().filter(|w| w.signaled).map(|w| w.wr_id));
         Ok(())
     }
     fn poll(&mut self, out: &mut [Completion]) -> usize {
@@ -373,6 +375,7 @@ impl<'m, const N: usize> ResponderBench<'m, N> {
             initiator_depth: 4,
             sq_depth: 64,
             epoch: 9,
+            signal_all: false,
         };
         let mut b = ResponderBench {
             pool: RecvPool::new(mem.region(), pool_config(buf, N)).expect("bench pool"),
