@@ -403,7 +403,8 @@ impl<A: App> Server<A> {
              inline_replies={} write_chunk_replies={} reply_chunk_replies={} reply_too_large={} \
              read_bytes={} write_chunk_bytes={} reply_chunk_bytes={} err_vers={} err_chunk={} \
              dropped={} backchannel={} overruns={} reduced_grants={} deferred={} pending={} \
-             refused_completions={} failed_completions={} stray_completions={} leaked={} \
+             refused_completions={} failed_completions={} send_doorbells={} unsignaled_sends={} \
+             stray_completions={} leaked={} \
              pool_posted={} pool_batches={} pool_completed={} pool_flushed={} pool_released={} \
              pool_drained={} pool_rejected={} bytes={} rss_kib={} mem_per_conn={} mem_shared={} \
              requested_credits={} granted={} calls_with_read_chunks={} calls_in_call_chunk={} \
@@ -430,6 +431,8 @@ impl<A: App> Server<A> {
             r.pending,
             r.refused_completions,
             r.failed_completions,
+            r.send_doorbells,
+            r.unsignaled_sends,
             s.stray_completions,
             s.leaked,
             p.posted,
