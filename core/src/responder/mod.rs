@@ -1690,7 +1690,10 @@ impl<'a, const C: usize> Connection<'a, C> {
                 }
             }
             if let Err(e) = result {
-                // What the device refused never completes: treat it as flushed.
+                // What the device refused never completes: treat it as flushed. Replies posted
+                // unsignaled before a refused signaled Send get no completion if they succeed;
+                // they stay in progress until `drain` (the connection is closing anyway, and the
+                // front end reaps it after its grace period).
                 let refused: Vec<SendWr, CHAIN> =
                     Vec::from_slice(self.chain.get(posted..).unwrap_or_default())
                         .unwrap_or_default();
