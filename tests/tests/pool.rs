@@ -427,23 +427,24 @@ fn test_short_message_in_reused_buffer_is_dropped_not_answered_from_stale_bytes(
 // ---------------------------------------------------------------------------------------------
 // Bad completions
 
-#[test]
-fn test_completion_unknown_wr_id_out_of_range() {
-    let mem = memory();
-    let mut pool = RecvPool::<N>::new(mem.region(), CONFIG).unwrap();
-    let mut nic = mem.nic();
-    post(&mut pool, &mut nic);
-    let wr_id = (1u64 << 32) | N as u64;
+/// A successful completion with `wr_id` arrives: the pool must refuse it as unknown.
+fn assert_unknown(pool: &mut RecvPool<'_, N>, nic: &mut SoftNic, wr_id: u64) {
     nic.inject(Completion {
         wr_id,
         status: CompletionStatus::Success,
         byte_len: 28,
     })
     .unwrap();
-    assert_eq!(
-        next(&mut pool, &mut nic),
-        Err(CompletionError::UnknownWrId { wr_id })
-    );
+    assert_eq!(next(pool, nic), Err(CompletionError::UnknownWrId { wr_id }));
+}
+
+#[test]
+fn test_completion_unknown_wr_id_out_of_range() {
+    let mem = memory();
+    let mut pool = RecvPool::<N>::new(mem.region(), CONFIG).unwrap();
+    let mut nic = mem.nic();
+    post(&mut pool, &mut nic);
+    assert_unknown(&mut pool, &mut nic, (1u64 << 32) | N as u64);
     assert_eq!(pool.counters().rejected_unknown, 1);
     assert_eq!(pool.posted(), 12);
     assert_accounting(&pool);
@@ -457,16 +458,7 @@ fn test_completion_forged_wr_id_reserved_bits() {
     post(&mut pool, &mut nic);
     // A real posted id with junk in the reserved bits, and an all-ones id.
     for wr_id in [(1u64 << 32) | 0x0001_0000, u64::MAX] {
-        nic.inject(Completion {
-            wr_id,
-            status: CompletionStatus::Success,
-            byte_len: 28,
-        })
-        .unwrap();
-        assert_eq!(
-            next(&mut pool, &mut nic),
-            Err(CompletionError::UnknownWrId { wr_id })
-        );
+        assert_unknown(&mut pool, &mut nic, wr_id);
     }
     assert_eq!(pool.counters().rejected_unknown, 2);
     assert_accounting(&pool);
@@ -492,16 +484,7 @@ fn test_completion_forged_wr_id_with_state_markers() {
         posted | 0xffff,
         posted | 0xfffe,
     ] {
-        nic.inject(Completion {
-            wr_id,
-            status: CompletionStatus::Success,
-            byte_len: 28,
-        })
-        .unwrap();
-        assert_eq!(
-            next(&mut pool, &mut nic),
-            Err(CompletionError::UnknownWrId { wr_id })
-        );
+        assert_unknown(&mut pool, &mut nic, wr_id);
     }
     // The Held one is still Held and its token still works; the Posted one still completes.
     assert_eq!(pool.state(rx.index()), Some(DescState::Held));

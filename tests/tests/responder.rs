@@ -901,32 +901,30 @@ fn warmed(signal_all: bool) -> Rig<ExampleService> {
     rig
 }
 
-#[test]
-fn a_batch_of_replies_signals_only_its_last_send() {
-    let mut rig = warmed(false);
+/// Eight NULL calls in one batch: how many of their eight Sends went unsignaled.
+fn unsignaled_in_a_batch_of_eight(signal_all: bool) -> u64 {
+    let mut rig = warmed(signal_all);
     for xid in 0..8 {
         rig.send(&null_call(xid)).unwrap();
     }
     rig.pump();
     assert_eq!(rig.replies.len(), 9);
+    rig.assert_quiet();
+    rig.conn.counters().unsignaled_sends
+}
+
+#[test]
+fn a_batch_of_replies_signals_only_its_last_send() {
     assert_eq!(
-        rig.conn.counters().unsignaled_sends,
+        unsignaled_in_a_batch_of_eight(false),
         7,
         "eight replies in one chain: seven unsignaled"
     );
-    rig.assert_quiet();
 }
 
 #[test]
 fn signal_all_signals_every_send() {
-    let mut rig = warmed(true);
-    for xid in 0..8 {
-        rig.send(&null_call(xid)).unwrap();
-    }
-    rig.pump();
-    assert_eq!(rig.replies.len(), 9);
-    assert_eq!(rig.conn.counters().unsignaled_sends, 0);
-    rig.assert_quiet();
+    assert_eq!(unsignaled_in_a_batch_of_eight(true), 0);
 }
 
 /// Three GENERATE calls into write chunks, in one batch, the NIC held so their work requests

@@ -606,12 +606,16 @@ mod tests {
         (out, n)
     }
 
+    fn push(out: &mut [u32; 256], at: &mut usize, words: &[u32]) {
+        for &w in words {
+            out[*at] = w;
+            *at += 1;
+        }
+    }
+
     fn segments(out: &mut [u32; 256], at: &mut usize, count: u32) {
         for s in 0..count.min(20) {
-            for w in [0x100 + s, 4096, 0, s * 4096] {
-                out[*at] = w;
-                *at += 1;
-            }
+            push(out, at, &[0x100 + s, 4096, 0, s * 4096]);
         }
     }
 
@@ -633,22 +637,15 @@ mod tests {
                                 for rcount in counts {
                                     let mut lists = [0u32; 256];
                                     let mut at = 0;
-                                    lists[at] = read;
-                                    at += 1;
-                                    lists[at] = write;
-                                    at += 1;
+                                    push(&mut lists, &mut at, &[read, write]);
                                     if write == 1 {
-                                        lists[at] = wcount;
-                                        at += 1;
+                                        push(&mut lists, &mut at, &[wcount]);
                                         segments(&mut lists, &mut at, wcount);
-                                        lists[at] = after_write;
-                                        at += 1;
+                                        push(&mut lists, &mut at, &[after_write]);
                                     }
-                                    lists[at] = reply;
-                                    at += 1;
+                                    push(&mut lists, &mut at, &[reply]);
                                     if reply == 1 {
-                                        lists[at] = rcount;
-                                        at += 1;
+                                        push(&mut lists, &mut at, &[rcount]);
                                         segments(&mut lists, &mut at, rcount);
                                     }
                                     let (buf, n) = header(proc_, &lists[..at]);
@@ -699,9 +696,9 @@ mod tests {
         ) {
             let mut lists = [0u32; 256];
             let mut at = 0;
-            for w in [0, 1, 2] { lists[at] = w; at += 1; }
+            push(&mut lists, &mut at, &[0, 1, 2]);
             segments(&mut lists, &mut at, 2);
-            for w in [0, 1, 1] { lists[at] = w; at += 1; }
+            push(&mut lists, &mut at, &[0, 1, 1]);
             segments(&mut lists, &mut at, 1);
             let (mut buf, n) = header(0, &lists[..at]);
             for (i, v) in flips { buf[i] = v; }
