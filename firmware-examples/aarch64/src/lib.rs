@@ -3,7 +3,7 @@
 //! exception ends the run with exit status 1.
 //!
 //! Shared by the three programs in `src/bin/`: the example (`receive_path`) and the two size
-//! programs (`size_probe`, `size_baseline`).
+//! programs (`size_probe`, `size_pool`, `size_baseline`).
 #![no_std]
 
 use aarch64_rt::{

@@ -11,7 +11,13 @@
 //!   the chained post), release, drain, counters — and the example service (ONC RPC parsing and
 //!   reply encoding).
 //!
-//! `core_receive_path − baseline`, section by section, is the core's share of an image. Inputs
+//! - [`pool_receive_path`]: the same runtime plus only the receive pool and the decoder — pool
+//!   construction, refill, complete (wr_id validation, sync hook, decode), the XDR view,
+//!   release, the RDMA_ERROR reply a malformed header gets, drain, counters — for a firmware
+//!   that runs its own RPC layer on the pool.
+//!
+//! `core_receive_path − baseline`, section by section, is the core's share of an image;
+//! `pool_receive_path − baseline` the share of the pool and decoder alone. Inputs
 //! come through `black_box`, so nothing is specialised to constants; both are release builds
 //! with the undefined-symbol panic handler, so both also prove the absence of panic paths.
 
@@ -20,7 +26,7 @@ use core::hint::black_box;
 use rpcrdma_core::device::{Completion, Device, PostError, RecvWr, SendWr};
 use rpcrdma_core::dma::{CoherentDma, DmaRegion};
 use rpcrdma_core::pages::PagePool;
-use rpcrdma_core::pool::{PoolConfig, RecvPool};
+use rpcrdma_core::pool::{Completed, PoolConfig, RecvPool};
 use rpcrdma_core::responder::{Connection, Resources};
 use rpcrdma_core::wire::HeaderRepr;
 use rpcrdma_services::ExampleService;
@@ -127,6 +133,66 @@ pub fn core_receive_path<const N: usize, const LEN: usize>(
         grant_limit: None,
     };
     black_box(conn.drain(&mut res));
+    black_box(pool.counters());
+    black_box(pool.drain());
+    black_box((pool.posted(), pool.held(), pool.free(), pool.is_closing()));
+    true
+}
+
+/// The receive pool and decoder alone, on opaque inputs: what a firmware that runs its own RPC
+/// layer on top of the pool links.
+pub fn pool_receive_path<const N: usize, const LEN: usize>(
+    board: &Board,
+    dma: &'static DmaMemory<LEN>,
+    config: PoolConfig,
+) -> bool {
+    defmt::info!("pool size probe on {=str}", board.target);
+    let Some(cpu) = dma.claim() else {
+        return false;
+    };
+    let config = black_box(config);
+    // SAFETY: the static DMA memory, claimed once; no device in this program.
+    let region = unsafe {
+        DmaRegion::new(
+            cpu.as_ptr(),
+            board.iova,
+            config.needed_region_len(),
+            board.lkey,
+        )
+    };
+    let Ok(region) = region else {
+        return false;
+    };
+    let Ok(mut pool) = RecvPool::<N>::new(region, config) else {
+        return false;
+    };
+    let mut device = OpaqueDevice;
+    let mut wcs = [Completion::EMPTY; 4];
+    let mut reply = [0u8; 32];
+    for _ in 0..black_box(2u32) {
+        black_box(pool.refill(&mut device).is_ok());
+        let n = device.poll(&mut wcs);
+        for wc in wcs.iter().take(n) {
+            match pool.complete(wc, &mut CoherentDma) {
+                Ok(Completed::Message(rx)) => {
+                    if let Ok(view) = pool.view(&rx) {
+                        black_box((view.head(), view.pages(), view.tail()));
+                        black_box(view.message().write_list().len());
+                        black_box(view.message().reply_chunk().map(|c| c.len()));
+                    }
+                    black_box(pool.release(rx).is_ok());
+                }
+                Ok(Completed::Rejected {
+                    reply: Some(error), ..
+                }) => {
+                    black_box(error.emit(&mut reply));
+                }
+                other => {
+                    black_box(other.is_ok());
+                }
+            }
+        }
+    }
     black_box(pool.counters());
     black_box(pool.drain());
     black_box((pool.posted(), pool.held(), pool.free(), pool.is_closing()));

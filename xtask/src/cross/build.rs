@@ -7,7 +7,7 @@ use object::{Object, ObjectSection, SectionFlags};
 use xshell::{Cmd, Shell};
 
 use super::toolchain::Route;
-use super::{firmware_root, Outcome, BASELINE, EXAMPLE, PANIC_SYMBOL, PROBE};
+use super::{firmware_root, Outcome, BASELINE, EXAMPLE, PANIC_SYMBOL, POOL_PROBE, PROBE};
 use crate::matrix::{Target, TARGET_LIBRARIES};
 use crate::util::{Context, Result};
 
@@ -46,6 +46,7 @@ impl SectionSizes {
 pub struct Sizes {
     pub example: SectionSizes,
     pub probe: SectionSizes,
+    pub pool_probe: SectionSizes,
     pub baseline: SectionSizes,
 }
 
@@ -121,7 +122,7 @@ fn try_build_target(t: &Target, route: &Route, o: &mut Outcome) -> Result<()> {
         Ok(()) => None,
         Err(_) => Some(captured(bins())?.1),
     };
-    for bin in [EXAMPLE, PROBE, BASELINE] {
+    for bin in [EXAMPLE, PROBE, POOL_PROBE, BASELINE] {
         let linked = route.image(t.triple, bin).is_file();
         match &failure {
             None if linked => o.panic_free.push((bin.into(), PanicProof::Proved)),
@@ -147,6 +148,7 @@ fn try_build_target(t: &Target, route: &Route, o: &mut Outcome) -> Result<()> {
     o.sizes = Some(Sizes {
         example: section_sizes(&route.image(t.triple, EXAMPLE))?,
         probe: section_sizes(&route.image(t.triple, PROBE))?,
+        pool_probe: section_sizes(&route.image(t.triple, POOL_PROBE))?,
         baseline: section_sizes(&route.image(t.triple, BASELINE))?,
     });
     Ok(())

@@ -44,6 +44,8 @@ use crate::util::{self, Result};
 const EXAMPLE: &str = "receive_path";
 /// The image with every core entry point the example uses.
 const PROBE: &str = "size_probe";
+/// The image with the receive pool and decoder alone.
+const POOL_PROBE: &str = "size_pool";
 /// The same runtime without the core.
 const BASELINE: &str = "size_baseline";
 /// The symbol the release panic handler references and nothing defines.
