@@ -1790,10 +1790,17 @@ impl<'a, const C: usize> Connection<'a, C> {
 
 /// Send-queue work requests the reply to `message` needs at most: the Send, plus the Writes of
 /// a payload into the write chunk and of up to four pieces into the reply chunk.
+#[inline]
 fn reply_work_requests(message: &Message<'_>) -> usize {
     if message.lists_empty() {
-        return 1; // the Send alone
+        1 // the Send alone
+    } else {
+        reply_work_requests_with_chunks(message)
     }
+}
+
+#[inline(never)]
+fn reply_work_requests_with_chunks(message: &Message<'_>) -> usize {
     let w = message.write_list().iter().next().map_or(0, |s| s.len());
     let r = message.reply_chunk().map_or(0, |s| s.len());
     1 + max_writes(1, w) + max_writes(4, r)

@@ -29,6 +29,7 @@ pub(crate) fn header_len(write: Option<usize>, reply: Option<usize>) -> usize {
 /// Writes a reply header at the start of `out`: RDMA_MSG or RDMA_NOMSG, the call's write chunk
 /// (if any) with the lengths written (zero for unused segments), and the reply chunk with its
 /// written lengths when `reply` is given. Returns its length (0 if `out` is too small).
+#[inline]
 pub(crate) fn emit_header(
     out: &mut [u8],
     xid: u32,
@@ -37,21 +38,34 @@ pub(crate) fn emit_header(
     write: Option<(SegmentList<'_>, &[u32])>,
     reply: Option<(SegmentList<'_>, &[u32])>,
 ) -> usize {
-    if write.is_none() && reply.is_none() {
-        // The common reply: fixed header and three empty lists, written at once.
-        let Some(out) = out.first_chunk_mut::<MIN_HEADER_LEN>() else {
-            return 0;
-        };
-        let mut h = [0u8; MIN_HEADER_LEN];
-        for (i, w) in [xid, RPCRDMA_VERSION, credits, proc_.to_wire()]
-            .into_iter()
-            .enumerate()
-        {
-            put32(&mut h, 4 * i, w);
-        }
-        *out = h;
-        return MIN_HEADER_LEN;
+    if write.is_some() || reply.is_some() {
+        return emit_header_with_chunks(out, xid, credits, proc_, write, reply);
     }
+    // The common reply: fixed header and three empty lists, written at once.
+    let Some(out) = out.first_chunk_mut::<MIN_HEADER_LEN>() else {
+        return 0;
+    };
+    let mut h = [0u8; MIN_HEADER_LEN];
+    for (i, w) in [xid, RPCRDMA_VERSION, credits, proc_.to_wire()]
+        .into_iter()
+        .enumerate()
+    {
+        put32(&mut h, 4 * i, w);
+    }
+    *out = h;
+    MIN_HEADER_LEN
+}
+
+/// [`emit_header`] for a reply that echoes a write chunk or uses the reply chunk.
+#[inline(never)]
+fn emit_header_with_chunks(
+    out: &mut [u8],
+    xid: u32,
+    credits: u32,
+    proc_: Proc,
+    write: Option<(SegmentList<'_>, &[u32])>,
+    reply: Option<(SegmentList<'_>, &[u32])>,
+) -> usize {
     let len = header_len(
         write.as_ref().map(|(s, _)| s.len()),
         reply.as_ref().map(|(s, _)| s.len()),

@@ -200,6 +200,7 @@ impl<'a> Message<'a> {
 
     /// RFC 8167: whether this is a reverse-direction (backchannel) *reply* arriving on the
     /// forward channel: an RDMA_MSG with all lists empty whose RPC `msg_type` word is REPLY (1).
+    #[inline]
     pub fn is_backchannel_reply(&self) -> bool {
         const RPC_REPLY: u32 = 1;
         self.layout.proc_ == Proc::Msg
