@@ -225,6 +225,12 @@ impl<'a> Carving<'a> {
         })
     }
 
+    /// Bytes each buffer holds.
+    #[inline(always)]
+    pub(crate) fn size(&self) -> u32 {
+        self.size
+    }
+
     /// The local key of the region.
     #[inline(always)]
     pub(crate) fn lkey(&self) -> u32 {

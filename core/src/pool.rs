@@ -467,7 +467,6 @@ pub struct RecvPool<'a, const N: usize> {
     /// Head of the free list threaded through `RecvDescriptor::word`.
     free_head: u16,
     free_len: u16,
-    buffer_size: u32,
     tag: u16,
     count: u16,
     credits: u16,
@@ -548,7 +547,6 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             descs,
             free_head: if count == 0 { NO_INDEX } else { 0 },
             free_len: count as u16,
-            buffer_size: config.buffer_size as u32,
             tag,
             count: count as u16,
             credits: config.credits,
@@ -570,7 +568,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// Receive buffer size (what to advertise in RFC 8797 private data).
     #[inline]
     pub fn buffer_size(&self) -> usize {
-        self.buffer_size as usize
+        self.buffers.size() as usize
     }
 
     /// The most Receives `post` keeps posted: `credits + batch`.
@@ -607,7 +605,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             return 0;
         }
         let want = (self.post_target() - self.posted as usize).min(self.free_len as usize);
-        let (length, lkey) = (self.buffer_size, self.buffers.lkey());
+        let (length, lkey) = (self.buffers.size(), self.buffers.lkey());
         let mut head = self.free_head;
         let mut n = 0;
         for wr in out.iter_mut().take(want) {
@@ -763,7 +761,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         self.counters.completed += 1;
         self.counters.bytes += byte_len as u64;
         // Sync only what arrived; never more than the buffer.
-        let synced = byte_len.min(self.buffer_size as usize);
+        let synced = byte_len.min(self.buffers.size() as usize);
         sync.sync_for_cpu(
             self.buffers.device_addr(index),
             self.buffers.cpu_addr(index),
@@ -872,17 +870,13 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// [`StaleToken`] if the token does not match a Held descriptor of this pool.
     #[inline]
     pub fn view(&self, rx: &Received) -> Result<XdrView<'_>, StaleToken> {
-        let (i, d) = self.held_desc(rx)?;
-        // Never past this buffer, whatever the token says (`prefix` clamps to the buffer).
-        let buf = self.buffers.prefix(i, rx.byte_len);
-        let byte_len = buf.len() as u32;
-        if d.word == Layout::PACKED_EMPTY_LISTS {
+        let (buf, word) = self.held_bytes(rx)?;
+        if word == Layout::PACKED_EMPTY_LISTS {
             // The common call: its layout is a constant, its view the bytes after 28.
-            return Ok(XdrView::inline(
-                Layout::empty_lists(rx.xid, byte_len).message_exact(buf),
-            ));
+            let layout = Layout::empty_lists(rx.xid, buf.len() as u32);
+            return Ok(XdrView::inline(layout.message_exact(buf)));
         }
-        let message = Layout::unpack(d.word, rx.xid, byte_len).message_exact(buf);
+        let message = Layout::unpack(word, rx.xid, buf.len() as u32).message_exact(buf);
         if !message.has_read_chunks() {
             return Ok(XdrView::inline(message));
         }
@@ -896,15 +890,22 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// [`StaleToken`] if the token does not match a Held descriptor of this pool.
     #[inline]
     pub fn message(&self, rx: &Received) -> Result<Message<'_>, StaleToken> {
-        let (i, d) = self.held_desc(rx)?;
-        let buf = self.buffers.prefix(i, rx.byte_len);
+        let (buf, word) = self.held_bytes(rx)?;
         let byte_len = buf.len() as u32;
-        let layout = if d.word == Layout::PACKED_EMPTY_LISTS {
+        let layout = if word == Layout::PACKED_EMPTY_LISTS {
             Layout::empty_lists(rx.xid, byte_len)
         } else {
-            Layout::unpack(d.word, rx.xid, byte_len)
+            Layout::unpack(word, rx.xid, byte_len)
         };
         Ok(layout.message_exact(buf))
+    }
+
+    /// The bytes that arrived in the Held buffer `rx` names, never past the buffer whatever the
+    /// token says (`prefix` clamps), and its packed layout.
+    #[inline(always)]
+    fn held_bytes(&self, rx: &Received) -> Result<(&[u8], u64), StaleToken> {
+        let (i, d) = self.held_desc(rx)?;
+        Ok((self.buffers.prefix(i, rx.byte_len), d.word))
     }
 
     /// Returns a Held buffer to the free list (after the reply was sent). O(1).

@@ -94,13 +94,7 @@ fuzz_target!(|data: &[u8]| {
     }
     rig.nic.flush();
     rig.pump();
-    let mut res = Resources {
-        pool: &mut rig.pool,
-        sinks: &mut rig.sinks,
-        payloads: &mut rig.payloads,
-        shared_pool: false,
-        grant_limit: None,
-    };
+    let mut res = Resources::own(&mut rig.pool, &mut rig.sinks, &mut rig.payloads);
     let report = rig.conn.drain(&mut res);
     assert_eq!(report.work_requests, 0, "flushes returned every work request");
     assert_eq!(report.calls, 0, "flushes finished every call");
@@ -124,18 +118,14 @@ impl Rig<'_> {
         let mut wcs = [Completion::EMPTY; 8];
         for _ in 0..1000 {
             let n = self.nic.poll(&mut wcs);
-            let mut res = Resources {
-                pool: &mut self.pool,
-                sinks: &mut self.sinks,
-                payloads: &mut self.payloads,
-                shared_pool: false,
-                grant_limit: None,
-            };
-            for wc in &wcs[..n] {
-                self.conn
-                    .handle(&mut res, &mut CoherentDma, &mut self.service, wc);
-            }
-            let _ = self.conn.flush(&mut res, &mut *self.nic, &mut self.service);
+            let mut res = Resources::own(&mut self.pool, &mut self.sinks, &mut self.payloads);
+            let _ = self.conn.process(
+                &mut res,
+                &mut *self.nic,
+                &mut CoherentDma,
+                &mut self.service,
+                &wcs[..n],
+            );
             while let Some(sent) = self.nic.take_sent() {
                 let grant = u32::from_be_bytes(sent.bytes[8..12].try_into().unwrap());
                 assert!(grant as usize <= sent.posted_at_send, "grant above posted Receives");

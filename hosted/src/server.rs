@@ -1038,13 +1038,7 @@ fn flush<A: Service>(
     let result = match conn.recv.as_deref_mut() {
         Some(side) => {
             let (pool, mut dev) = side.parts(&sh.pd, &mut dev);
-            let mut res = Resources {
-                pool,
-                sinks: sh.sinks.pool_mut(),
-                payloads: sh.payloads.pool_mut(),
-                shared_pool: false,
-                grant_limit: None,
-            };
+            let mut res = Resources::own(pool, sh.sinks.pool_mut(), sh.payloads.pool_mut());
             conn.responder.conn_mut().flush(&mut res, &mut dev, service)
         }
         None => match resources(sh, None) {

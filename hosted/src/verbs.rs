@@ -5,6 +5,7 @@
 //! wrapper has `as_raw()`.
 
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::ptr::{self, NonNull};
 
 use rdma_sys::*;
@@ -469,32 +470,31 @@ const CHAIN: usize = 64;
 
 impl Device for VerbsDevice<'_> {
     fn post_recv(&mut self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
-        let mut sges = [ibv_sge {
-            addr: 0,
-            length: 0,
-            lkey: 0,
-        }; CHAIN];
-        // SAFETY: ibv_recv_wr is plain old data; every field used is set below.
-        let mut chain: [ibv_recv_wr; CHAIN] = unsafe { std::mem::zeroed() };
+        // Only the entries a post uses are written: no per-post clearing of the whole chain.
+        let mut sges = [const { MaybeUninit::<ibv_sge>::uninit() }; CHAIN];
+        let mut chain = [const { MaybeUninit::<ibv_recv_wr>::uninit() }; CHAIN];
         let mut start = 0;
         while start < wrs.len() {
             let part = &wrs[start..wrs.len().min(start + CHAIN)];
-            let base = chain.as_mut_ptr();
+            let base = chain.as_mut_ptr().cast::<ibv_recv_wr>();
             for (i, wr) in part.iter().enumerate() {
-                sges[i] = ibv_sge {
+                let sge: *mut ibv_sge = sges[i].write(ibv_sge {
                     addr: wr.addr,
                     length: wr.length,
                     lkey: wr.lkey,
-                };
-                chain[i].wr_id = wr.wr_id;
-                chain[i].sg_list = &mut sges[i];
-                chain[i].num_sge = 1;
-                chain[i].next = if i + 1 < part.len() {
-                    // SAFETY: in-bounds pointer arithmetic within `chain`.
-                    unsafe { base.add(i + 1) }
-                } else {
-                    ptr::null_mut()
-                };
+                });
+                chain[i].write(ibv_recv_wr {
+                    wr_id: wr.wr_id,
+                    sg_list: sge,
+                    num_sge: 1,
+                    next: if i + 1 < part.len() {
+                        // SAFETY: in-bounds pointer arithmetic within `chain` (the entry is
+                        // written before the post).
+                        unsafe { base.add(i + 1) }
+                    } else {
+                        ptr::null_mut()
+                    },
+                });
             }
             let mut bad: *mut ibv_recv_wr = ptr::null_mut();
             // SAFETY: the chain and SGEs live across the call; the QP or SRQ is live for 'a;
@@ -507,16 +507,8 @@ impl Device for VerbsDevice<'_> {
                 }
             };
             if rc != 0 {
-                let failed = if bad.is_null() {
-                    0
-                } else {
-                    // SAFETY: bad points into `chain`.
-                    unsafe { bad.offset_from(base) as usize }
-                };
-                return Err(PostError {
-                    index: start + failed,
-                    code: rc.abs(),
-                });
+                // SAFETY: the post just returned `bad`: null or an element of `chain`.
+                return Err(unsafe { refused(rc, bad, base, start) });
             }
             start += part.len();
         }
@@ -530,26 +522,24 @@ impl Device for VerbsDevice<'_> {
                 code: libc::EINVAL,
             });
         }
-        let mut sges = [ibv_sge {
-            addr: 0,
-            length: 0,
-            lkey: 0,
-        }; CHAIN];
-        // SAFETY: ibv_send_wr is plain old data; every field used is set below.
-        let mut chain: [ibv_send_wr; CHAIN] = unsafe { std::mem::zeroed() };
+        // Only the entries a post uses are written: no per-post clearing of the whole chain.
+        let mut sges = [const { MaybeUninit::<ibv_sge>::uninit() }; CHAIN];
+        let mut chain = [const { MaybeUninit::<ibv_send_wr>::uninit() }; CHAIN];
         let mut start = 0;
         while start < wrs.len() {
             let part = &wrs[start..wrs.len().min(start + CHAIN)];
-            let base = chain.as_mut_ptr();
+            let base = chain.as_mut_ptr().cast::<ibv_send_wr>();
             for (i, wr) in part.iter().enumerate() {
-                sges[i] = ibv_sge {
+                let sge: *mut ibv_sge = sges[i].write(ibv_sge {
                     addr: wr.local.addr,
                     length: wr.local.length,
                     lkey: wr.local.lkey,
-                };
-                let c = &mut chain[i];
+                });
+                // SAFETY: ibv_send_wr is plain old data, valid all zero; the fields the post
+                // reads are set below.
+                let c = chain[i].write(unsafe { std::mem::zeroed() });
                 c.wr_id = wr.wr_id;
-                c.sg_list = &mut sges[i];
+                c.sg_list = sge;
                 c.num_sge = 1;
                 c.send_flags = if wr.signaled {
                     ibv_send_flags::IBV_SEND_SIGNALED.0
@@ -574,7 +564,8 @@ impl Device for VerbsDevice<'_> {
                     }
                 }
                 c.next = if i + 1 < part.len() {
-                    // SAFETY: in-bounds pointer arithmetic within `chain`.
+                    // SAFETY: in-bounds pointer arithmetic within `chain` (the entry is written
+                    // before the post).
                     unsafe { base.add(i + 1) }
                 } else {
                     ptr::null_mut()
@@ -585,16 +576,8 @@ impl Device for VerbsDevice<'_> {
             // hands out only registered memory it keeps untouched until the completion.
             let rc = unsafe { ibv_post_send(self.qp, base, &mut bad) };
             if rc != 0 {
-                let failed = if bad.is_null() {
-                    0
-                } else {
-                    // SAFETY: bad points into `chain`.
-                    unsafe { bad.offset_from(base) as usize }
-                };
-                return Err(PostError {
-                    index: start + failed,
-                    code: rc.abs(),
-                });
+                // SAFETY: the post just returned `bad`: null or an element of `chain`.
+                return Err(unsafe { refused(rc, bad, base, start) });
             }
             start += part.len();
         }
@@ -654,5 +637,24 @@ pub fn set_nonblocking(fd: i32) -> Result<()> {
             "fcntl",
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK),
         )
+    }
+}
+
+/// The device's refusal of a chained post: which work request it stopped at and the errno.
+/// `start` is the position of `base` (the chain) among all the work requests posted.
+///
+/// # Safety
+/// `bad` is null or points into the chain starting at `base` (as `ibv_post_recv` and
+/// `ibv_post_send` leave it).
+unsafe fn refused<T>(rc: i32, bad: *mut T, base: *mut T, start: usize) -> PostError {
+    let failed = if bad.is_null() {
+        0
+    } else {
+        // SAFETY: the caller's promise: both pointers are into the same chain.
+        unsafe { bad.offset_from(base) as usize }
+    };
+    PostError {
+        index: start + failed,
+        code: rc.abs(),
     }
 }

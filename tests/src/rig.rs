@@ -297,18 +297,14 @@ impl<S: Service> Rig<S> {
         let mut wcs = [Completion::EMPTY; 16];
         for _ in 0..100_000 {
             let n = self.nic.poll(&mut wcs);
-            let mut res = Resources {
-                pool: &mut self.pool,
-                sinks: &mut self.sinks,
-                payloads: &mut self.payloads,
-                shared_pool: false,
-                grant_limit: None,
-            };
-            for wc in &wcs[..n] {
-                self.conn
-                    .handle(&mut res, &mut CoherentDma, &mut self.service, wc);
-            }
-            let _ = self.conn.flush(&mut res, &mut *self.nic, &mut self.service);
+            let mut res = Resources::own(&mut self.pool, &mut self.sinks, &mut self.payloads);
+            let _ = self.conn.process(
+                &mut res,
+                &mut *self.nic,
+                &mut CoherentDma,
+                &mut self.service,
+                &wcs[..n],
+            );
             total += n;
             self.collect();
             if n == 0 && self.nic.queued() == 0 && self.nic.pending() == 0 {
@@ -316,6 +312,14 @@ impl<S: Service> Rig<S> {
             }
         }
         total
+    }
+
+    /// The queue pair goes to error (a disconnect) while work requests may be held in the send
+    /// queue: they flush, the NIC resumes, and the responder takes every completion.
+    pub fn disconnect(&mut self) {
+        self.nic.flush();
+        self.nic.hold(false);
+        self.pump();
     }
 
     /// Takes the replies the requester received.

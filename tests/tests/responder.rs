@@ -413,9 +413,7 @@ fn flush_with_reads_outstanding_returns_pages_and_receive() {
     rig.pump();
     assert!(rig.conn.sq_in_flight() > 0, "Reads outstanding");
     assert!(rig.sinks.free_pages() < rig.sinks.page_count());
-    rig.nic.flush(); // disconnect
-    rig.nic.hold(false);
-    rig.pump();
+    rig.disconnect();
     assert!(rig.conn.is_closing());
     rig.assert_quiet();
 }
@@ -430,9 +428,7 @@ fn disconnect_with_writes_outstanding_returns_everything() {
     rig.pump();
     assert!(rig.conn.sq_in_flight() >= 2, "Write and Send outstanding");
     assert!(rig.payloads.free_pages() < rig.payloads.page_count());
-    rig.nic.flush();
-    rig.nic.hold(false);
-    rig.pump();
+    rig.disconnect();
     rig.assert_quiet();
 }
 
@@ -444,13 +440,8 @@ fn drain_reclaims_calls_whose_completions_never_came() {
     rig.send(&generate_msg(21, PROC_GENERATE, 60_000, 3, Some(&w), None))
         .unwrap();
     rig.pump();
-    let mut res = rpcrdma_core::responder::Resources {
-        pool: &mut rig.pool,
-        sinks: &mut rig.sinks,
-        payloads: &mut rig.payloads,
-        shared_pool: false,
-        grant_limit: None,
-    };
+    let mut res =
+        rpcrdma_core::responder::Resources::own(&mut rig.pool, &mut rig.sinks, &mut rig.payloads);
     let report = rig.conn.drain(&mut res);
     assert_eq!((report.calls, report.work_requests), (1, 2));
     rig.pool.drain();
@@ -787,13 +778,8 @@ impl Service for Later {
 }
 
 fn complete(rig: &mut Rig<Later>, handle: rpcrdma_core::responder::CallHandle, len: u32) -> bool {
-    let mut res = rpcrdma_core::responder::Resources {
-        pool: &mut rig.pool,
-        sinks: &mut rig.sinks,
-        payloads: &mut rig.payloads,
-        shared_pool: false,
-        grant_limit: None,
-    };
+    let mut res =
+        rpcrdma_core::responder::Resources::own(&mut rig.pool, &mut rig.sinks, &mut rig.payloads);
     let done = rig.conn.complete_pending(&mut res, handle, |call, w| {
         let n =
             oncrpc::emit_accepted_reply(w.buffer(), call.xid, oncrpc::AcceptStat::Success).unwrap();
@@ -978,9 +964,7 @@ fn unsignaled_replies_keep_their_pages_until_a_later_completion() {
 fn flush_with_unsignaled_replies_outstanding_returns_everything() {
     let mut rig = warmed(false);
     three_generates_held(&mut rig);
-    rig.nic.flush();
-    rig.nic.hold(false);
-    rig.pump();
+    rig.disconnect();
     assert!(rig.conn.is_closing());
     rig.assert_quiet();
 }

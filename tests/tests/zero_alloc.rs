@@ -167,19 +167,15 @@ fn responder_cycle_allocates_nothing() {
         rig.nic.deliver(&msgs[i % msgs.len()]).unwrap();
         loop {
             let n = rig.nic.poll(&mut wcs);
-            let mut res = Resources {
-                pool: &mut rig.pool,
-                sinks: &mut rig.sinks,
-                payloads: &mut rig.payloads,
-                shared_pool: false,
-                grant_limit: None,
-            };
-            for wc in &wcs[..n] {
-                rig.conn
-                    .handle(&mut res, &mut CoherentDma, &mut rig.service, wc);
-            }
+            let mut res = Resources::own(&mut rig.pool, &mut rig.sinks, &mut rig.payloads);
             rig.conn
-                .flush(&mut res, &mut *rig.nic, &mut rig.service)
+                .process(
+                    &mut res,
+                    &mut *rig.nic,
+                    &mut CoherentDma,
+                    &mut rig.service,
+                    &wcs[..n],
+                )
                 .unwrap();
             while let Some(sent) = rig.nic.take_sent() {
                 replies += sent.bytes.len() as u64 / sent.bytes.len().max(1) as u64;

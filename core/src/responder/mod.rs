@@ -215,6 +215,24 @@ pub struct Resources<'r, 'a, const N: usize, const P: usize, const Q: usize> {
     pub grant_limit: Option<u32>,
 }
 
+impl<'r, 'a, const N: usize, const P: usize, const Q: usize> Resources<'r, 'a, N, P, Q> {
+    /// The resources of a connection with its own receive pool (no SRQ): the grant follows the
+    /// pool's posted Receives.
+    pub fn own(
+        pool: &'r mut RecvPool<'a, N>,
+        sinks: &'r mut PagePool<'a, P>,
+        payloads: &'r mut PagePool<'a, Q>,
+    ) -> Self {
+        Resources {
+            pool,
+            sinks,
+            payloads,
+            shared_pool: false,
+            grant_limit: None,
+        }
+    }
+}
+
 /// Counters of one connection (plain integers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -572,6 +590,31 @@ impl<'a, const C: usize> Connection<'a, C> {
                 let _ = self.waiting.push_back(i);
             }
         }
+    }
+
+    /// One completion batch of a connection with its own queues, as the front end polled it:
+    /// every completion through [`Connection::handle`], then [`Connection::flush`].
+    ///
+    /// # Errors
+    /// As [`Connection::flush`].
+    #[inline]
+    pub fn process<D, S, Y, const N: usize, const P: usize, const Q: usize>(
+        &mut self,
+        res: &mut Resources<'_, 'a, N, P, Q>,
+        device: &mut D,
+        sync: &mut Y,
+        service: &mut S,
+        completions: &[Completion],
+    ) -> Result<(), PostError>
+    where
+        D: Device + ?Sized,
+        S: Service + ?Sized,
+        Y: DmaSync + ?Sized,
+    {
+        for wc in completions {
+            self.handle(res, sync, service, wc);
+        }
+        self.flush(res, device, service)
     }
 
     /// Handles one completion of this connection: a Receive (from `res.pool`) or one of its

@@ -290,21 +290,11 @@ impl Layout {
     /// enumerates the shapes and every truncation and compares).
     #[inline(always)]
     fn fast_path(buf: &[u8], byte_len: usize) -> Option<Layout> {
-        let b = buf.get(..byte_len)?;
-        let w = b.first_chunk::<MIN_HEADER_LEN>()?;
-        let word =
-            |i: usize| u32::from_be_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
-        if word(1) != RPCRDMA_VERSION
-            || word(3) != Proc::Msg.to_wire()
-            || word(4) != 0
-            || byte_len > u32::MAX as usize
-        {
-            return None;
+        let (b, w) = Self::msg_without_reads(buf, byte_len)?;
+        if (header_word(w, 5) | header_word(w, 6)) == 0 {
+            return Some(Layout::empty_lists(header_word(w, 0), byte_len as u32));
         }
-        if (word(5) | word(6)) == 0 {
-            return Some(Layout::empty_lists(word(0), byte_len as u32));
-        }
-        Self::fast_path_write_reply(b, word(0))
+        Self::fast_path_write_reply(b, header_word(w, 0))
     }
 
     /// Only the first of [`Layout::fast_path`]'s shapes (RDMA_MSG, three empty lists), for a
@@ -312,14 +302,22 @@ impl Layout {
     /// [`Layout::PACKED_EMPTY_LISTS`] plus `xid` and `byte_len`.
     #[inline(always)]
     pub(crate) fn fast_path_empty_lists(buf: &[u8], byte_len: usize) -> Option<Layout> {
-        let w = buf.get(..byte_len)?.first_chunk::<MIN_HEADER_LEN>()?;
-        let word =
-            |i: usize| u32::from_be_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]);
-        (word(1) == RPCRDMA_VERSION
-            && word(3) == Proc::Msg.to_wire()
-            && (word(4) | word(5) | word(6)) == 0
+        let (_, w) = Self::msg_without_reads(buf, byte_len)?;
+        ((header_word(w, 5) | header_word(w, 6)) == 0)
+            .then(|| Layout::empty_lists(header_word(w, 0), byte_len as u32))
+    }
+
+    /// What both fast paths start from: `buf[..byte_len]` and its first 28 bytes, when they
+    /// begin an RDMA_MSG of version 1 with an empty read list and `byte_len` fits 32 bits.
+    #[inline(always)]
+    fn msg_without_reads(buf: &[u8], byte_len: usize) -> Option<(&[u8], &[u8; MIN_HEADER_LEN])> {
+        let b = buf.get(..byte_len)?;
+        let w = b.first_chunk::<MIN_HEADER_LEN>()?;
+        (header_word(w, 1) == RPCRDMA_VERSION
+            && header_word(w, 3) == Proc::Msg.to_wire()
+            && header_word(w, 4) == 0
             && byte_len <= u32::MAX as usize)
-            .then(|| Layout::empty_lists(word(0), byte_len as u32))
+            .then_some((b, w))
     }
 
     /// RDMA_MSG, version 1 and an empty read list already checked on `b` (exactly the bytes
@@ -367,6 +365,12 @@ impl Layout {
         let end = at + XDR_UNIT + count * SEGMENT_LEN;
         (end <= b.len()).then_some(end)
     }
+}
+
+/// Word `i` (< 7) of the first 28 bytes of a header.
+#[inline(always)]
+fn header_word(w: &[u8; MIN_HEADER_LEN], i: usize) -> u32 {
+    u32::from_be_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]])
 }
 
 /// Every header the fast path does not take, with all checks.

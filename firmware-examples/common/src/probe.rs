@@ -110,28 +110,21 @@ pub fn core_receive_path<const N: usize, const LEN: usize>(
     let mut wcs = [Completion::EMPTY; 4];
     for _ in 0..black_box(2u32) {
         let n = device.poll(&mut wcs);
-        let mut res = Resources {
-            pool: &mut pool,
-            sinks: &mut sinks,
-            payloads: &mut payloads,
-            shared_pool: false,
-            grant_limit: None,
-        };
-        for wc in wcs.iter().take(n) {
-            conn.handle(&mut res, &mut CoherentDma, &mut service, wc);
-        }
-        black_box(conn.flush(&mut res, &mut device, &mut service).is_ok());
+        let mut res = Resources::own(&mut pool, &mut sinks, &mut payloads);
+        let polled = wcs.get(..n).unwrap_or_default();
+        let result = conn.process(
+            &mut res,
+            &mut device,
+            &mut CoherentDma,
+            &mut service,
+            polled,
+        );
+        black_box(result.is_ok());
     }
     // The owned header (the decoder's `Repr`), as a service that keeps headers would use it.
     black_box(HeaderRepr::reply(black_box(1), black_box(2)).buffer_len());
     black_box(conn.counters());
-    let mut res = Resources {
-        pool: &mut pool,
-        sinks: &mut sinks,
-        payloads: &mut payloads,
-        shared_pool: false,
-        grant_limit: None,
-    };
+    let mut res = Resources::own(&mut pool, &mut sinks, &mut payloads);
     black_box(conn.drain(&mut res));
     black_box(pool.counters());
     black_box(pool.drain());

@@ -92,18 +92,12 @@ impl<'d, const N: usize> Server<'d, N> {
     pub fn poll(&mut self, nic: &mut Nic) -> usize {
         let mut wcs = [Completion::EMPTY; POLL_BATCH];
         let n = nic.poll(&mut wcs);
-        let mut res = Resources {
-            pool: &mut self.pool,
-            sinks: &mut self.sinks,
-            payloads: &mut self.payloads,
-            shared_pool: false,
-            grant_limit: None,
-        };
-        for wc in wcs.iter().take(n) {
-            self.conn
-                .handle(&mut res, &mut self.sync, &mut self.service, wc);
-        }
-        if let Err(e) = self.conn.flush(&mut res, nic, &mut self.service) {
+        let mut res = Resources::own(&mut self.pool, &mut self.sinks, &mut self.payloads);
+        let polled = wcs.get(..n).unwrap_or_default();
+        let result = self
+            .conn
+            .process(&mut res, nic, &mut self.sync, &mut self.service, polled);
+        if let Err(e) = result {
             defmt::error!("post_send refused: {}", e);
             self.post_failures += 1;
         }

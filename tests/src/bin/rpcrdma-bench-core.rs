@@ -404,20 +404,14 @@ impl<const N: usize> Cycle for ResponderBench<'_, N> {
     #[inline(always)]
     fn batch(&mut self) -> usize {
         let n = self.device.poll(&mut self.wcs);
-        let mut res = Resources {
-            pool: &mut self.pool,
-            sinks: &mut self.sinks,
-            payloads: &mut self.payloads,
-            shared_pool: false,
-            grant_limit: None,
-        };
-        for wc in &self.wcs[..n] {
-            self.conn
-                .handle(&mut res, &mut CoherentDma, &mut self.service, wc);
-        }
-        let _ = self
-            .conn
-            .flush(&mut res, &mut self.device, &mut self.service);
+        let mut res = Resources::own(&mut self.pool, &mut self.sinks, &mut self.payloads);
+        let _ = self.conn.process(
+            &mut res,
+            &mut self.device,
+            &mut CoherentDma,
+            &mut self.service,
+            &self.wcs[..n],
+        );
         n
     }
 }
