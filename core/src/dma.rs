@@ -36,6 +36,13 @@ pub enum DmaError {
     },
     /// The region wraps around the CPU or device address space.
     AddressOverflow,
+    /// A split point beyond the region's end.
+    SplitOutOfRange {
+        /// Where the split was asked for.
+        mid: usize,
+        /// The region's length.
+        len: usize,
+    },
 }
 
 impl core::fmt::Display for DmaError {
@@ -48,6 +55,11 @@ impl core::fmt::Display for DmaError {
                  allocate it cache-line aligned (e.g. #[repr(align(64))] or a page-aligned mapping)"
             ),
             DmaError::AddressOverflow => write!(f, "DMA region wraps around the address space"),
+            DmaError::SplitOutOfRange { mid, len } => write!(
+                f,
+                "cannot take {mid} bytes from a DMA region of {len} bytes: give the region at \
+                 least what the configuration's region_len() says"
+            ),
         }
     }
 }
@@ -150,6 +162,68 @@ impl<'a> DmaRegion<'a> {
     #[inline]
     pub fn cpu_addr(&self) -> *const u8 {
         self.cpu.as_ptr()
+    }
+
+    /// Splits the region in two at `mid`: `[0, mid)` and `[mid, len)`, both under the same
+    /// local key. Safe: the two halves are disjoint parts of memory this region already owns
+    /// exclusively, so each inherits the promise [`DmaRegion::new`]'s caller made for the whole.
+    ///
+    /// # Errors
+    /// [`DmaError::SplitOutOfRange`] if `mid > len`; [`DmaError::Misaligned`] if `mid` is not
+    /// a multiple of [`CACHE_LINE`] (every region starts on a cache line).
+    pub fn split_at(self, mid: usize) -> Result<(DmaRegion<'a>, DmaRegion<'a>), DmaError> {
+        if mid > self.len {
+            return Err(DmaError::SplitOutOfRange { mid, len: self.len });
+        }
+        if mid % CACHE_LINE != 0 {
+            return Err(DmaError::Misaligned {
+                cpu: (self.cpu.as_ptr() as usize).wrapping_add(mid),
+                device: self.device.wrapping_add(mid as u64),
+            });
+        }
+        // `mid ≤ len` and `new` checked that `cpu + len` does not wrap, so this stays inside
+        // the same allocation and is never null.
+        let tail_cpu = self.cpu.as_ptr().wrapping_add(mid);
+        let Some(tail_cpu) = NonNull::new(tail_cpu) else {
+            return Err(DmaError::NullPointer);
+        };
+        let tail = DmaRegion {
+            cpu: tail_cpu,
+            device: self.device.wrapping_add(mid as u64),
+            len: self.len - mid,
+            lkey: self.lkey,
+            _memory: PhantomData,
+        };
+        let head = DmaRegion { len: mid, ..self };
+        Ok((head, tail))
+    }
+
+    /// Takes the first `len` bytes (rounded up to [`CACHE_LINE`]) off the front of the region:
+    /// returns them and leaves the rest in `self`. The way to carve one region into the parts
+    /// an [`crate::endpoint::Endpoint`] or a front end needs, with no `unsafe`.
+    ///
+    /// # Errors
+    /// [`DmaError::SplitOutOfRange`] if fewer than `len` (rounded up) bytes are left.
+    pub fn take_front(&mut self, len: usize) -> Result<DmaRegion<'a>, DmaError> {
+        let mid = len.div_ceil(CACHE_LINE).saturating_mul(CACHE_LINE);
+        if mid > self.len {
+            return Err(DmaError::SplitOutOfRange { mid, len: self.len });
+        }
+        let empty = DmaRegion::empty_at(self.cpu, self.device, self.lkey);
+        let whole = core::mem::replace(self, empty);
+        let (head, tail) = whole.split_at(mid)?;
+        *self = tail;
+        Ok(head)
+    }
+
+    fn empty_at(cpu: NonNull<u8>, device: u64, lkey: u32) -> DmaRegion<'a> {
+        DmaRegion {
+            cpu,
+            device,
+            len: 0,
+            lkey,
+            _memory: PhantomData,
+        }
     }
 
     /// `len` bytes at `offset`, for the CPU to read, or `None` if out of the region.

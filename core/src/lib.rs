@@ -17,6 +17,8 @@
 //!   through the reply chunk, credit grants that never exceed the Receives posted, and the
 //!   teardown of a failed connection.
 //! - [`xdr`]: the head / pages / tail view of a received message.
+//! - [`endpoint`]: the whole receive path of one connection owned in one value — one DMA
+//!   region carved safely, one `poll(&mut device, &mut service)`. Start here.
 //!
 //! The design the code follows is written out in the repository's `docs/design.md`.
 //!
@@ -30,6 +32,7 @@ mod fmt;
 
 pub mod device;
 pub mod dma;
+pub mod endpoint;
 pub mod pages;
 pub mod pool;
 pub mod responder;

@@ -969,7 +969,7 @@ fn start_disconnect(conn: &mut Conn) {
 fn resources<'r>(
     sh: &'r mut Shared,
     own: Option<&'r mut RecvBuffers<MAX_RECV>>,
-) -> Option<Resources<'r, 'static, MAX_RECV, MAX_PAGES, MAX_PAGES>> {
+) -> Option<Resources<'r, 'static, MAX_RECV, MAX_PAGES>> {
     let shared_pool = own.is_none();
     let pool = match own {
         Some(side) => side.pool_mut(),

@@ -25,6 +25,9 @@
 #![no_std]
 #![warn(missing_docs)]
 
+#[cfg(feature = "std")]
+pub mod memory;
+
 use core::ptr::NonNull;
 
 use heapless::{Deque, Vec};
@@ -232,6 +235,24 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
                 max_reads_outstanding: 0,
             },
         }
+    }
+
+    /// A new connection on the same device: every queue emptied, the error state and fault
+    /// injection cleared, counters zeroed; registrations kept. Work requests still queued are
+    /// dropped without completions, so call it only after the core has drained (or before it
+    /// posted anything).
+    pub fn reset(&mut self) {
+        self.rq.clear();
+        self.sq.clear();
+        self.cq.clear();
+        self.inbox.clear();
+        self.silent = 0;
+        self.silent_unclaimed = 0;
+        self.recv_in_cq = 0;
+        self.held = false;
+        self.error = false;
+        self.fail = None;
+        self.counters = NicCounters::default();
     }
 
     /// Registers this side's memory: `len` bytes at CPU `cpu`, seen by the device at `iova`,

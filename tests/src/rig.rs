@@ -1,20 +1,18 @@
 //! A responder on the software NIC with a scripted requester: the rig the responder tests,
 //! property tests and the core benchmark share.
 //!
-//! Memory is leaked (`'static`) so the pool, page pools and connection can live in one struct
-//! next to the NIC that reaches the same bytes; a test leaks a few MiB at most.
+//! Memory is leaked (`'static`) so the endpoint can live in one struct next to the NIC that
+//! reaches the same bytes; a test leaks a few MiB at most.
 
-use rpcrdma_core::device::{Completion, Device};
-use rpcrdma_core::dma::CoherentDma;
-use rpcrdma_core::pages::PagePool;
-use rpcrdma_core::pool::{PoolConfig, RecvPool};
-use rpcrdma_core::responder::{Connection, Resources, ResponderConfig, Service};
+use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
+use rpcrdma_core::responder::Service;
 use rpcrdma_core::wire::{
     DecodeLimits, Header, HeaderRepr, Proc, ReadSegment, Segment, MAX_READ_SEGMENTS,
 };
 use rpcrdma_services::oncrpc;
 
-use crate::nic::{Access, DmaMemory, NicError, SoftNic};
+use crate::nic::{Access, NicError, SoftNic};
+use rpcrdma_softnic::memory::DmaMemory;
 
 /// Receive descriptors (capacity).
 pub const N: usize = 512;
@@ -23,22 +21,10 @@ pub const P: usize = 1024;
 /// Call-slot capacity.
 pub const C: usize = 512;
 
-/// Device addresses and keys of this side's memory.
-pub const RECV_IOVA: u64 = 0x0000_7e00_0000_0000;
-/// Receive memory key.
-pub const RECV_LKEY: u32 = 0x1001;
-/// Send slots.
-pub const SEND_IOVA: u64 = 0x0000_7e10_0000_0000;
-/// Send memory key.
-pub const SEND_LKEY: u32 = 0x1002;
-/// Read sinks.
-pub const SINK_IOVA: u64 = 0x0000_7e20_0000_0000;
-/// Sink memory key.
-pub const SINK_LKEY: u32 = 0x1003;
-/// Reply payload pages.
-pub const PAYLOAD_IOVA: u64 = 0x0000_7e30_0000_0000;
-/// Payload memory key.
-pub const PAYLOAD_LKEY: u32 = 0x1004;
+/// Device address of this side's memory (the endpoint's one region).
+pub const LOCAL_IOVA: u64 = 0x0000_7e00_0000_0000;
+/// Its local key.
+pub const LOCAL_LKEY: u32 = 0x1001;
 
 /// The requester's memory the responder RDMA-Reads (call data).
 pub const SOURCE_ADDR: u64 = 0x1_0000_0000;
@@ -88,10 +74,6 @@ impl Default for RigConfig {
             signal_all: false,
         }
     }
-}
-
-fn leak(len: usize) -> &'static mut DmaMemory {
-    Box::leak(Box::new(DmaMemory::new(len)))
 }
 
 /// A reply as the requester parses it.
@@ -208,18 +190,12 @@ pub fn words(w: &[u32]) -> Vec<u8> {
     w.iter().flat_map(|x| x.to_be_bytes()).collect()
 }
 
-/// The responder, its memory, the software NIC and the requester's memory.
+/// The responder (one [`Endpoint`]), the software NIC and the requester's memory.
 pub struct Rig<S: Service> {
     /// The NIC.
     pub nic: Box<SoftNic>,
-    /// The receive pool.
-    pub pool: RecvPool<'static, N>,
-    /// Read sinks.
-    pub sinks: PagePool<'static, P>,
-    /// Payload pages.
-    pub payloads: PagePool<'static, P>,
-    /// The connection.
-    pub conn: Connection<'static, C>,
+    /// The endpoint: receive pool, page pools and connection over one region.
+    pub endpoint: Endpoint<'static, N, C, P>,
     /// The service.
     pub service: S,
     /// Requester memory the responder reads.
@@ -236,49 +212,45 @@ pub struct Rig<S: Service> {
     pub grant_violations: usize,
 }
 
+impl RigConfig {
+    /// The endpoint configuration this rig runs.
+    pub fn endpoint(&self) -> EndpointConfig {
+        EndpointConfig {
+            credits: self.credits,
+            buffer_size: self.buffer_size,
+            batch: self.batch,
+            receive_buffers: 0,
+            send_size: self.send_size,
+            peer_inline: self.peer_inline,
+            initiator_depth: self.initiator_depth,
+            sq_depth: 1024,
+            page_size: 4096,
+            sink_bytes: self.sink_bytes,
+            payload_bytes: self.payload_bytes,
+            limits: DecodeLimits::DEFAULT,
+            epoch: 7,
+            signal_all: self.signal_all,
+        }
+    }
+}
+
 impl<S: Service> Rig<S> {
     /// A rig with `config`, serving with `service`.
     pub fn new(config: RigConfig, service: S) -> Self {
-        let pool_config = PoolConfig {
-            buffer_size: config.buffer_size,
-            credits: config.credits,
-            batch: config.batch,
-            limits: DecodeLimits::DEFAULT,
-            buffers: 0,
-            epoch: 7,
-        };
-        let recv = leak(pool_config.needed_region_len());
-        let rc = ResponderConfig {
-            credits: config.credits,
-            send_size: config.send_size,
-            initiator_depth: config.initiator_depth,
-            sq_depth: 1024,
-            epoch: 8,
-            signal_all: config.signal_all,
-        };
-        let send = leak(rc.send_region_len());
-        let sink = leak(config.sink_bytes);
-        let payload = leak(config.payload_bytes);
-        let source = leak(REQUESTER_MEM);
-        let target = leak(REQUESTER_MEM);
+        let ec = config.endpoint();
+        let memory = DmaMemory::leak(ec.region_len());
+        let source = DmaMemory::leak(REQUESTER_MEM);
+        let target = DmaMemory::leak(REQUESTER_MEM);
         let mut nic = Box::new(SoftNic::new());
-        recv.register(&mut nic, RECV_IOVA, RECV_LKEY);
-        send.register(&mut nic, SEND_IOVA, SEND_LKEY);
-        sink.register(&mut nic, SINK_IOVA, SINK_LKEY);
-        payload.register(&mut nic, PAYLOAD_IOVA, PAYLOAD_LKEY);
+        memory.register(&mut nic, LOCAL_IOVA, LOCAL_LKEY);
         source.register_remote(&mut nic, SOURCE_RKEY, SOURCE_ADDR, Access::Read);
         target.register_remote(&mut nic, TARGET_RKEY, TARGET_ADDR, Access::Write);
-        let pool = RecvPool::new(recv.region_at(RECV_IOVA, RECV_LKEY), pool_config).unwrap();
-        let sinks = PagePool::new(sink.region_at(SINK_IOVA, SINK_LKEY), 4096).unwrap();
-        let payloads = PagePool::new(payload.region_at(PAYLOAD_IOVA, PAYLOAD_LKEY), 4096).unwrap();
-        let conn =
-            Connection::new(send.region_at(SEND_IOVA, SEND_LKEY), rc, config.peer_inline).unwrap();
-        let mut rig = Rig {
+        let mut endpoint =
+            Endpoint::new(memory.region_at(LOCAL_IOVA, LOCAL_LKEY), &ec).expect("endpoint");
+        endpoint.refill(&mut *nic).expect("initial Receives");
+        Rig {
             nic,
-            pool,
-            sinks,
-            payloads,
-            conn,
+            endpoint,
             service,
             source,
             target,
@@ -286,25 +258,17 @@ impl<S: Service> Rig<S> {
             outstanding: 0,
             replies: Vec::new(),
             grant_violations: 0,
-        };
-        rig.pool.refill(&mut *rig.nic).unwrap();
-        rig
+        }
     }
 
     /// Runs the responder until the NIC is quiet: poll, handle, flush.
     pub fn pump(&mut self) -> usize {
         let mut total = 0;
-        let mut wcs = [Completion::EMPTY; 16];
         for _ in 0..100_000 {
-            let n = self.nic.poll(&mut wcs);
-            let mut res = Resources::own(&mut self.pool, &mut self.sinks, &mut self.payloads);
-            let _ = self.conn.process(
-                &mut res,
-                &mut *self.nic,
-                &mut CoherentDma,
-                &mut self.service,
-                &wcs[..n],
-            );
+            let n = self
+                .endpoint
+                .poll(&mut *self.nic, &mut self.service)
+                .unwrap_or(0);
             total += n;
             self.collect();
             if n == 0 && self.nic.queued() == 0 && self.nic.pending() == 0 {
@@ -385,18 +349,16 @@ impl<S: Service> Rig<S> {
 
     /// Whether nothing leaked: no call in progress, no Receive held, every page free.
     pub fn assert_quiet(&self) {
-        assert_eq!(self.conn.calls_in_progress(), 0, "calls in progress");
-        assert_eq!(self.pool.held(), 0, "Receives held");
+        let e = &self.endpoint;
+        assert_eq!(e.connection().calls_in_progress(), 0, "calls in progress");
+        assert_eq!(e.pool().held(), 0, "Receives held");
+        assert_eq!(e.sinks().free_pages(), e.sinks().page_count(), "sink pages");
         assert_eq!(
-            self.sinks.free_pages(),
-            self.sinks.page_count(),
-            "sink pages"
-        );
-        assert_eq!(
-            self.payloads.free_pages(),
-            self.payloads.page_count(),
+            e.payloads().free_pages(),
+            e.payloads().page_count(),
             "payload pages"
         );
-        assert_eq!(self.conn.sq_in_flight(), 0, "send-queue work requests");
+        assert_eq!(e.held(), 0, "held");
+        assert_eq!(e.connection().sq_in_flight(), 0, "send-queue work requests");
     }
 }

@@ -75,7 +75,7 @@ fn checksum_call_through_a_read_chunk_at_its_position() {
     let (xid, stat, rest) = accepted(&r.inline);
     assert_eq!((xid, stat), (2, 0));
     assert_eq!(rest, oncrpc::checksum(&data).to_be_bytes());
-    assert_eq!(rig.conn.counters().read_bytes, 65536);
+    assert_eq!(rig.endpoint.connection().counters().read_bytes, 65536);
     assert_eq!(rig.nic.counters.read_bytes, 65536);
     rig.assert_quiet();
 }
@@ -255,7 +255,10 @@ fn generate_payload_goes_into_the_write_chunk_full_and_short() {
         &rig.target_bytes()[200_000..205_000],
         &pattern(12, 5000)[..]
     );
-    assert_eq!(rig.conn.counters().write_chunk_bytes, 70_536);
+    assert_eq!(
+        rig.endpoint.connection().counters().write_chunk_bytes,
+        70_536
+    );
     rig.assert_quiet();
 }
 
@@ -265,7 +268,7 @@ fn payload_larger_than_the_write_chunk_is_err_chunk() {
     let w = [rig.target_segment(0, 1000)];
     let r = rig.round_trip(&generate_msg(10, PROC_GENERATE, 4000, 1, Some(&w), None));
     assert_eq!((r.xid, r.proc_, r.error), (10, Proc::Error, Some(2)));
-    assert_eq!(rig.conn.counters().reply_too_large, 1);
+    assert_eq!(rig.endpoint.connection().counters().reply_too_large, 1);
     rig.assert_quiet();
 }
 
@@ -358,7 +361,7 @@ fn reply_that_fits_nowhere_is_err_chunk() {
         (Proc::Error, Some(2)),
         "reply chunk too small"
     );
-    assert_eq!(rig.conn.counters().reply_too_large, 2);
+    assert_eq!(rig.endpoint.connection().counters().reply_too_large, 2);
     rig.assert_quiet();
 }
 
@@ -390,17 +393,21 @@ fn read_error_mid_chunk_closes_the_connection_and_leaks_nothing() {
     rig.nic.fail_next(Op::Read, 10);
     rig.send(&msg).unwrap();
     rig.pump();
-    assert!(rig.conn.is_closing());
+    assert!(rig.endpoint.connection().is_closing());
     assert!(
         rig.replies.is_empty(),
         "no reply to a call whose data never arrived"
     );
     assert!(
-        rig.pool.is_closing(),
+        rig.endpoint.pool().is_closing(),
         "the connection's own pool stops posting"
     );
     rig.assert_quiet();
-    assert_eq!(rig.pool.posted(), 0, "every posted Receive flushed");
+    assert_eq!(
+        rig.endpoint.pool().posted(),
+        0,
+        "every posted Receive flushed"
+    );
 }
 
 #[test]
@@ -411,10 +418,13 @@ fn flush_with_reads_outstanding_returns_pages_and_receive() {
     rig.nic.hold(true);
     rig.send(&msg).unwrap();
     rig.pump();
-    assert!(rig.conn.sq_in_flight() > 0, "Reads outstanding");
-    assert!(rig.sinks.free_pages() < rig.sinks.page_count());
+    assert!(
+        rig.endpoint.connection().sq_in_flight() > 0,
+        "Reads outstanding"
+    );
+    assert!(rig.endpoint.sinks().free_pages() < rig.endpoint.sinks().page_count());
     rig.disconnect();
-    assert!(rig.conn.is_closing());
+    assert!(rig.endpoint.connection().is_closing());
     rig.assert_quiet();
 }
 
@@ -426,8 +436,11 @@ fn disconnect_with_writes_outstanding_returns_everything() {
     rig.send(&generate_msg(20, PROC_GENERATE, 60_000, 3, Some(&w), None))
         .unwrap();
     rig.pump();
-    assert!(rig.conn.sq_in_flight() >= 2, "Write and Send outstanding");
-    assert!(rig.payloads.free_pages() < rig.payloads.page_count());
+    assert!(
+        rig.endpoint.connection().sq_in_flight() >= 2,
+        "Write and Send outstanding"
+    );
+    assert!(rig.endpoint.payloads().free_pages() < rig.endpoint.payloads().page_count());
     rig.disconnect();
     rig.assert_quiet();
 }
@@ -440,11 +453,11 @@ fn drain_reclaims_calls_whose_completions_never_came() {
     rig.send(&generate_msg(21, PROC_GENERATE, 60_000, 3, Some(&w), None))
         .unwrap();
     rig.pump();
-    let mut res =
-        rpcrdma_core::responder::Resources::own(&mut rig.pool, &mut rig.sinks, &mut rig.payloads);
-    let report = rig.conn.drain(&mut res);
-    assert_eq!((report.calls, report.work_requests), (1, 2));
-    rig.pool.drain();
+    let report = rig.endpoint.drain();
+    assert_eq!(
+        (report.connection.calls, report.connection.work_requests),
+        (1, 2)
+    );
     rig.assert_quiet();
 }
 
@@ -493,7 +506,11 @@ fn credits_above_the_refill_chain_are_backed() {
         ..RigConfig::default()
     };
     let mut rig = Rig::new(config, ExampleService::default());
-    assert!(rig.pool.posted() >= 200, "posted {}", rig.pool.posted());
+    assert!(
+        rig.endpoint.pool().posted() >= 200,
+        "posted {}",
+        rig.endpoint.pool().posted()
+    );
     let null = |xid: u32| {
         call_message(
             xid,
@@ -543,8 +560,8 @@ fn stale_foreign_and_unknown_send_completions_are_refused() {
             .unwrap();
     }
     rig.pump();
-    assert_eq!(rig.conn.counters().refused_completions, 4);
-    assert!(!rig.conn.is_closing());
+    assert_eq!(rig.endpoint.connection().counters().refused_completions, 4);
+    assert!(!rig.endpoint.connection().is_closing());
     let r = rig.round_trip(&msg);
     assert_eq!(r.proc_, Proc::Msg, "still serving");
     rig.assert_quiet();
@@ -572,7 +589,7 @@ fn message_longer_than_the_receive_closes_only_this_connection() {
     let big = vec![0u8; 5000];
     let _ = rig.nic.deliver(&big);
     rig.pump();
-    assert!(rig.conn.is_closing());
+    assert!(rig.endpoint.connection().is_closing());
     rig.assert_quiet();
 }
 
@@ -778,9 +795,7 @@ impl Service for Later {
 }
 
 fn complete(rig: &mut Rig<Later>, handle: rpcrdma_core::responder::CallHandle, len: u32) -> bool {
-    let mut res =
-        rpcrdma_core::responder::Resources::own(&mut rig.pool, &mut rig.sinks, &mut rig.payloads);
-    let done = rig.conn.complete_pending(&mut res, handle, |call, w| {
+    let done = rig.endpoint.complete_pending(handle, |call, w| {
         let n =
             oncrpc::emit_accepted_reply(w.buffer(), call.xid, oncrpc::AcceptStat::Success).unwrap();
         w.set_len(n);
@@ -812,9 +827,9 @@ fn pending_calls_are_answered_later_in_any_order() {
     }
     rig.pump();
     assert!(rig.replies.is_empty(), "nothing answered yet");
-    assert_eq!(rig.conn.counters().pending, 4);
+    assert_eq!(rig.endpoint.connection().counters().pending, 4);
     assert_eq!(
-        rig.pool.held(),
+        rig.endpoint.pool().held(),
         4,
         "a pending call keeps its Receive (its chunk lists)"
     );
@@ -832,7 +847,7 @@ fn pending_calls_are_answered_later_in_any_order() {
         let at = k as usize * 65536;
         assert_eq!(&rig.target_bytes()[at..at + 1000], &pattern(7, 1000)[..]);
     }
-    assert_eq!(rig.conn.counters().pending, 0);
+    assert_eq!(rig.endpoint.connection().counters().pending, 0);
     rig.assert_quiet();
 }
 
@@ -849,10 +864,10 @@ fn pending_calls_are_released_when_the_connection_closes() {
     );
     rig.send(&msg).unwrap();
     rig.pump();
-    assert_eq!(rig.pool.held(), 1);
+    assert_eq!(rig.endpoint.pool().held(), 1);
     rig.nic.flush(); // disconnect
     rig.pump();
-    assert!(rig.conn.is_closing());
+    assert!(rig.endpoint.connection().is_closing());
     let (handle, len) = rig.service.handles[0];
     assert!(
         !complete(&mut rig, handle, len),
@@ -896,7 +911,7 @@ fn unsignaled_in_a_batch_of_eight(signal_all: bool) -> u64 {
     rig.pump();
     assert_eq!(rig.replies.len(), 9);
     rig.assert_quiet();
-    rig.conn.counters().unsignaled_sends
+    rig.endpoint.connection().counters().unsignaled_sends
 }
 
 #[test]
@@ -931,18 +946,18 @@ fn three_generates_held(rig: &mut Rig<ExampleService>) {
     }
     rig.pump();
     assert_eq!(
-        rig.conn.sq_in_flight(),
+        rig.endpoint.connection().sq_in_flight(),
         6,
         "three Writes and three Sends posted"
     );
-    assert_eq!(rig.conn.counters().unsignaled_sends, 2);
+    assert_eq!(rig.endpoint.connection().counters().unsignaled_sends, 2);
 }
 
 #[test]
 fn unsignaled_replies_keep_their_pages_until_a_later_completion() {
     let mut rig = warmed(false);
     three_generates_held(&mut rig);
-    let lent = rig.payloads.page_count() - rig.payloads.free_pages();
+    let lent = rig.endpoint.payloads().page_count() - rig.endpoint.payloads().free_pages();
     assert!(
         lent >= 3,
         "each reply's payload stays lent while the device may read it"
@@ -965,7 +980,7 @@ fn flush_with_unsignaled_replies_outstanding_returns_everything() {
     let mut rig = warmed(false);
     three_generates_held(&mut rig);
     rig.disconnect();
-    assert!(rig.conn.is_closing());
+    assert!(rig.endpoint.connection().is_closing());
     rig.assert_quiet();
 }
 
@@ -981,7 +996,7 @@ fn a_failed_write_retires_the_silent_replies_before_it() {
     rig.send(&generate_msg(72, PROC_GENERATE, 20_000, 9, Some(&w), None))
         .unwrap();
     rig.pump();
-    assert_eq!(rig.conn.counters().unsignaled_sends, 2);
+    assert_eq!(rig.endpoint.connection().counters().unsignaled_sends, 2);
     rig.nic.fail_next(Op::Write, 10);
     rig.nic.hold(false);
     rig.pump();
@@ -990,9 +1005,9 @@ fn a_failed_write_retires_the_silent_replies_before_it() {
         3,
         "the two NULL replies arrived, the GENERATE's did not"
     );
-    assert!(rig.conn.is_closing());
+    assert!(rig.endpoint.connection().is_closing());
     assert_eq!(
-        rig.conn.counters().failed_completions,
+        rig.endpoint.connection().counters().failed_completions,
         2,
         "the Write, then its Send flushed"
     );
@@ -1018,6 +1033,6 @@ fn silent_work_requests_hold_send_queue_slots_until_reaped() {
         );
     }
     assert_eq!(rig.replies.len(), 321);
-    assert!(rig.conn.counters().unsignaled_sends >= 40 * 7);
+    assert!(rig.endpoint.connection().counters().unsignaled_sends >= 40 * 7);
     rig.assert_quiet();
 }

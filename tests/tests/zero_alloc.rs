@@ -115,8 +115,6 @@ fn receive_path_allocates_nothing() {
 
 #[test]
 fn responder_cycle_allocates_nothing() {
-    use rpcrdma_core::dma::CoherentDma;
-    use rpcrdma_core::responder::Resources;
     use rpcrdma_core::wire::{Proc, ReadSegment};
     use rpcrdma_services::{ExampleService, NFS_PROG, PROC_CHECKSUM, PROC_GENERATE, TEST_PROG};
     use rpcrdma_tests::rig::{call_message, rpc_call, words, Rig, RigConfig};
@@ -156,27 +154,12 @@ fn responder_cycle_allocates_nothing() {
             &rpc_call(3, TEST_PROG, 1, PROC_GENERATE, &words(&[16384, 9])),
         ),
     ];
-    let mut wcs = [Completion {
-        wr_id: 0,
-        status: CompletionStatus::Success,
-        byte_len: 0,
-    }; 16];
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let mut replies = 0u64;
     for i in 0..30_000 {
         rig.nic.deliver(&msgs[i % msgs.len()]).unwrap();
         loop {
-            let n = rig.nic.poll(&mut wcs);
-            let mut res = Resources::own(&mut rig.pool, &mut rig.sinks, &mut rig.payloads);
-            rig.conn
-                .process(
-                    &mut res,
-                    &mut *rig.nic,
-                    &mut CoherentDma,
-                    &mut rig.service,
-                    &wcs[..n],
-                )
-                .unwrap();
+            let n = rig.endpoint.poll(&mut *rig.nic, &mut rig.service).unwrap();
             while let Some(sent) = rig.nic.take_sent() {
                 replies += sent.bytes.len() as u64 / sent.bytes.len().max(1) as u64;
             }

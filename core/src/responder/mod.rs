@@ -199,13 +199,13 @@ impl core::error::Error for ResponderError {}
 
 /// The receive side a connection uses: its pool (own, or shared by an SRQ), the sink pages
 /// for Read chunks and the payload pages it lends services. Built by the front end per batch.
-pub struct Resources<'r, 'a, const N: usize, const P: usize, const Q: usize> {
+pub struct Resources<'r, 'a, const N: usize, const P: usize> {
     /// The receive pool.
     pub pool: &'r mut RecvPool<'a, N>,
     /// Sink pages for Read-chunk data.
     pub sinks: &'r mut PagePool<'a, P>,
     /// Pages lent to services for reply payloads.
-    pub payloads: &'r mut PagePool<'a, Q>,
+    pub payloads: &'r mut PagePool<'a, P>,
     /// `true` when the pool is shared with other connections (SRQ): this connection never
     /// closes it and releases only its own Receives at drain.
     pub shared_pool: bool,
@@ -215,13 +215,13 @@ pub struct Resources<'r, 'a, const N: usize, const P: usize, const Q: usize> {
     pub grant_limit: Option<u32>,
 }
 
-impl<'r, 'a, const N: usize, const P: usize, const Q: usize> Resources<'r, 'a, N, P, Q> {
+impl<'r, 'a, const N: usize, const P: usize> Resources<'r, 'a, N, P> {
     /// The resources of a connection with its own receive pool (no SRQ): the grant follows the
     /// pool's posted Receives.
     pub fn own(
         pool: &'r mut RecvPool<'a, N>,
         sinks: &'r mut PagePool<'a, P>,
-        payloads: &'r mut PagePool<'a, Q>,
+        payloads: &'r mut PagePool<'a, P>,
     ) -> Self {
         Resources {
             pool,
@@ -557,10 +557,7 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// Stops admitting work: parked calls are released now, calls with work requests
     /// outstanding finish as their (flushed) completions arrive. The front end disconnects the
     /// queue pair so those flushes come.
-    pub fn close<const N: usize, const P: usize, const Q: usize>(
-        &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
-    ) {
+    pub fn close<const N: usize, const P: usize>(&mut self, res: &mut Resources<'_, 'a, N, P>) {
         if !self.closing {
             debug!("rpcrdma connection closing");
         }
@@ -598,9 +595,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// # Errors
     /// As [`Connection::flush`].
     #[inline]
-    pub fn process<D, S, Y, const N: usize, const P: usize, const Q: usize>(
+    pub fn process<D, S, Y, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         device: &mut D,
         sync: &mut Y,
         service: &mut S,
@@ -619,9 +616,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Handles one completion of this connection: a Receive (from `res.pool`) or one of its
     /// Sends, RDMA Reads or RDMA Writes. Calls that arrived inline are served at once.
-    pub fn handle<S, Y, const N: usize, const P: usize, const Q: usize>(
+    pub fn handle<S, Y, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         sync: &mut Y,
         service: &mut S,
         wc: &Completion,
@@ -637,9 +634,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     }
 
     #[inline]
-    fn on_receive<S, Y, const N: usize, const P: usize, const Q: usize>(
+    fn on_receive<S, Y, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         sync: &mut Y,
         service: &mut S,
         wc: &Completion,
@@ -697,9 +694,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     }
 
     #[inline]
-    fn on_call<S: Service + ?Sized, const N: usize, const P: usize, const Q: usize>(
+    fn on_call<S: Service + ?Sized, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         service: &mut S,
         rx: Received,
     ) {
@@ -756,9 +753,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Runs the waiting calls that can move on: sinks and Reads for parked calls, the service
     /// and the reply for ready ones. Order among the waiting is kept.
-    fn progress<S: Service + ?Sized, const N: usize, const P: usize, const Q: usize>(
+    fn progress<S: Service + ?Sized, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         service: &mut S,
     ) -> bool {
         let mut moved = false;
@@ -812,9 +809,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     }
 
     /// Allocates the sink run of a parked call with Read chunks. Returns whether it did.
-    fn start_reads<const N: usize, const P: usize, const Q: usize>(
+    fn start_reads<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
     ) -> bool {
         let Some(c) = self.calls.get(i as usize) else {
@@ -861,9 +858,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Posts (into the chain) the Reads of call `i` that the initiator depth and the send
     /// queue allow.
-    fn post_reads<const N: usize, const P: usize, const Q: usize>(
+    fn post_reads<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
     ) {
         let wr_id = self.wr_id(WrKind::Read, i);
@@ -922,9 +919,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Builds and queues the reply of ready call `i` if a send slot and room in the chain and
     /// send queue are free. Returns whether it did (the call is then Replying or Free).
-    fn try_reply<S: Service + ?Sized, const N: usize, const P: usize, const Q: usize>(
+    fn try_reply<S: Service + ?Sized, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         service: &mut S,
         i: u16,
     ) -> bool {
@@ -971,9 +968,9 @@ impl<'a, const C: usize> Connection<'a, C> {
         slot as usize * self.stride
     }
 
-    fn send_error_reply<const N: usize, const P: usize, const Q: usize>(
+    fn send_error_reply<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
         slot: u16,
         reply: &ErrorReply,
@@ -1019,9 +1016,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Runs the service for call `i` into send slot `slot` and queues the reply. Returns false
     /// when the service deferred the call (nothing queued).
-    fn serve<S: Service + ?Sized, const N: usize, const P: usize, const Q: usize>(
+    fn serve<S: Service + ?Sized, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         service: &mut S,
         i: u16,
         slot: u16,
@@ -1105,9 +1102,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Acts on a service's verdict for call `i` in send slot `slot`. Returns false when the call
     /// was deferred.
-    fn after_verdict<const N: usize, const P: usize, const Q: usize>(
+    fn after_verdict<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
         slot: u16,
         (verdict, body_len, payload): (Verdict, usize, Option<Payload>),
@@ -1153,9 +1150,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// # Errors
     /// [`StaleHandle`] if the handle names no pending call of this connection (answered
     /// already, or the connection closed).
-    pub fn complete_pending<const N: usize, const P: usize, const Q: usize>(
+    pub fn complete_pending<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         handle: CallHandle,
         f: impl FnOnce(&Call<'_>, &mut ReplyWriter<'_>) -> Verdict,
     ) -> Result<bool, StaleHandle> {
@@ -1197,9 +1194,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Builds the reply of call `i` (body of `body_len` bytes in send slot `slot`, and the
     /// payload) and queues its Writes and Send.
-    fn send_reply<const N: usize, const P: usize, const Q: usize>(
+    fn send_reply<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
         slot: u16,
         body_len: usize,
@@ -1386,9 +1383,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     }
 
     /// The Receive and sink pages of call `i` are no longer needed once its reply is built.
-    fn release_call_inputs<const N: usize, const P: usize, const Q: usize>(
+    fn release_call_inputs<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
     ) {
         if let Some(c) = self.calls.get_mut(i as usize) {
@@ -1403,9 +1400,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// Keeps a lent payload with call `i` until its Send completes when the device reads it
     /// (`device_reads`), else frees it now.
-    fn keep_payload<const N: usize, const P: usize, const Q: usize>(
+    fn keep_payload<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
         payload: Option<Payload>,
         device_reads: bool,
@@ -1427,9 +1424,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     }
 
     #[cold]
-    fn reply_failed<const N: usize, const P: usize, const Q: usize>(
+    fn reply_failed<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
         slot: u16,
         payload: Option<Payload>,
@@ -1497,9 +1494,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// A completion arrived for a Write or Send of call `i`: every reply posted before `i`'s
     /// has completed, signaled or not. They are finished. Nothing happens when `i`'s Send was
     /// never posted (a chain the device refused part of).
-    fn retire_before<const N: usize, const P: usize, const Q: usize>(
+    fn retire_before<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
     ) {
         if !self.calls.get(i as usize).is_some_and(|c| c.posted) {
@@ -1529,9 +1526,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     }
 
     /// Returns everything call `i` holds and frees its slot.
-    fn finish<const N: usize, const P: usize, const Q: usize>(
+    fn finish<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
     ) {
         let Some(c) = self.calls.get_mut(i as usize) else {
@@ -1556,9 +1553,9 @@ impl<'a, const C: usize> Connection<'a, C> {
         self.free_call(i);
     }
 
-    fn on_send_queue<S: Service + ?Sized, const N: usize, const P: usize, const Q: usize>(
+    fn on_send_queue<S: Service + ?Sized, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         service: &mut S,
         kind: WrKind,
         wc: &Completion,
@@ -1644,9 +1641,9 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// All Reads of call `i` arrived: count them and place the inline pieces between data
     /// chunks (only when there are several) into the sink run.
-    fn reads_done<const N: usize, const P: usize, const Q: usize>(
+    fn reads_done<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         i: u16,
     ) {
         let Some(c) = self.calls.get(i as usize) else {
@@ -1675,9 +1672,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// # Errors
     /// A [`PostError`] from the device: the connection is then closing (what was refused is
     /// treated as flushed).
-    pub fn flush<D, S, const N: usize, const P: usize, const Q: usize>(
+    pub fn flush<D, S, const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
         device: &mut D,
         service: &mut S,
     ) -> Result<(), PostError>
@@ -1779,10 +1776,7 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// The grant to send now: the configured credits, lowered to what is posted (or to the
     /// shared pool's limit for this connection), at least 1.
-    fn grant<const N: usize, const P: usize, const Q: usize>(
-        &mut self,
-        res: &Resources<'_, 'a, N, P, Q>,
-    ) -> u32 {
+    fn grant<const N: usize, const P: usize>(&mut self, res: &Resources<'_, 'a, N, P>) -> u32 {
         let limit = res.grant_limit.unwrap_or(res.pool.posted() as u32);
         let grant = (self.credits as u32).min(limit).max(1);
         if grant < self.credits as u32 {
@@ -1795,9 +1789,9 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// Teardown, once the device no longer touches this connection's memory (queue pair
     /// destroyed, or in error with its completions consumed): every call still in progress
     /// gives back its Receive, pages and send slot.
-    pub fn drain<const N: usize, const P: usize, const Q: usize>(
+    pub fn drain<const N: usize, const P: usize>(
         &mut self,
-        res: &mut Resources<'_, 'a, N, P, Q>,
+        res: &mut Resources<'_, 'a, N, P>,
     ) -> ConnectionDrain {
         self.closing = true;
         let mut report = ConnectionDrain {

@@ -10,7 +10,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use rpcrdma_core::dma::CACHE_LINE;
+use rpcrdma_core::dma::{DmaRegion, CACHE_LINE};
 
 /// `LEN` bytes of DMA memory, aligned to the cache line.
 #[repr(C, align(64))]
@@ -35,12 +35,19 @@ impl<const LEN: usize> DmaMemory<LEN> {
         }
     }
 
-    /// The region's first byte, the first time only (`None` afterwards).
-    pub fn claim(&'static self) -> Option<NonNull<u8>> {
+    /// The first time only (`None` afterwards): the memory as the core's [`DmaRegion`], seen
+    /// by the device at `iova` under `lkey`, and its first byte's address for the NIC's
+    /// registration.
+    pub fn claim(&'static self, iova: u64, lkey: u32) -> Option<(DmaRegion<'static>, NonNull<u8>)> {
         if self.claimed.swap(true, Ordering::AcqRel) {
             return None;
         }
-        NonNull::new(self.bytes.get().cast::<u8>())
+        let cpu = NonNull::new(self.bytes.get().cast::<u8>())?;
+        // SAFETY: the static is valid for LEN bytes for the program's life and this is its only
+        // claim, so nothing else references it; the software NIC, the only device, addresses it
+        // at `iova` and writes it only through work requests the core posted.
+        let region = unsafe { DmaRegion::new(cpu.as_ptr(), iova, LEN, lkey) }.ok()?;
+        Some((region, cpu))
     }
 
     /// Length in bytes.

@@ -34,10 +34,8 @@ use core::mem::size_of;
 
 use core::ptr::NonNull;
 
-use rpcrdma_core::dma::{DmaRegion, CACHE_LINE};
-use rpcrdma_core::pages::PagePool;
+use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
 use rpcrdma_core::pool::{PoolConfig, RecvPool};
-use rpcrdma_core::responder::{Connection, ResponderConfig};
 use rpcrdma_softnic::Access;
 
 use crate::dma::DmaMemory;
@@ -45,7 +43,7 @@ use crate::requester::{
     teardown, Requester, ADDR_A, ADDR_B, ADDR_C, HANDLE_A, HANDLE_B, HANDLE_C, REGION_A, REGION_B,
     REGION_C_LEN, SCRIPT,
 };
-use crate::server::Server;
+use crate::server::{Server, CALLS, PAGES};
 
 /// The software NIC the examples use: 64 Receives, 64 send-queue work requests, 128
 /// completions, an inbox of 16 messages of up to 1 KiB.
@@ -60,29 +58,32 @@ pub const SINK_BYTES: usize = 4096;
 /// Bytes of payload pages.
 pub const PAYLOAD_BYTES: usize = 4096;
 
-/// The responder configuration for `pool`.
-pub const fn responder_config(pool: &PoolConfig) -> ResponderConfig {
-    ResponderConfig {
+/// The endpoint configuration for a board's pool: its Receive buffers and credits, 1 KiB send
+/// slots (the RFC 8166 default inline size), 4 Reads in flight, a 64-entry send queue, 4 KiB
+/// each of sink and payload pages.
+pub const fn endpoint_config(pool: &PoolConfig) -> EndpointConfig {
+    EndpointConfig {
         credits: pool.credits,
+        buffer_size: pool.buffer_size,
+        batch: pool.batch,
+        receive_buffers: pool.buffers,
         send_size: SEND_SIZE,
+        peer_inline: SEND_SIZE,
         initiator_depth: 4,
         sq_depth: 64,
-        epoch: 2,
+        page_size: PAGE_SIZE,
+        sink_bytes: SINK_BYTES,
+        payload_bytes: PAYLOAD_BYTES,
+        limits: pool.limits,
+        epoch: pool.epoch,
         signal_all: false,
     }
 }
 
-const fn align(n: usize) -> usize {
-    n.div_ceil(CACHE_LINE) * CACHE_LINE
-}
-
-/// DMA memory an example needs: the pool's Receive buffers, the send slots, the sink and the
-/// payload pages, each cache-line aligned.
+/// DMA memory an example needs: the endpoint's region (Receive buffers, send slots, sink and
+/// payload pages, each cache-line aligned).
 pub const fn dma_len(pool: &PoolConfig) -> usize {
-    align(pool.needed_region_len())
-        + align(responder_config(pool).send_region_len())
-        + SINK_BYTES
-        + PAYLOAD_BYTES
+    endpoint_config(pool).region_len()
 }
 
 /// Times the script runs (buffers are reused across rounds: persistent Receive buffers).
@@ -119,62 +120,15 @@ pub fn run<const N: usize, const LEN: usize>(
     );
     report_ram::<N>(config.buffer_size, LEN);
 
-    let Some(cpu) = dma.claim() else {
+    let Some((region, cpu)) = dma.claim(board.iova, board.lkey) else {
         defmt::error!("FAIL: DMA memory already claimed");
         return false;
     };
-    // Carve the one static region: Receive buffers, send slots, sinks, payload pages.
-    let recv_len = align(config.needed_region_len());
-    let rcfg = responder_config(&config);
-    let send_len = align(rcfg.send_region_len());
-    let parts = [
-        (0, recv_len),
-        (recv_len, send_len),
-        (recv_len + send_len, SINK_BYTES),
-        (recv_len + send_len + SINK_BYTES, PAYLOAD_BYTES),
-    ];
-    if parts[3].0 + PAYLOAD_BYTES > LEN {
-        defmt::error!("FAIL: DMA memory of {=usize} bytes is too small", LEN);
-        return false;
-    }
-    // SAFETY: each part is a disjoint range of the static DMA memory, claimed once, so nothing
-    // else in the program references it. Its only other user is the software NIC below, which
-    // writes a part only while a Receive or RDMA Read the core posted is outstanding on it.
-    let region = |(off, len): (usize, usize)| unsafe {
-        DmaRegion::new(
-            cpu.as_ptr().add(off),
-            board.iova + off as u64,
-            len,
-            board.lkey,
-        )
-    };
-    let (Ok(recv), Ok(send), Ok(sinks), Ok(payloads)) = (
-        region(parts[0]),
-        region(parts[1]),
-        region(parts[2]),
-        region(parts[3]),
-    ) else {
-        defmt::error!("FAIL: DMA region refused");
-        return false;
-    };
-    let pool = match RecvPool::<N>::new(recv, config) {
-        Ok(p) => p,
+    // One region, carved by the endpoint: Receive buffers, send slots, sinks, payload pages.
+    let endpoint = match Endpoint::<N, CALLS, PAGES>::new(region, &endpoint_config(&config)) {
+        Ok(e) => e,
         Err(e) => {
-            defmt::error!("FAIL: pool refused: {}", e);
-            return false;
-        }
-    };
-    let (Ok(sinks), Ok(payloads)) = (
-        PagePool::new(sinks, PAGE_SIZE),
-        PagePool::new(payloads, PAGE_SIZE),
-    ) else {
-        defmt::error!("FAIL: page pools refused");
-        return false;
-    };
-    let conn = match Connection::new(send, rcfg, SEND_SIZE) {
-        Ok(c) => c,
-        Err(e) => {
-            defmt::error!("FAIL: responder refused: {}", e);
+            defmt::error!("FAIL: endpoint refused: {}", e);
             return false;
         }
     };
@@ -215,10 +169,10 @@ pub fn run<const N: usize, const LEN: usize>(
         defmt::error!("FAIL: NIC registration table full");
         return false;
     }
-    let mut server = Server::new(pool, sinks, payloads, conn);
+    let mut server = Server::new(endpoint);
     let mut requester = Requester::new(
-        server.pool.credits(),
-        server.pool.buffer_size(),
+        server.endpoint.pool().credits(),
+        server.endpoint.pool().buffer_size(),
         region_c_ptr,
     );
 
@@ -233,7 +187,7 @@ pub fn run<const N: usize, const LEN: usize>(
         defmt::error!("FAIL: teardown: pool not closed or not fully drained");
     }
 
-    let counters = server.pool.counters();
+    let counters = server.endpoint.pool().counters();
     let r = server.counters();
     defmt::info!("pool counters: {}", counters);
     defmt::info!("responder counters: {}", r);

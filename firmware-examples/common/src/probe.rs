@@ -24,21 +24,20 @@
 use core::hint::black_box;
 
 use rpcrdma_core::device::{Completion, Device, PostError, RecvWr, SendWr};
-use rpcrdma_core::dma::{CoherentDma, DmaRegion};
-use rpcrdma_core::pages::PagePool;
+use rpcrdma_core::dma::CoherentDma;
+use rpcrdma_core::endpoint::Endpoint;
 use rpcrdma_core::pool::{Completed, PoolConfig, RecvPool};
-use rpcrdma_core::responder::{Connection, Resources};
 use rpcrdma_core::wire::HeaderRepr;
 use rpcrdma_services::ExampleService;
 
 use crate::dma::DmaMemory;
 use crate::server::{CALLS, PAGES};
-use crate::{responder_config, Board, PAGE_SIZE, PAYLOAD_BYTES, SEND_SIZE, SINK_BYTES};
+use crate::{endpoint_config, Board};
 
 /// The runtime without the core: what [`core_receive_path`] is measured against.
 pub fn baseline<const LEN: usize>(board: &Board, dma: &'static DmaMemory<LEN>) -> bool {
     defmt::info!("size baseline on {=str}", board.target);
-    black_box(dma.claim()).is_some()
+    black_box(dma.claim(board.iova, board.lkey)).is_some()
 }
 
 /// A device whose completions and refusals come from `black_box`: nothing is specialised.
@@ -69,65 +68,23 @@ pub fn core_receive_path<const N: usize, const LEN: usize>(
     config: PoolConfig,
 ) -> bool {
     defmt::info!("size probe on {=str}", board.target);
-    let Some(cpu) = dma.claim() else {
+    let Some((region, _)) = dma.claim(board.iova, board.lkey) else {
         return false;
     };
-    let config = black_box(config);
-    let rcfg = responder_config(&config);
-    let recv_len = config.needed_region_len();
-    let send_len = rcfg.send_region_len();
-    let offsets = [
-        0,
-        recv_len,
-        recv_len + send_len,
-        recv_len + send_len + SINK_BYTES,
-    ];
-    let lens = [recv_len, send_len, SINK_BYTES, PAYLOAD_BYTES];
-    // SAFETY: disjoint ranges of the static DMA memory, claimed once; no device in this program.
-    let region = |k: usize| unsafe {
-        DmaRegion::new(
-            cpu.as_ptr().add(offsets[k].next_multiple_of(64)),
-            board.iova + offsets[k].next_multiple_of(64) as u64,
-            lens[k],
-            board.lkey,
-        )
-    };
-    let (Ok(r0), Ok(r1), Ok(r2), Ok(r3)) = (region(0), region(1), region(2), region(3)) else {
-        return false;
-    };
-    let (Ok(mut pool), Ok(mut sinks), Ok(mut payloads)) = (
-        RecvPool::<N>::new(r0, config),
-        PagePool::<PAGES>::new(r2, PAGE_SIZE),
-        PagePool::<PAGES>::new(r3, PAGE_SIZE),
-    ) else {
-        return false;
-    };
-    let Ok(mut conn) = Connection::<CALLS>::new(r1, rcfg, black_box(SEND_SIZE)) else {
+    let config = endpoint_config(&black_box(config));
+    let Ok(mut endpoint) = Endpoint::<N, CALLS, PAGES>::new(region, &config) else {
         return false;
     };
     let mut service = ExampleService::default();
     let mut device = OpaqueDevice;
-    let mut wcs = [Completion::EMPTY; 4];
     for _ in 0..black_box(2u32) {
-        let n = device.poll(&mut wcs);
-        let mut res = Resources::own(&mut pool, &mut sinks, &mut payloads);
-        let polled = wcs.get(..n).unwrap_or_default();
-        let result = conn.process(
-            &mut res,
-            &mut device,
-            &mut CoherentDma,
-            &mut service,
-            polled,
-        );
-        black_box(result.is_ok());
+        black_box(endpoint.poll(&mut device, &mut service).is_ok());
     }
     // The owned header (the decoder's `Repr`), as a service that keeps headers would use it.
     black_box(HeaderRepr::reply(black_box(1), black_box(2)).buffer_len());
-    black_box(conn.counters());
-    let mut res = Resources::own(&mut pool, &mut sinks, &mut payloads);
-    black_box(conn.drain(&mut res));
-    black_box(pool.counters());
-    black_box(pool.drain());
+    black_box(endpoint.counters());
+    black_box(endpoint.drain());
+    let pool = endpoint.pool();
     black_box((pool.posted(), pool.held(), pool.free(), pool.is_closing()));
     true
 }
@@ -140,22 +97,10 @@ pub fn pool_receive_path<const N: usize, const LEN: usize>(
     config: PoolConfig,
 ) -> bool {
     defmt::info!("pool size probe on {=str}", board.target);
-    let Some(cpu) = dma.claim() else {
+    let Some((region, _)) = dma.claim(board.iova, board.lkey) else {
         return false;
     };
     let config = black_box(config);
-    // SAFETY: the static DMA memory, claimed once; no device in this program.
-    let region = unsafe {
-        DmaRegion::new(
-            cpu.as_ptr(),
-            board.iova,
-            config.needed_region_len(),
-            board.lkey,
-        )
-    };
-    let Ok(region) = region else {
-        return false;
-    };
     let Ok(mut pool) = RecvPool::<N>::new(region, config) else {
         return false;
     };

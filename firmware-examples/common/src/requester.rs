@@ -928,7 +928,7 @@ pub fn teardown<const N: usize>(
     while nic.pending() > 0 || nic.queued() > 0 {
         server.poll(nic);
     }
-    let mut ok = server.pool.is_closing() && server.pool.posted() == 0;
+    let mut ok = server.endpoint.pool().is_closing() && server.endpoint.pool().posted() == 0;
     // A second flush of a descriptor already returned to the free list: refused as a duplicate.
     if let Some(wr_id) = first {
         let second = Completion {
@@ -947,17 +947,18 @@ pub fn teardown<const N: usize>(
         defmt::error!("FAIL: the pool posted Receives after the flush");
         ok = false;
     }
-    let report = server.pool.drain();
+    let report = server.endpoint.drain();
     defmt::info!(
         "flushed {=usize} posted Receives; drain reclaimed {}",
         flushed,
         report
     );
-    ok && report.posted == 0
-        && report.held == 0
-        && server.conn.calls_in_progress() == 0
-        && server.sinks.free_pages() == server.sinks.page_count()
-        && server.payloads.free_pages() == server.payloads.page_count()
-        && server.pool.in_flight() == 0
-        && server.pool.free() == N
+    let pool = server.endpoint.pool();
+    ok && report.receives.posted == 0
+        && report.receives.held == 0
+        && report.connection.calls == 0
+        && report.connection.work_requests == 0
+        && report.leaked == 0
+        && pool.in_flight() == 0
+        && pool.free() == N
 }

@@ -31,9 +31,8 @@ use std::time::Instant;
 
 use rpcrdma_core::device::{Device, PostError, SendWr};
 use rpcrdma_core::dma::{CoherentDma, DmaSync};
-use rpcrdma_core::pages::PagePool;
+use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
 use rpcrdma_core::pool::{Completed, Completion, CompletionStatus, PoolConfig, RecvPool, RecvWr};
-use rpcrdma_core::responder::{Connection, Resources, ResponderConfig};
 use rpcrdma_services::ExampleService;
 use rpcrdma_tests::fixtures::{bytes, MSG_EMPTY_LISTS, MSG_WRITE_AND_REPLY};
 use rpcrdma_tests::nic::{DmaMemory, IOVA_BASE, LKEY};
@@ -357,32 +356,41 @@ const C: usize = 64;
 const PAGES: usize = 4;
 
 struct ResponderBench<'m, const N: usize> {
-    pool: RecvPool<'m, N>,
-    sinks: PagePool<'m, PAGES>,
-    payloads: PagePool<'m, PAGES>,
-    conn: Connection<'m, C>,
+    endpoint: Endpoint<'m, N, C, PAGES>,
     service: ExampleService,
     device: RingDevice,
     wcs: [Completion; 16],
 }
 
+/// The responder bench's endpoint: `n` Receive buffers of `buf` bytes, 4 KiB send slots, one
+/// page each of sinks and payloads (the NULL call needs neither).
+fn endpoint_config(buf: usize, n: usize) -> EndpointConfig {
+    let pool = pool_config(buf, n);
+    EndpointConfig {
+        credits: CREDITS,
+        buffer_size: buf,
+        batch: BATCH,
+        receive_buffers: pool.buffers,
+        send_size: 4096,
+        peer_inline: 4096,
+        initiator_depth: 4,
+        sq_depth: 64,
+        page_size: 4096,
+        sink_bytes: PAGES * 4096,
+        payload_bytes: PAGES * 4096,
+        limits: pool.limits,
+        epoch: 9,
+        signal_all: false,
+    }
+}
+
 impl<'m, const N: usize> ResponderBench<'m, N> {
-    fn new(mem: &'m DmaMemory, aux: &'m [DmaMemory; 3], buf: usize, msg: &[u8]) -> Self {
+    fn new(mem: &'m DmaMemory, buf: usize, msg: &[u8]) -> Self {
+        // The Receive buffers are the first part of the endpoint's region.
         fill_buffers(mem, N, buf, msg);
-        let rc = ResponderConfig {
-            credits: CREDITS,
-            send_size: 4096,
-            initiator_depth: 4,
-            sq_depth: 64,
-            epoch: 9,
-            signal_all: false,
-        };
+        let config = endpoint_config(buf, N);
         let mut b = ResponderBench {
-            pool: RecvPool::new(mem.region(), pool_config(buf, N)).expect("bench pool"),
-            sinks: PagePool::new(aux[0].region_at(0x7e20_0000_0000, 3), 4096).expect("sinks"),
-            payloads: PagePool::new(aux[1].region_at(0x7e30_0000_0000, 4), 4096).expect("payloads"),
-            conn: Connection::new(aux[2].region_at(0x7e10_0000_0000, 2), rc, 4096)
-                .expect("connection"),
+            endpoint: Endpoint::new(mem.region(), &config).expect("bench endpoint"),
             service: ExampleService::default(),
             device: RingDevice {
                 ring: Ring::new(),
@@ -391,12 +399,12 @@ impl<'m, const N: usize> ResponderBench<'m, N> {
             },
             wcs: [Completion::EMPTY; 16],
         };
-        b.pool.refill(&mut b.device).expect("refill");
+        b.endpoint.refill(&mut b.device).expect("refill");
         b
     }
 
     fn replies(&self) -> u64 {
-        self.conn.counters().inline_replies
+        self.endpoint.connection().counters().inline_replies
     }
 }
 
@@ -404,9 +412,7 @@ impl<const N: usize> Cycle for ResponderBench<'_, N> {
     #[inline(always)]
     fn batch(&mut self) -> usize {
         let n = self.device.poll(&mut self.wcs);
-        let mut res = Resources::own(&mut self.pool, &mut self.sinks, &mut self.payloads);
-        let _ = self.conn.process(
-            &mut res,
+        let _ = self.endpoint.process(
             &mut self.device,
             &mut CoherentDma,
             &mut self.service,
@@ -467,12 +473,8 @@ fn run<const N: usize>(
         ),
         "harness" => time(&mut Harness::new(msg), iters, reps, callgrind),
         "responder" => {
-            let aux = [
-                DmaMemory::new(PAGES * 4096),
-                DmaMemory::new(PAGES * 4096),
-                DmaMemory::new(CREDITS as usize * 4096 + 64),
-            ];
-            let mut b = ResponderBench::<N>::new(&mem, &aux, buf, msg);
+            let mem = DmaMemory::new(endpoint_config(buf, N).region_len());
+            let mut b = ResponderBench::<N>::new(&mem, buf, msg);
             let ns = time(&mut b, iters, reps, callgrind);
             let expect = iters;
             assert!(
