@@ -188,6 +188,9 @@ pub struct Completion {
     pub status: CompletionStatus,
     /// Bytes the device wrote (meaningful for a successful Receive).
     pub byte_len: u32,
+    /// The queue pair the work request belonged to (verbs: `wc.qp_num`): with a shared
+    /// receive queue, the connection a Receive's message arrived on.
+    pub qp: u32,
 }
 
 impl Completion {
@@ -196,6 +199,7 @@ impl Completion {
         wr_id: 0,
         status: CompletionStatus::Success,
         byte_len: 0,
+        qp: 0,
     };
 }
 

@@ -16,6 +16,8 @@
 //!   into sink pages, the [`responder::Service`] API, replies inline / into the write chunk /
 //!   through the reply chunk, credit grants that never exceed the Receives posted, and the
 //!   teardown of a failed connection.
+//! - [`srq`]: connections sharing one receive queue — the credit ledger and the order a
+//!   batch ends in (refill, grant within the shared Receives, record), once.
 //! - [`xdr`]: the head / pages / tail view of a received message.
 //! - [`endpoint`]: the whole receive path of one connection owned in one value — one DMA
 //!   region carved safely, one `poll(&mut device, &mut service)`. Start here.
@@ -36,5 +38,6 @@ pub mod endpoint;
 pub mod pages;
 pub mod pool;
 pub mod responder;
+pub mod srq;
 pub mod wire;
 pub mod xdr;

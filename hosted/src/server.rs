@@ -26,7 +26,8 @@ use rpcrdma_core::device::{WrId, WrKind};
 use rpcrdma_core::dma::CoherentDma;
 use rpcrdma_core::pool::{Counters, PoolConfig};
 use rpcrdma_core::responder::{Call, CallHandle, ReplyWriter, Service, Verdict};
-use rpcrdma_core::responder::{CreditLedger, Resources, ResponderConfig, ResponderCounters};
+use rpcrdma_core::responder::{Resources, ResponderConfig, ResponderCounters};
+use rpcrdma_core::srq::{SharedQueue, SharedSlot};
 use rpcrdma_core::wire::{DecodeLimits, PrivateData, DEFAULT_INLINE_THRESHOLD, NFS_RDMA_PORT};
 use rpcrdma_services::{ExampleService, Program, NFS_PROG};
 
@@ -224,7 +225,9 @@ struct Conn {
     id: CmId,
     responder: Box<ResponderMemory<MAX_CALLS>>,
     recv: Option<Box<RecvBuffers<MAX_RECV>>>,
-    slot: usize,
+    /// Its row in the shared queue's credit ledger (every connection has one: the table
+    /// also bounds how many are open; only SRQ connections share credits).
+    slot: SharedSlot,
     disconnecting: Option<Instant>,
     failed: bool,
 }
@@ -262,8 +265,8 @@ pub struct Server<A: App = ExampleService> {
     epochs: HashMap<u16, u32>,
     /// QPs with completions in this turn (kept to reuse its allocation).
     touched: Vec<u32>,
-    ledger: Box<CreditLedger<MAX_CONNECTIONS>>,
-    free_slots: Vec<usize>,
+    /// Connections admitted, and with an SRQ the credits they share.
+    shared_queue: Box<SharedQueue<MAX_CONNECTIONS>>,
     next_epoch: u16,
     sq_reserved: usize,
     stats: ServerStats,
@@ -322,8 +325,7 @@ impl<A: App> Server<A> {
             answers: Vec::new(),
             epochs: HashMap::new(),
             touched: Vec::with_capacity(64),
-            ledger: Box::new(CreditLedger::new()),
-            free_slots: (0..MAX_CONNECTIONS).rev().collect(),
+            shared_queue: Box::new(SharedQueue::new()),
             next_epoch: 1,
             sq_reserved: 0,
             cfg,
@@ -653,7 +655,7 @@ impl<A: App> Server<A> {
             id.reject();
             return Err(e);
         }
-        let Some(slot) = self.free_slots.pop() else {
+        let Some(slot) = self.shared_queue.open() else {
             id.reject();
             return Err(Error::Protocol(format!(
                 "{MAX_CONNECTIONS} connections already open"
@@ -662,7 +664,7 @@ impl<A: App> Server<A> {
         match self.accept_on(id, ev, slot, peer, peer_inline) {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.free_slots.push(slot);
+                self.shared_queue.cancel(slot);
                 Err(e)
             }
         }
@@ -672,7 +674,7 @@ impl<A: App> Server<A> {
         &mut self,
         id: CmId,
         ev: &CmEvent,
-        slot: usize,
+        slot: SharedSlot,
         peer: Option<PrivateData>,
         peer_inline: usize,
     ) -> Result<()> {
@@ -721,7 +723,6 @@ impl<A: App> Server<A> {
         let ours = private_data_for(self.cfg.send_size, self.cfg.buffer_size);
         id.accept(&ours, depth)?;
         let qp_num = qp.qp_num();
-        self.ledger.open(slot);
         self.epochs.insert(epoch, qp_num);
         self.sq_reserved += sq;
         log::info!(
@@ -767,7 +768,14 @@ impl<A: App> Server<A> {
                 if !touched.contains(&wc.qp_num) {
                     touched.push(wc.qp_num);
                 }
-                dispatch(&mut self.conns, sh, &mut self.service, &mut self.stats, wc);
+                dispatch(
+                    &mut self.conns,
+                    sh,
+                    &mut self.shared_queue,
+                    &mut self.service,
+                    &mut self.stats,
+                    wc,
+                );
             }
         }
         // The app's own I/O, and its answers to pending calls.
@@ -815,27 +823,20 @@ impl<A: App> Server<A> {
                 .values_mut()
                 .filter(|c| c.responder.conn().has_waiting())
             {
-                flush(conn, sh, &mut self.service, &mut self.ledger);
+                flush(conn, sh, &mut self.service, &mut self.shared_queue);
             }
             self.touched = touched;
             return Ok(0);
         }
-        // With an SRQ, the shared pool is refilled before any connection sends a grant.
-        if let (Some(srq), Some(side)) = (sh.srq.as_ref(), sh.srq_recv.as_mut()) {
-            let mut dev = VerbsDevice::srq_only(srq);
-            let (pool, mut dev) = side.parts(&sh.pd, &mut dev);
-            if let Err(e) = pool.refill(&mut dev) {
-                log::warn!("SRQ refill failed: {e}");
-            }
-        }
+        // With an SRQ, each flush refills the shared pool before its connection sends a grant.
         for qp_num in &touched {
             if let Some(conn) = self.conns.get_mut(qp_num) {
-                flush(conn, sh, &mut self.service, &mut self.ledger);
+                flush(conn, sh, &mut self.service, &mut self.shared_queue);
             }
         }
         for conn in self.conns.values_mut() {
             if conn.responder.conn().has_waiting() && !touched.contains(&conn.qp.qp_num()) {
-                flush(conn, sh, &mut self.service, &mut self.ledger);
+                flush(conn, sh, &mut self.service, &mut self.shared_queue);
             }
         }
         self.touched = touched;
@@ -881,7 +882,9 @@ impl<A: App> Server<A> {
         let Some(mut res) = resources(sh, recv.as_deref_mut()) else {
             return;
         };
-        let report = responder.conn_mut().drain(&mut res);
+        let report = self
+            .shared_queue
+            .close(slot, &mut res, responder.conn_mut());
         let counters = responder.conn().counters();
         self.stats.responder.accumulate(&counters);
         if let Some(side) = recv.as_mut() {
@@ -908,9 +911,7 @@ impl<A: App> Server<A> {
         self.stats.leaked += responder.conn().calls_in_progress() as u64;
         self.stats.failed_connections += failed as u64;
         self.sq_reserved -= responder.conn().sq_depth();
-        self.ledger.close(slot);
         self.epochs.retain(|_, qp| *qp != qp_num);
-        self.free_slots.push(slot);
         drop(responder);
         drop(recv);
         drop(id);
@@ -970,17 +971,10 @@ fn resources<'r>(
     sh: &'r mut Shared,
     own: Option<&'r mut RecvBuffers<MAX_RECV>>,
 ) -> Option<Resources<'r, 'static, MAX_RECV, MAX_PAGES>> {
-    let shared_pool = own.is_none();
-    let pool = match own {
-        Some(side) => side.pool_mut(),
-        None => sh.srq_recv.as_mut()?.pool_mut(),
-    };
-    Some(Resources {
-        pool,
-        sinks: sh.sinks.pool_mut(),
-        payloads: sh.payloads.pool_mut(),
-        shared_pool,
-        grant_limit: None,
+    let (sinks, payloads) = (sh.sinks.pool_mut(), sh.payloads.pool_mut());
+    Some(match own {
+        Some(side) => Resources::own(side.pool_mut(), sinks, payloads),
+        None => Resources::shared(sh.srq_recv.as_mut()?.pool_mut(), sinks, payloads),
     })
 }
 
@@ -988,6 +982,7 @@ fn resources<'r>(
 fn dispatch<A: Service>(
     conns: &mut ConnMap,
     sh: &mut Shared,
+    queue: &mut SharedQueue<MAX_CONNECTIONS>,
     service: &mut A,
     stats: &mut ServerStats,
     wc: &ibv_wc,
@@ -996,14 +991,8 @@ fn dispatch<A: Service>(
     let Some(conn) = conns.get_mut(&wc.qp_num) else {
         // With an SRQ, a Receive of a connection already torn down still returns its
         // descriptor through the shared pool (the pool validates the wr_id).
-        if WrId(wc.wr_id).kind() == WrKind::Recv {
-            if let Some(side) = sh.srq_recv.as_mut() {
-                if let Ok(rpcrdma_core::pool::Completed::Message(rx)) =
-                    side.pool_mut().complete(&completion, &mut CoherentDma)
-                {
-                    let _ = side.pool_mut().release(rx);
-                }
-            }
+        if let Some(mut res) = resources(sh, None) {
+            queue.stray(&mut res, &mut CoherentDma, &completion);
         }
         stats.stray_completions += 1;
         return;
@@ -1023,35 +1012,37 @@ fn dispatch<A: Service>(
     }
 }
 
-/// End of a batch for one connection: refill (own pool), grant, one chained post.
+/// End of a batch for one connection: with its own receive queue, refill, grant, one chained
+/// post; with an SRQ, the shared queue's sequence (refill the shared pool, grant within what
+/// the other connections were not granted, post, record).
 fn flush<A: Service>(
     conn: &mut Conn,
     sh: &mut Shared,
     service: &mut A,
-    ledger: &mut CreditLedger<MAX_CONNECTIONS>,
+    queue: &mut SharedQueue<MAX_CONNECTIONS>,
 ) {
-    let shared_posted = sh.srq_recv.as_ref().map(|s| s.pool().posted());
-    let grant_limit = shared_posted.map(|posted| ledger.limit(conn.slot, posted));
-    // With an SRQ the responder never refills (the shared pool was refilled before), so the
-    // device needs only the QP's send queue.
-    let mut dev = VerbsDevice::new(&conn.qp, None, None);
-    let result = match conn.recv.as_deref_mut() {
-        Some(side) => {
+    let (sinks, payloads) = (sh.sinks.pool_mut(), sh.payloads.pool_mut());
+    let result = match (conn.recv.as_deref_mut(), sh.srq_recv.as_deref_mut()) {
+        (Some(side), _) => {
+            let mut dev = VerbsDevice::new(&conn.qp, None, None);
             let (pool, mut dev) = side.parts(&sh.pd, &mut dev);
-            let mut res = Resources::own(pool, sh.sinks.pool_mut(), sh.payloads.pool_mut());
+            let mut res = Resources::own(pool, sinks, payloads);
             conn.responder.conn_mut().flush(&mut res, &mut dev, service)
         }
-        None => match resources(sh, None) {
-            Some(mut res) => {
-                res.grant_limit = grant_limit;
-                conn.responder.conn_mut().flush(&mut res, &mut dev, service)
-            }
-            None => Ok(()),
-        },
+        (None, Some(side)) => {
+            let mut dev = VerbsDevice::new(&conn.qp, sh.srq.as_ref(), None);
+            let (pool, mut dev) = side.parts(&sh.pd, &mut dev);
+            let mut res = Resources::shared(pool, sinks, payloads);
+            queue.flush(
+                conn.slot,
+                &mut res,
+                conn.responder.conn_mut(),
+                &mut dev,
+                service,
+            )
+        }
+        (None, None) => Ok(()),
     };
-    if shared_posted.is_some() {
-        ledger.record(conn.slot, conn.responder.conn().counters().last_grant);
-    }
     if let Err(e) = result {
         log::warn!("qp {}: post failed: {e}", conn.qp.qp_num());
     }

@@ -310,6 +310,7 @@ pub fn to_completion(wc: &ibv_wc) -> Completion {
         wr_id: wc.wr_id,
         status,
         byte_len: wc.byte_len,
+        qp: wc.qp_num,
     }
 }
 

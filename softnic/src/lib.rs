@@ -179,7 +179,10 @@ pub struct SoftNic<
     local: Vec<Region, REGIONS>,
     remote: Vec<Region, REGIONS>,
     rq: Deque<RecvWr, RQ>,
-    sq: Deque<SendWr, SQ>,
+    /// Queued send-queue work requests, each with the queue pair it was posted on.
+    sq: Deque<(SendWr, u32), SQ>,
+    /// The queue pair number this NIC reports ([`SoftNic::set_qp`]).
+    qp: u32,
     /// Completions, each flagged when it is a Receive's that a message consumed.
     cq: Deque<Cqe, CQ>,
     /// Unsignaled work requests that completed silently and still hold a send-queue slot.
@@ -214,6 +217,7 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
             remote: Vec::new(),
             rq: Deque::new(),
             sq: Deque::new(),
+            qp: 0,
             cq: Deque::new(),
             silent: 0,
             silent_unclaimed: 0,
@@ -405,19 +409,64 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
     pub fn flush(&mut self) -> usize {
         self.error = true;
         let mut n = 0;
-        while let Some(wr) = self.sq.pop_front() {
-            let _ = self.push_completion(flushed(wr.wr_id));
+        while let Some((wr, qp)) = self.sq.pop_front() {
+            let _ = self.push_completion(flushed(wr.wr_id, qp));
             n += 1;
         }
         while let Some(wr) = self.rq.pop_front() {
             let _ = self.cq.push_back(Cqe {
-                completion: flushed(wr.wr_id),
+                completion: flushed(wr.wr_id, self.qp),
                 message: false,
                 reaps: 0,
             });
             n += 1;
         }
         n
+    }
+
+    /// Posts send-queue work requests on queue pair `qp` (their completions name it): several
+    /// connections on one NIC, as [`SoftNic::port`] does.
+    ///
+    /// # Errors
+    /// As [`Device::post_send`].
+    pub fn post_send_on(&mut self, qp: u32, wrs: &[SendWr]) -> Result<(), PostError> {
+        self.counters.send_doorbells += 1;
+        for (index, wr) in wrs.iter().enumerate() {
+            if self.error {
+                if self.push_completion(flushed(wr.wr_id, qp)).is_err() {
+                    return Err(PostError {
+                        index,
+                        code: ENOMEM,
+                    });
+                }
+                continue;
+            }
+            // Silent work requests still hold their slots.
+            if self.sq_occupied() >= SQ || self.sq.push_back((*wr, qp)).is_err() {
+                return Err(PostError {
+                    index,
+                    code: ENOMEM,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the queue pair number this NIC reports in its completions (default 0).
+    pub fn set_qp(&mut self, qp: u32) {
+        self.qp = qp;
+    }
+
+    /// The queue pair number this NIC reports.
+    pub fn qp(&self) -> u32 {
+        self.qp
+    }
+
+    /// This NIC as the device of queue pair `qp` among several sharing its receive queue (an
+    /// SRQ): Receives go to the one shared queue, send-queue work requests and their
+    /// completions carry `qp`.
+    pub fn port(&mut self, qp: u32) -> Port<'_, RQ, SQ, CQ, MSG, OUTQ> {
+        Port { nic: self, qp }
     }
 
     /// A message from the requester: written into the oldest posted Receive.
@@ -429,11 +478,24 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         self.deliver_claiming(msg, None)
     }
 
+    /// As [`SoftNic::deliver`], for a message that arrived on queue pair `qp` (its completion
+    /// names it): the requester of one of several connections sharing the receive queue.
+    ///
+    /// # Errors
+    /// As [`SoftNic::deliver`].
+    pub fn deliver_on(&mut self, qp: u32, msg: &[u8]) -> Result<u64, NicError> {
+        self.receive(qp, msg, None)
+    }
+
     /// As [`SoftNic::deliver`], but the completion reports `byte_len` (a faulty device).
     ///
     /// # Errors
     /// As [`SoftNic::deliver`].
     pub fn deliver_claiming(&mut self, msg: &[u8], byte_len: Option<u32>) -> Result<u64, NicError> {
+        self.receive(self.qp, msg, byte_len)
+    }
+
+    fn receive(&mut self, qp: u32, msg: &[u8], byte_len: Option<u32>) -> Result<u64, NicError> {
         if self.error {
             return Err(NicError::QueuePairError);
         }
@@ -456,6 +518,7 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
                     wr_id: wr.wr_id,
                     status: CompletionStatus::Success,
                     byte_len: byte_len.unwrap_or(msg.len() as u32),
+                    qp,
                 }
             }
             _ => {
@@ -466,6 +529,7 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
                         code: WC_LOC_LEN_ERR,
                     },
                     byte_len: 0,
+                    qp,
                 }
             }
         };
@@ -501,12 +565,12 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         let reads = self
             .sq
             .iter()
-            .filter(|w| matches!(w.op, SendOp::Read { .. }))
+            .filter(|(w, _)| matches!(w.op, SendOp::Read { .. }))
             .count() as u64;
         self.counters.max_reads_outstanding = self.counters.max_reads_outstanding.max(reads);
-        while let Some(wr) = self.sq.pop_front() {
+        while let Some((wr, qp)) = self.sq.pop_front() {
             if self.error {
-                let _ = self.push_completion(flushed(wr.wr_id));
+                let _ = self.push_completion(flushed(wr.wr_id, qp));
                 continue;
             }
             let status = self.execute(&wr);
@@ -521,6 +585,7 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
                 wr_id: wr.wr_id,
                 status,
                 byte_len: 0,
+                qp,
             });
             if failed {
                 self.flush();
@@ -590,9 +655,10 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
     }
 }
 
-fn flushed(wr_id: u64) -> Completion {
+fn flushed(wr_id: u64, qp: u32) -> Completion {
     Completion {
         wr_id,
+        qp,
         status: CompletionStatus::Flushed,
         byte_len: 0,
     }
@@ -606,7 +672,7 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         for (index, wr) in wrs.iter().enumerate() {
             if self.error {
                 let flushed = Cqe {
-                    completion: flushed(wr.wr_id),
+                    completion: flushed(wr.wr_id, self.qp),
                     message: false,
                     reaps: 0,
                 };
@@ -640,26 +706,7 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
     }
 
     fn post_send(&mut self, wrs: &[SendWr]) -> Result<(), PostError> {
-        self.counters.send_doorbells += 1;
-        for (index, wr) in wrs.iter().enumerate() {
-            if self.error {
-                if self.push_completion(flushed(wr.wr_id)).is_err() {
-                    return Err(PostError {
-                        index,
-                        code: ENOMEM,
-                    });
-                }
-                continue;
-            }
-            // Silent work requests still hold their slots.
-            if self.sq_occupied() >= SQ || self.sq.push_back(*wr).is_err() {
-                return Err(PostError {
-                    index,
-                    code: ENOMEM,
-                });
-            }
-        }
-        Ok(())
+        self.post_send_on(self.qp, wrs)
     }
 
     fn poll(&mut self, out: &mut [Completion]) -> usize {
@@ -677,5 +724,35 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
             }
         }
         n
+    }
+}
+
+/// One queue pair of a [`SoftNic`] shared by several ([`SoftNic::port`]): a [`Device`] whose
+/// send-queue work requests carry its queue pair number.
+pub struct Port<
+    'n,
+    const RQ: usize,
+    const SQ: usize,
+    const CQ: usize,
+    const MSG: usize,
+    const OUTQ: usize,
+> {
+    nic: &'n mut SoftNic<RQ, SQ, CQ, MSG, OUTQ>,
+    qp: u32,
+}
+
+impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const OUTQ: usize> Device
+    for Port<'_, RQ, SQ, CQ, MSG, OUTQ>
+{
+    fn post_recv(&mut self, wrs: &[RecvWr]) -> Result<(), PostError> {
+        self.nic.post_recv(wrs)
+    }
+
+    fn post_send(&mut self, wrs: &[SendWr]) -> Result<(), PostError> {
+        self.nic.post_send_on(self.qp, wrs)
+    }
+
+    fn poll(&mut self, out: &mut [Completion]) -> usize {
+        self.nic.poll(out)
     }
 }

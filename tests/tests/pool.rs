@@ -40,6 +40,7 @@ fn next(pool: &mut RecvPool<'_, N>, nic: &mut SoftNic) -> Result<Completed, Comp
         wr_id: 0,
         status: CompletionStatus::Success,
         byte_len: 0,
+        qp: 0,
     }];
     assert_eq!(nic.poll(&mut c), 1, "a completion is pending");
     pool.complete(&c[0], &mut CoherentDma)
@@ -289,6 +290,7 @@ fn test_sync_hook_gets_exactly_byte_len() {
             wr_id: 0,
             status: CompletionStatus::Success,
             byte_len: 0,
+            qp: 0,
         }];
         nic.poll(&mut c);
         let rx = match pool.complete(&c[0], &mut sync).unwrap() {
@@ -402,6 +404,7 @@ fn test_short_message_in_reused_buffer_is_dropped_not_answered_from_stale_bytes(
         wr_id: 0,
         status: CompletionStatus::Success,
         byte_len: 0,
+        qp: 0,
     }; 2];
     nic.poll(&mut c);
     for c in c {
@@ -433,6 +436,7 @@ fn assert_unknown(pool: &mut RecvPool<'_, N>, nic: &mut SoftNic, wr_id: u64) {
         wr_id,
         status: CompletionStatus::Success,
         byte_len: 28,
+        qp: 0,
     })
     .unwrap();
     assert_eq!(next(pool, nic), Err(CompletionError::UnknownWrId { wr_id }));
@@ -519,6 +523,7 @@ fn test_completion_stale_wr_id() {
         wr_id: old,
         status: CompletionStatus::Success,
         byte_len: 68,
+        qp: 0,
     })
     .unwrap();
     assert_eq!(
@@ -542,6 +547,7 @@ fn test_completion_duplicate() {
         wr_id: id,
         status: CompletionStatus::Success,
         byte_len: 28,
+        qp: 0,
     })
     .unwrap();
     assert_eq!(
@@ -555,6 +561,7 @@ fn test_completion_duplicate() {
         wr_id: id,
         status: CompletionStatus::Success,
         byte_len: 28,
+        qp: 0,
     })
     .unwrap();
     assert_eq!(
@@ -578,6 +585,7 @@ fn test_completion_byte_len_larger_than_buffer() {
         wr_id: 0,
         status: CompletionStatus::Success,
         byte_len: 0,
+        qp: 0,
     }];
     nic.poll(&mut c);
     let out = pool.complete(&c[0], &mut sync).unwrap();
@@ -675,6 +683,7 @@ fn test_second_flush_of_same_descriptor_is_harmless() {
         wr_id: 0,
         status: CompletionStatus::Success,
         byte_len: 0,
+        qp: 0,
     }];
     nic.poll(&mut c);
     assert_eq!(

@@ -95,7 +95,7 @@ proptest! {
                     }
                 }
                 Op::Complete(k) => {
-                    let mut cs = vec![Completion { wr_id: 0, status: CompletionStatus::Success, byte_len: 0 }; k];
+                    let mut cs = vec![Completion { wr_id: 0, status: CompletionStatus::Success, byte_len: 0, qp: 0 }; k];
                     let n = nic.poll(&mut cs);
                     for c in &cs[..n] {
                         fed += 1;
@@ -138,11 +138,11 @@ proptest! {
                 }
                 Op::InjectDuplicate => {
                     if let Some(id) = last_id {
-                        nic.inject(Completion { wr_id: id, status: CompletionStatus::Success, byte_len: 28 }).unwrap();
+                        nic.inject(Completion { wr_id: id, status: CompletionStatus::Success, byte_len: 28, qp: 0 }).unwrap();
                     }
                 }
                 Op::InjectForged(id) => {
-                    nic.inject(Completion { wr_id: id, status: CompletionStatus::Success, byte_len: 28 }).unwrap();
+                    nic.inject(Completion { wr_id: id, status: CompletionStatus::Success, byte_len: 28, qp: 0 }).unwrap();
                 }
                 Op::Close => {
                     pool.close();

@@ -556,6 +556,7 @@ fn stale_foreign_and_unknown_send_completions_are_refused() {
                 wr_id,
                 status: CompletionStatus::Success,
                 byte_len: 0,
+                qp: 0,
             })
             .unwrap();
     }
@@ -597,13 +598,12 @@ fn message_longer_than_the_receive_closes_only_this_connection() {
 /// of all connections together within the Receives posted, and a flush or error on one
 /// connection leaves the pool serving the others.
 mod shared_pool {
-    use std::collections::HashMap;
-
-    use rpcrdma_core::device::{Completion, Device, WrId, WrKind};
+    use rpcrdma_core::device::Completion;
     use rpcrdma_core::dma::CoherentDma;
     use rpcrdma_core::pages::PagePool;
     use rpcrdma_core::pool::{PoolConfig, RecvPool};
-    use rpcrdma_core::responder::{Connection, CreditLedger, Resources, ResponderConfig};
+    use rpcrdma_core::responder::{Connection, Resources, ResponderConfig};
+    use rpcrdma_core::srq::{SharedQueue, SharedSlot};
     use rpcrdma_core::wire::{DecodeLimits, Proc};
     use rpcrdma_services::{ExampleService, NFS_PROG};
     use rpcrdma_tests::nic::{DmaMemory, SoftNic};
@@ -611,16 +611,16 @@ mod shared_pool {
 
     const CONNS: usize = 3;
 
+    /// Three connections on one software NIC sharing its receive queue: connection `k` is
+    /// queue pair `k`, so every completion names its connection ([`Completion::qp`]).
     struct Srq {
         nic: Box<SoftNic>,
         pool: RecvPool<'static, 256>,
         sinks: PagePool<'static, 64>,
         payloads: PagePool<'static, 64>,
-        conns: Vec<Connection<'static, 128>>,
-        ledger: CreditLedger<CONNS>,
+        conns: Vec<(SharedSlot, Connection<'static, 128>)>,
+        queue: SharedQueue<CONNS>,
         service: ExampleService,
-        /// Receive wr_id → the connection whose message landed in it.
-        landed: HashMap<u64, usize>,
         /// Per connection: grant and calls outstanding.
         granted: [u32; CONNS],
         outstanding: [usize; CONNS],
@@ -650,7 +650,7 @@ mod shared_pool {
             sink.register(&mut nic, 0x10_0000_0000, 2);
             payload.register(&mut nic, 0x20_0000_0000, 3);
             let mut conns = Vec::new();
-            let mut ledger = CreditLedger::new();
+            let mut queue = SharedQueue::new();
             for k in 0..CONNS {
                 let rc = ResponderConfig {
                     credits: 16,
@@ -663,8 +663,9 @@ mod shared_pool {
                 let send = leak(rc.send_region_len());
                 let iova = 0x30_0000_0000 + ((k as u64) << 32);
                 send.register(&mut nic, iova, 10 + k as u32);
-                conns.push(Connection::new(send.region_at(iova, 10 + k as u32), rc, 1024).unwrap());
-                ledger.open(k);
+                let conn = Connection::new(send.region_at(iova, 10 + k as u32), rc, 1024).unwrap();
+                let slot = queue.open().expect("room for the connection");
+                conns.push((slot, conn));
             }
             let mut pool = RecvPool::new(recv.region(), cfg).unwrap();
             pool.refill(&mut *nic).unwrap();
@@ -674,9 +675,8 @@ mod shared_pool {
                 sinks: PagePool::new(sink.region_at(0x10_0000_0000, 2), 4096).unwrap(),
                 payloads: PagePool::new(payload.region_at(0x20_0000_0000, 3), 4096).unwrap(),
                 conns,
-                ledger,
+                queue,
                 service: ExampleService::default(),
-                landed: HashMap::new(),
                 granted: [1; CONNS],
                 outstanding: [0; CONNS],
                 violations: 0,
@@ -686,49 +686,35 @@ mod shared_pool {
 
         fn send(&mut self, k: usize, msg: &[u8]) {
             assert!(self.outstanding[k] < self.granted[k] as usize);
-            let wr_id = self.nic.deliver(msg).expect("no RNR on the shared queue");
-            self.landed.insert(wr_id, k);
+            self.nic
+                .deliver_on(k as u32, msg)
+                .expect("no RNR on the shared queue");
             self.outstanding[k] += 1;
         }
 
         fn pump(&mut self) {
             let mut wcs = [Completion::EMPTY; 16];
             loop {
-                let n = self.nic.poll(&mut wcs);
+                let n = rpcrdma_core::device::Device::poll(&mut *self.nic, &mut wcs);
                 let mut touched = [false; CONNS];
                 for wc in &wcs[..n] {
-                    let id = WrId(wc.wr_id);
-                    let k = if id.kind() == WrKind::Recv {
-                        self.landed.remove(&wc.wr_id).unwrap_or(0)
-                    } else {
-                        (id.epoch() - 10) as usize
-                    };
+                    // The completion names its connection: no map on the side.
+                    let k = wc.qp as usize;
                     touched[k] = true;
-                    let mut res = Resources {
-                        pool: &mut self.pool,
-                        sinks: &mut self.sinks,
-                        payloads: &mut self.payloads,
-                        shared_pool: true,
-                        grant_limit: None,
-                    };
-                    self.conns[k].handle(&mut res, &mut CoherentDma, &mut self.service, wc);
+                    let mut res =
+                        Resources::shared(&mut self.pool, &mut self.sinks, &mut self.payloads);
+                    let conn = &mut self.conns[k].1;
+                    self.queue
+                        .handle(&mut res, conn, &mut CoherentDma, &mut self.service, wc);
                 }
-                // The shared pool is refilled first, then each connection flushes within its
-                // share of what is posted.
-                self.pool.refill(&mut *self.nic).unwrap();
                 for k in (0..CONNS).filter(|k| touched[*k]) {
-                    let limit = self.ledger.limit(k, self.pool.posted());
-                    let mut res = Resources {
-                        pool: &mut self.pool,
-                        sinks: &mut self.sinks,
-                        payloads: &mut self.payloads,
-                        shared_pool: true,
-                        grant_limit: Some(limit),
-                    };
-                    self.conns[k]
-                        .flush(&mut res, &mut *self.nic, &mut self.service)
+                    let mut res =
+                        Resources::shared(&mut self.pool, &mut self.sinks, &mut self.payloads);
+                    let (slot, conn) = &mut self.conns[k];
+                    let mut port = self.nic.port(k as u32);
+                    self.queue
+                        .flush(*slot, &mut res, conn, &mut port, &mut self.service)
                         .unwrap();
-                    self.ledger.record(k, self.conns[k].counters().last_grant);
                 }
                 while let Some(sent) = self.nic.take_sent() {
                     let r = parse_reply(&sent.bytes, sent.posted_at_send);
@@ -777,6 +763,53 @@ mod shared_pool {
         assert!(s.replies.iter().all(|r| *r > 500), "{:?}", s.replies);
         let total: u32 = s.granted.iter().sum();
         assert!(total as usize <= s.pool.posted() + s.outstanding.iter().sum::<usize>());
+    }
+
+    #[test]
+    fn a_closed_connection_gives_back_its_share_and_the_others_go_on() {
+        let mut s = Srq::new();
+        let mut n = 0;
+        let mut round = |s: &mut Srq, live: &[usize]| {
+            for &k in live {
+                while s.outstanding[k] < s.granted[k] as usize {
+                    n += 1;
+                    s.send(k, &null(k, n));
+                }
+            }
+            s.pump();
+        };
+        for _ in 0..20 {
+            round(&mut s, &[0, 1, 2]);
+        }
+        // Connection 1 goes away (its queue pair destroyed): its calls give back what they
+        // hold, its grant stops counting, the shared pool stays open for the others.
+        let granted_before = s.queue.granted();
+        let (slot, conn) = &mut s.conns[1];
+        let mut res = Resources::shared(&mut s.pool, &mut s.sinks, &mut s.payloads);
+        let drain = s.queue.close(*slot, &mut res, conn);
+        assert_eq!(drain.calls, 0, "every call of connection 1 was answered");
+        assert!(
+            !s.pool.is_closing(),
+            "the shared pool is not the connection's to close"
+        );
+        assert_eq!(s.queue.connections(), CONNS - 1);
+        assert!(s.queue.granted() < granted_before);
+        // Its requester is gone with it: it holds no credits any more.
+        s.granted[1] = 0;
+        let before = s.replies;
+        for _ in 0..20 {
+            round(&mut s, &[0, 2]);
+        }
+        assert!(s.replies[0] > before[0] && s.replies[2] > before[2]);
+        assert_eq!((s.violations, s.nic.counters.rnr), (0, 0));
+        // The freed row takes a newcomer; beyond M connections the queue refuses.
+        let newcomer = s.queue.open().expect("the closed connection's row");
+        assert!(
+            s.queue.open().is_none(),
+            "M connections share the queue already"
+        );
+        s.queue.cancel(newcomer);
+        assert_eq!(s.queue.connections(), CONNS - 1);
     }
 }
 

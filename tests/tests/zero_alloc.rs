@@ -72,6 +72,7 @@ fn receive_path_allocates_nothing() {
         wr_id: 0,
         status: CompletionStatus::Success,
         byte_len: 0,
+        qp: 0,
     }; 16];
     // The NIC model preallocates its queues; the test harness's own allocations come before.
     let n = pool.post(&mut wrs);

@@ -198,7 +198,9 @@ impl core::fmt::Display for ResponderError {
 impl core::error::Error for ResponderError {}
 
 /// The receive side a connection uses: its pool (own, or shared by an SRQ), the sink pages
-/// for Read chunks and the payload pages it lends services. Built by the front end per batch.
+/// for Read chunks and the payload pages it lends services. Built by the front end per batch:
+/// [`Resources::own`] for a connection with its own receive queue, [`Resources::shared`] for one
+/// of the connections of a [`crate::srq::SharedQueue`].
 pub struct Resources<'r, 'a, const N: usize, const P: usize> {
     /// The receive pool.
     pub pool: &'r mut RecvPool<'a, N>,
@@ -207,12 +209,11 @@ pub struct Resources<'r, 'a, const N: usize, const P: usize> {
     /// Pages lent to services for reply payloads.
     pub payloads: &'r mut PagePool<'a, P>,
     /// `true` when the pool is shared with other connections (SRQ): this connection never
-    /// closes it and releases only its own Receives at drain.
-    pub shared_pool: bool,
-    /// With a shared pool, the most this connection may be granted now (the Receives posted
-    /// less what the other connections were granted; see [`CreditLedger`]). `None`: the
-    /// pool's posted count.
-    pub grant_limit: Option<u32>,
+    /// refills or closes it and releases only its own Receives at drain.
+    shared_pool: bool,
+    /// With a shared pool, the most this connection may be granted now (set by
+    /// [`crate::srq::SharedQueue::flush`]). `None`: the pool's posted count.
+    grant_limit: Option<u32>,
 }
 
 impl<'r, 'a, const N: usize, const P: usize> Resources<'r, 'a, N, P> {
@@ -230,6 +231,31 @@ impl<'r, 'a, const N: usize, const P: usize> Resources<'r, 'a, N, P> {
             shared_pool: false,
             grant_limit: None,
         }
+    }
+
+    /// The resources of a connection sharing `pool` with others through a
+    /// [`crate::srq::SharedQueue`], which refills the pool and sets the grant limit.
+    pub fn shared(
+        pool: &'r mut RecvPool<'a, N>,
+        sinks: &'r mut PagePool<'a, P>,
+        payloads: &'r mut PagePool<'a, P>,
+    ) -> Self {
+        Resources {
+            pool,
+            sinks,
+            payloads,
+            shared_pool: true,
+            grant_limit: None,
+        }
+    }
+
+    /// Whether the pool is shared (built by [`Resources::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared_pool
+    }
+
+    pub(crate) fn set_grant_limit(&mut self, limit: u32) {
+        self.grant_limit = Some(limit);
     }
 }
 
@@ -1745,7 +1771,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                     let wc = Completion {
                         wr_id: wr.wr_id,
                         status: CompletionStatus::Flushed,
-                        byte_len: 0,
+                        ..Completion::EMPTY
                     };
                     self.on_send_queue(res, service, kind, &wc);
                 }
@@ -1969,7 +1995,8 @@ impl SinkLayout {
 }
 
 /// Credit bookkeeping for connections that share one receive pool (SRQ): the grants of all
-/// connections together never exceed the Receives posted when a reply is sent.
+/// connections together never exceed the Receives posted when a reply is sent. Used through
+/// [`crate::srq::SharedQueue`], which runs it in the right order.
 #[derive(Debug)]
 pub struct CreditLedger<const M: usize> {
     grants: [u32; M],

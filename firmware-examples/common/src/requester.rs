@@ -619,6 +619,7 @@ impl Requester {
                     wr_id,
                     status: CompletionStatus::Success,
                     byte_len,
+                    qp: 0,
                 })
             }
             Err(e) => {
@@ -867,6 +868,7 @@ fn success(wr_id: u64, byte_len: u32) -> Completion {
         wr_id,
         status: CompletionStatus::Success,
         byte_len,
+        qp: 0,
     }
 }
 
@@ -935,6 +937,7 @@ pub fn teardown<const N: usize>(
             wr_id,
             status: CompletionStatus::Flushed,
             byte_len: 0,
+            qp: 0,
         };
         if nic.inject(second).is_ok() {
             req.refused(Refusal::Duplicate);

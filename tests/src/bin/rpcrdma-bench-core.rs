@@ -138,6 +138,7 @@ impl<const N: usize> Cycle for PoolBench<'_, N> {
                 wr_id: self.ring.pop(),
                 status: CompletionStatus::Success,
                 byte_len: self.byte_len,
+                qp: 0,
             };
             if let Ok(Completed::Message(rx)) = self.pool.complete(&c, &mut CoherentDma) {
                 if let Ok(view) = self.pool.view(&rx) {
@@ -337,6 +338,7 @@ impl Device for RingDevice {
                 wr_id,
                 status: CompletionStatus::Success,
                 byte_len: 0,
+                qp: 0,
             };
             n += 1;
         }
@@ -345,6 +347,7 @@ impl Device for RingDevice {
                 wr_id: self.ring.pop(),
                 status: CompletionStatus::Success,
                 byte_len: self.byte_len,
+                qp: 0,
             };
             n += 1;
         }
