@@ -639,10 +639,7 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     /// The grant to send now: the configured credits, lowered to what is posted (or to the
     /// shared pool's limit for this connection), at least 1.
-    fn grant<const N: usize, const P: usize>(
-        &mut self,
-        res: &Resources<'_, 'a, N, P>,
-    ) -> u32 {
+    fn grant<const N: usize, const P: usize>(&mut self, res: &Resources<'_, 'a, N, P>) -> u32 {
         let limit = res.grant_limit.unwrap_or(res.pool.posted() as u32);
         let grant = (self.credits as u32).min(limit).max(1);
         if grant < self.credits as u32 {

@@ -183,3 +183,216 @@ pub(crate) const fn max_writes(pieces: usize, segments: usize) -> usize {
         pieces + segments
     }
 }
+
+/// A chunk the requester offered, as the plan sees it: its segment count (the header echoes
+/// it) and the bytes it can take (asked only when the plan needs it).
+pub(crate) trait ChunkRoom: Copy {
+    /// Segments in the chunk.
+    fn segments(&self) -> usize;
+    /// Bytes the chunk can take.
+    fn room(&self) -> u64;
+}
+
+impl ChunkRoom for SegmentList<'_> {
+    #[inline(always)]
+    fn segments(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn room(&self) -> u64 {
+        self.total_len()
+    }
+}
+
+/// The sizes a reply's route is decided from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplySizes<'c, W, R> {
+    /// Bytes of the RPC reply the service wrote into the send slot.
+    pub(crate) body_len: usize,
+    /// The payload the service attached: its length and whether it is DDP-eligible.
+    pub(crate) payload: Option<(usize, bool)>,
+    /// The requester's first write chunk.
+    pub(crate) write_chunk: Option<&'c W>,
+    /// The requester's reply chunk.
+    pub(crate) reply_chunk: Option<&'c R>,
+    /// The largest message the requester receives inline and this side can send.
+    pub(crate) inline_max: usize,
+}
+
+/// Where the RPC reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyRoute {
+    /// RDMA_MSG: header and RPC reply in one Send.
+    Inline,
+    /// RDMA_NOMSG: the RPC reply RDMA-written into the reply chunk, the Send carries the header.
+    ReplyChunk,
+    /// It fits nowhere: the requester gets ERR_CHUNK (what the Linux server does too).
+    Nowhere(&'static str),
+}
+
+/// A reply's route, decided from sizes alone (RFC 8166 §3.5), before any work request is
+/// planned: a DDP-eligible payload goes into the write chunk when the call offered one (and
+/// must fit it); the rest — the RPC reply with any payload that stays in the stream, padded —
+/// goes inline if header and stream fit the inline size, else through the reply chunk if it
+/// fits there, else nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplyPlan {
+    /// The payload is RDMA-written into the write chunk (not part of the stream).
+    pub(crate) payload_in_write_chunk: bool,
+    /// Bytes of the RPC reply stream: the body, plus the payload and its XDR pad when it stays
+    /// in the stream.
+    pub(crate) stream_len: usize,
+    /// Where the stream goes.
+    pub(crate) route: ReplyRoute,
+}
+
+impl ReplyPlan {
+    /// Plans the reply for `sizes`.
+    #[inline(always)]
+    pub(crate) fn new<W: ChunkRoom, R: ChunkRoom>(sizes: ReplySizes<'_, W, R>) -> ReplyPlan {
+        let mut plan = ReplyPlan {
+            payload_in_write_chunk: false,
+            stream_len: sizes.body_len,
+            route: ReplyRoute::Inline,
+        };
+        if let Some((plen, ddp)) = sizes.payload {
+            match sizes.write_chunk {
+                Some(w) if ddp => {
+                    if plen as u64 > w.room() {
+                        plan.route = ReplyRoute::Nowhere("payload larger than the write chunk");
+                        return plan;
+                    }
+                    plan.payload_in_write_chunk = true;
+                }
+                _ => plan.stream_len += plen + (4 - plen % 4) % 4,
+            }
+        }
+        let header = header_len(sizes.write_chunk.map(|w| w.segments()), None);
+        if header + plan.stream_len > sizes.inline_max {
+            plan.route = match sizes.reply_chunk {
+                Some(r) if plan.stream_len as u64 <= r.room() => ReplyRoute::ReplyChunk,
+                _ => ReplyRoute::Nowhere("reply fits neither inline nor the reply chunk"),
+            };
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INLINE: usize = 1024;
+
+    /// A chunk of `.0` segments taking `.1` bytes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Chunk(usize, u64);
+
+    impl ChunkRoom for Chunk {
+        fn segments(&self) -> usize {
+            self.0
+        }
+        fn room(&self) -> u64 {
+            self.1
+        }
+    }
+
+    fn sizes(body_len: usize) -> ReplySizes<'static, Chunk, Chunk> {
+        ReplySizes {
+            body_len,
+            payload: None,
+            write_chunk: None,
+            reply_chunk: None,
+            inline_max: INLINE,
+        }
+    }
+
+    #[test]
+    fn test_small_reply_goes_inline() {
+        let p = ReplyPlan::new(sizes(100));
+        assert_eq!((p.route, p.stream_len), (ReplyRoute::Inline, 100));
+        // Exactly the inline size with the 28-byte header: still inline.
+        assert_eq!(ReplyPlan::new(sizes(INLINE - 28)).route, ReplyRoute::Inline);
+        assert_ne!(ReplyPlan::new(sizes(INLINE - 27)).route, ReplyRoute::Inline);
+    }
+
+    #[test]
+    fn test_large_reply_without_reply_chunk_fits_nowhere() {
+        let p = ReplyPlan::new(sizes(4000));
+        assert!(matches!(p.route, ReplyRoute::Nowhere(_)));
+    }
+
+    #[test]
+    fn test_large_reply_goes_through_the_reply_chunk_when_it_fits() {
+        let s = ReplySizes {
+            reply_chunk: Some(&Chunk(2, 8192)),
+            ..sizes(4000)
+        };
+        assert_eq!(ReplyPlan::new(s).route, ReplyRoute::ReplyChunk);
+        let s = ReplySizes {
+            reply_chunk: Some(&Chunk(1, 3999)),
+            ..sizes(4000)
+        };
+        assert!(matches!(ReplyPlan::new(s).route, ReplyRoute::Nowhere(_)));
+    }
+
+    #[test]
+    fn test_ddp_payload_goes_into_the_write_chunk_and_leaves_the_stream() {
+        let s = ReplySizes {
+            payload: Some((65536, true)),
+            write_chunk: Some(&Chunk(1, 65536)),
+            ..sizes(120)
+        };
+        let p = ReplyPlan::new(s);
+        assert!(p.payload_in_write_chunk);
+        assert_eq!((p.route, p.stream_len), (ReplyRoute::Inline, 120));
+        // The write list echoed in the header counts against the inline size.
+        let s = ReplySizes {
+            write_chunk: Some(&Chunk(16, 65536)),
+            ..s
+        };
+        let h = header_len(Some(16), None);
+        let s = ReplySizes {
+            body_len: INLINE - h,
+            ..s
+        };
+        assert_eq!(ReplyPlan::new(s).route, ReplyRoute::Inline);
+        let s = ReplySizes {
+            body_len: INLINE - h + 1,
+            ..s
+        };
+        assert!(matches!(ReplyPlan::new(s).route, ReplyRoute::Nowhere(_)));
+    }
+
+    #[test]
+    fn test_ddp_payload_larger_than_the_write_chunk_fits_nowhere() {
+        let s = ReplySizes {
+            payload: Some((65537, true)),
+            write_chunk: Some(&Chunk(1, 65536)),
+            reply_chunk: Some(&Chunk(1, 1 << 20)),
+            ..sizes(120)
+        };
+        let p = ReplyPlan::new(s);
+        assert_eq!(
+            p.route,
+            ReplyRoute::Nowhere("payload larger than the write chunk")
+        );
+    }
+
+    #[test]
+    fn test_payload_without_write_chunk_stays_in_the_stream_padded() {
+        // DDP-eligible but no write chunk offered, and not DDP-eligible with one: both in the
+        // stream, padded to 4.
+        for (ddp, write_chunk) in [(true, None), (false, Some(&Chunk(1, 4096)))] {
+            let s = ReplySizes {
+                payload: Some((101, ddp)),
+                write_chunk,
+                ..sizes(100)
+            };
+            let p = ReplyPlan::new(s);
+            assert!(!p.payload_in_write_chunk);
+            assert_eq!(p.stream_len, 100 + 104);
+            assert_eq!(p.route, ReplyRoute::Inline);
+        }
+    }
+}

@@ -6,7 +6,9 @@ use crate::wire::{copy_prefix, move_within, ErrorReply, Message, Proc};
 use crate::xdr::XdrView;
 
 use super::call::{CallId, CallState, NO_SLOT};
-use super::reply::{emit_header, header_len, max_writes, plan_writes, Piece};
+use super::reply::{
+    emit_header, header_len, max_writes, plan_writes, Piece, ReplyPlan, ReplyRoute, ReplySizes,
+};
 use super::service::{Payload, PayloadSource};
 use super::sink::SinkLayout;
 use super::{
@@ -315,9 +317,9 @@ impl<'a, const C: usize> Connection<'a, C> {
         let write_segs = write_chunk.map(|s| s.len());
         let reply_segs = reply_chunk.map(|s| s.len());
         let body_at = Self::body_at(&message);
-        let (pos, plen, ddp) = payload
+        let (pos, plen) = payload
             .as_ref()
-            .map_or((0, 0, false), |p| (p.position.min(body_len), p.len, p.ddp));
+            .map_or((0, 0), |p| (p.position.min(body_len), p.len));
         let payload_piece = payload.as_ref().map(|p| match &p.source {
             PayloadSource::Lent(run) => Piece {
                 addr: res.payloads.device_addr(run, 0),
@@ -334,20 +336,38 @@ impl<'a, const C: usize> Connection<'a, C> {
         });
         let pad = (4 - plen % 4) % 4;
         let mark = self.chain.len();
+        let plan = ReplyPlan::new(ReplySizes {
+            body_len,
+            payload: payload.as_ref().map(|p| (p.len, p.ddp)),
+            write_chunk: write_chunk.as_ref(),
+            reply_chunk: reply_chunk.as_ref(),
+            inline_max: peer_inline.min(send_size),
+        });
+        if let ReplyRoute::Nowhere(why) = plan.route {
+            self.reply_failed(res, i, slot, payload, why);
+            return;
+        }
 
         // 1. A DDP-eligible payload goes into the write chunk.
         let mut write_written = None;
-        let mut in_stream = payload.is_some();
-        if let (true, Some(segments), Some(piece)) = (ddp, write_chunk, payload_piece) {
+        let in_stream = payload.is_some() && !plan.payload_in_write_chunk;
+        if let (true, Some(segments), Some(piece)) =
+            (plan.payload_in_write_chunk, write_chunk, payload_piece)
+        {
             match plan_writes(&[piece], segments, write_wr, &mut self.chain) {
                 Some(w) => {
                     write_written = Some(w);
-                    in_stream = false;
                     self.counters.write_chunk_replies += 1;
                     self.counters.write_chunk_bytes += plen as u64;
                 }
                 None => {
-                    self.reply_failed(res, i, slot, payload, "payload larger than the write chunk");
+                    self.reply_failed(
+                        res,
+                        i,
+                        slot,
+                        payload,
+                        "no room for the write chunk's Writes",
+                    );
                     return;
                 }
             }
@@ -362,12 +382,12 @@ impl<'a, const C: usize> Connection<'a, C> {
                     .map_or(&zeros[..segs.len().min(16)], |w| &w[..]),
             )
         });
-        let stream_len = body_len + if in_stream { plen + pad } else { 0 };
+        let stream_len = plan.stream_len;
         let msg_header = header_len(write_segs, None);
         let xid = message.xid();
 
         // 2. Inline, when header and stream fit the requester's inline size.
-        if msg_header + stream_len <= peer_inline.min(send_size) {
+        if matches!(plan.route, ReplyRoute::Inline) {
             let Some(bytes) = self.send.bytes_mut(slot_off, send_size) else {
                 return;
             };
@@ -404,7 +424,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         }
 
         // 3. Through the reply chunk.
-        if let Some(segments) = reply_chunk {
+        if let (ReplyRoute::ReplyChunk, Some(segments)) = (plan.route, reply_chunk) {
             let body = Piece {
                 addr: send_base + body_at as u64,
                 lkey: send_lkey,
