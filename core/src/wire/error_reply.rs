@@ -27,6 +27,16 @@ pub enum ErrorReplyKind {
     Chunk,
 }
 
+impl ErrorReplyKind {
+    /// The `rdma_err` word: [`rdma_err::ERR_VERS`] or [`rdma_err::ERR_CHUNK`].
+    pub const fn code(&self) -> u32 {
+        match self {
+            ErrorReplyKind::Vers { .. } => rdma_err::ERR_VERS,
+            ErrorReplyKind::Chunk => rdma_err::ERR_CHUNK,
+        }
+    }
+}
+
 /// An RDMA_ERROR message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -81,13 +91,10 @@ impl ErrorReply {
         put32(out, 4, self.vers);
         put32(out, 8, self.credits);
         put32(out, 12, Proc::Error.to_wire());
-        match self.kind {
-            ErrorReplyKind::Vers { low, high } => {
-                put32(out, 16, rdma_err::ERR_VERS);
-                put32(out, 20, low);
-                put32(out, 24, high);
-            }
-            ErrorReplyKind::Chunk => put32(out, 16, rdma_err::ERR_CHUNK),
+        put32(out, 16, self.kind.code());
+        if let ErrorReplyKind::Vers { low, high } = self.kind {
+            put32(out, 20, low);
+            put32(out, 24, high);
         }
         Some(len)
     }

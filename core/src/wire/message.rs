@@ -468,14 +468,14 @@ pub(crate) fn decode_layout_general(
 
 /// The word at `at`, or [`DecodeError::Truncated`].
 #[inline]
-fn word(b: &[u8], at: usize) -> Result<u32, DecodeError> {
+pub(crate) fn word(b: &[u8], at: usize) -> Result<u32, DecodeError> {
     be32(b, at).ok_or(DecodeError::Truncated { at, len: b.len() })
 }
 
 /// The list discriminator at `at`: `true` for 1 (an item follows), `false` for 0 (the list
 /// ends); anything else is [`DecodeError::BadDiscriminator`].
 #[inline]
-fn present(b: &[u8], at: usize, list: ListKind) -> Result<bool, DecodeError> {
+pub(crate) fn present(b: &[u8], at: usize, list: ListKind) -> Result<bool, DecodeError> {
     match word(b, at)? {
         0 => Ok(false),
         1 => Ok(true),
@@ -485,7 +485,7 @@ fn present(b: &[u8], at: usize, list: ListKind) -> Result<bool, DecodeError> {
 
 /// Parses `count, segment × count` at `at`; returns the segments and the offset after them.
 /// The count is checked against `max` before it is multiplied, so no arithmetic can wrap.
-fn counted_segments(
+pub(crate) fn counted_segments(
     b: &[u8],
     at: usize,
     list: ListKind,

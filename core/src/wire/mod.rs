@@ -6,11 +6,14 @@
 //!
 //! # Trust boundary
 //!
-//! Untrusted bytes enter only through [`decode`] (a received message) and [`PrivateData::parse`]
-//! (connection private data). [`decode`] checks every length before it reads a word, validates
-//! the whole header in one pass, and returns either a [`Message`] whose chunk-list views can then
-//! be iterated without further checks, or a [`DecodeError`] naming the rule that broke. Each error
-//! maps to what a responder does through one function, [`DecodeError::disposition`].
+//! Untrusted bytes enter only through [`decode`] (a received message), [`PrivateData::parse`]
+//! (connection private data) and, on a requester, [`decode_reply`] (a responder's reply).
+//! [`decode`] checks every length before it reads a word, validates the whole header in one
+//! pass, and returns either a [`Message`] whose chunk-list views can then be iterated without
+//! further checks, or a [`DecodeError`] naming the rule that broke. Each error maps to what a
+//! responder does through one function, [`DecodeError::disposition`]. [`decode_reply`] reads a
+//! reply with the same checked helpers and capacities and returns a [`Reply`] or a
+//! [`ReplyError`].
 //!
 //! # Invariants a [`Message`] guarantees
 //!
@@ -30,6 +33,7 @@ mod error_reply;
 mod header;
 mod message;
 mod private_data;
+mod reply;
 mod repr;
 
 pub use chunk::{
@@ -40,6 +44,7 @@ pub use error_reply::{ErrorReply, ErrorReplyKind};
 pub use header::Header;
 pub use message::{decode, decode_layout, DecodeLimits, Layout, Message};
 pub use private_data::{PrivateData, PrivateDataError, PrivateDataFlags};
+pub use reply::{decode_reply, Reply, ReplyError, RpcReply};
 pub use repr::{EmitError, HeaderRepr};
 
 use static_assertions::const_assert_eq;

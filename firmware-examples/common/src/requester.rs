@@ -14,7 +14,7 @@ use core::ptr::NonNull;
 use rpcrdma_core::device::{Completion, CompletionStatus};
 use rpcrdma_core::pool::Counters;
 use rpcrdma_core::responder::ResponderCounters;
-use rpcrdma_core::wire::{Header, Proc};
+use rpcrdma_core::wire::{decode_reply, ErrorReply, ErrorReplyKind, Proc, Reply};
 use rpcrdma_services::{oncrpc, pattern_byte, NFS_PROG, PROC_BULK, PROC_GENERATE, TEST_PROG};
 
 use crate::server::Server;
@@ -751,44 +751,46 @@ impl Requester {
             },
         };
         self.tally.replies_checked += 1;
+        let Ok(reply) = decode_reply(&sent.bytes) else {
+            return false;
+        };
         // The grant never exceeds the Receives posted (or consumed by calls the responder
         // has not polled yet) when the reply went out.
-        let grant_ok = word(&sent.bytes, 8).is_some_and(|g| g as usize <= sent.posted_at_send);
-        let sent = &sent.bytes[..];
+        if reply.credits() as usize > sent.posted_at_send {
+            return false;
+        }
+        let error = |vers, kind| {
+            Reply::Error(ErrorReply {
+                xid,
+                vers,
+                credits,
+                kind,
+            })
+        };
         match expect {
             Expect::ErrVers { vers } => {
-                grant_ok && words_are(sent, &[xid, vers, credits, Proc::Error.to_wire(), 1, 1, 1])
+                reply == error(vers, ErrorReplyKind::Vers { low: 1, high: 1 })
             }
-            Expect::ErrChunk => {
-                grant_ok && words_are(sent, &[xid, 1, credits, Proc::Error.to_wire(), 2])
-            }
+            Expect::ErrChunk => reply == error(1, ErrorReplyKind::Chunk),
             Expect::Reply {
                 stat,
                 via_reply_chunk,
                 checksum,
                 payload,
             } => {
-                let Ok(header) = Header::new_checked(sent) else {
+                // RDMA_MSG / RDMA_NOMSG replies of version 1 only decode as `Rpc`.
+                let Reply::Rpc(parsed) = reply else {
                     return false;
                 };
-                if !grant_ok
-                    || header.xid() != xid
-                    || header.vers() != 1
-                    || header.credits() != credits
-                {
+                if parsed.xid != xid || parsed.credits != credits {
                     return false;
                 }
-                let Some(parsed) = parse_reply_header(sent) else {
-                    return false;
-                };
                 let region_c = self.region_c();
-                let rpc: &[u8] = match (via_reply_chunk, parsed.reply_written) {
-                    (true, Some(len)) if header.proc_raw() == Proc::Nomsg.to_wire() => {
-                        region_c.get(..len).unwrap_or_default()
-                    }
-                    (false, None) if header.proc_raw() == Proc::Msg.to_wire() => {
-                        sent.get(parsed.end..).unwrap_or_default()
-                    }
+                let rpc: &[u8] = match (via_reply_chunk, parsed.proc_, parsed.reply_chunk) {
+                    (true, Proc::Nomsg, Some(chunk)) => region_c
+                        .get(..chunk.total_len() as usize)
+                        .unwrap_or_default(),
+                    (false, Proc::Msg, None) => parsed.rpc_message,
                     _ => return false,
                 };
                 let Some((rpc_xid, got_stat, results)) = oncrpc::parse_accepted_reply(rpc) else {
@@ -803,7 +805,8 @@ impl Requester {
                     Some((len, in_write_chunk)) => {
                         let data = if in_write_chunk {
                             let at = REPLY_CHUNK_LEN;
-                            (parsed.write_written == Some(len as usize))
+                            let written = parsed.write_chunk.map(|c| c.total_len());
+                            (written == Some(len as u64))
                                 .then(|| region_c.get(at..at + len as usize))
                                 .flatten()
                         } else {
@@ -854,65 +857,12 @@ impl Requester {
     }
 }
 
-fn words_are(sent: &[u8], words: &[u32]) -> bool {
-    sent.len() == 4 * words.len()
-        && words
-            .iter()
-            .enumerate()
-            .all(|(i, w)| word(sent, 4 * i) == Some(*w))
-}
-
 fn success(wr_id: u64, byte_len: u32) -> Completion {
     Completion {
         wr_id,
         status: CompletionStatus::Success,
         byte_len,
     }
-}
-
-/// What a reply header says about the chunks.
-struct ReplyHeader {
-    /// Bytes written into the first write chunk's segments (sum), if one was echoed.
-    write_written: Option<usize>,
-    /// Bytes written into the reply chunk (sum), if it was used.
-    reply_written: Option<usize>,
-    /// Where the header ends (the inline reply starts).
-    end: usize,
-}
-
-/// Parses a reply header: fixed header, empty read list, write list, reply chunk.
-fn parse_reply_header(h: &[u8]) -> Option<ReplyHeader> {
-    let mut at = 16;
-    if word(h, at)? != 0 {
-        return None;
-    }
-    at += 4;
-    let chunk = |at: &mut usize| -> Option<usize> {
-        let count = word(h, *at + 4)? as usize;
-        let mut sum = 0;
-        for k in 0..count {
-            sum += word(h, *at + 8 + 16 * k + 4)? as usize;
-        }
-        *at += 8 + count.checked_mul(16)?;
-        Some(sum)
-    };
-    let mut write_written = None;
-    while word(h, at)? == 1 {
-        let written = chunk(&mut at)?;
-        write_written.get_or_insert(written);
-    }
-    at += 4;
-    let reply_written = if word(h, at)? == 1 {
-        Some(chunk(&mut at)?)
-    } else {
-        at += 4;
-        None
-    };
-    Some(ReplyHeader {
-        write_written,
-        reply_written,
-        end: at,
-    })
 }
 
 /// Flushes what is still posted (the connection goes down), checks the pool stops posting, that
