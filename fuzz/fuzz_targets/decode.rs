@@ -11,7 +11,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rpcrdma_core::wire::{
-    decode, decode_reply, DecodeLimits, Disposition, ErrorReply, HeaderRepr, Reply,
+    decode, decode_reply, xdr_u32, DecodeLimits, Disposition, ErrorReply, HeaderRepr, Reply,
     MAX_REPLY_SEGMENTS, MAX_WRITE_SEGMENTS,
 };
 
@@ -44,8 +44,8 @@ fuzz_target!(|data: &[u8]| {
             let reply = ErrorReply::for_error(received, &e, 32);
             assert_eq!(reply.is_none(), e.disposition() == Disposition::Drop);
             if let Some(r) = reply {
-                assert_eq!(r.xid.to_be_bytes(), received[..4]);
-                assert_eq!(r.vers.to_be_bytes(), received[4..8]);
+                assert_eq!(Some(r.xid), xdr_u32(received, 0));
+                assert_eq!(Some(r.vers), xdr_u32(received, 4));
                 let mut out = [0u8; 28];
                 assert_eq!(r.emit(&mut out), Some(r.buffer_len()));
             }

@@ -2,7 +2,8 @@
 //! messages at 0xff 0xff 0xff 0xff markers) arrive at a connection whose requester has memory
 //! registered at the addresses a Read, write or reply chunk may name, so chunk lists that the
 //! decoder accepts really move data. Checks, beyond "no panic": the requester never meets RNR,
-//! no grant exceeds the Receives posted when it went out, and after a disconnect and drain
+//! every reply decodes with the requester-side decoder (`wire::decode_reply`), no grant exceeds
+//! the Receives posted when it went out, and after a disconnect and drain
 //! nothing is held (no Receive, page, call slot or send-queue work request).
 #![no_main]
 
@@ -13,8 +14,8 @@ use rpcrdma_core::device::{Completion, Device};
 use rpcrdma_core::dma::{CoherentDma, DmaRegion};
 use rpcrdma_core::pages::PagePool;
 use rpcrdma_core::pool::{PoolConfig, RecvPool};
-use rpcrdma_core::responder::{Connection, ResponderConfig, Resources};
-use rpcrdma_core::wire::DecodeLimits;
+use rpcrdma_core::responder::{Connection, Resources, ResponderConfig};
+use rpcrdma_core::wire::{decode_reply, DecodeLimits};
 use rpcrdma_services::ExampleService;
 use rpcrdma_softnic::{Access, SoftNic};
 
@@ -84,7 +85,11 @@ fuzz_target!(|data: &[u8]| {
         payloads,
         service: ExampleService::default(),
     };
-    for msg in data.split(|b| *b == 0xff).filter(|m| !m.is_empty()).take(32) {
+    for msg in data
+        .split(|b| *b == 0xff)
+        .filter(|m| !m.is_empty())
+        .take(32)
+    {
         if rig.nic.in_error() {
             break;
         }
@@ -96,7 +101,10 @@ fuzz_target!(|data: &[u8]| {
     rig.pump();
     let mut res = Resources::own(&mut rig.pool, &mut rig.sinks, &mut rig.payloads);
     let report = rig.conn.drain(&mut res);
-    assert_eq!(report.work_requests, 0, "flushes returned every work request");
+    assert_eq!(
+        report.work_requests, 0,
+        "flushes returned every work request"
+    );
     assert_eq!(report.calls, 0, "flushes finished every call");
     rig.pool.drain();
     assert_eq!(rig.pool.in_flight(), 0);
@@ -127,8 +135,12 @@ impl Rig<'_> {
                 &wcs[..n],
             );
             while let Some(sent) = self.nic.take_sent() {
-                let grant = u32::from_be_bytes(sent.bytes[8..12].try_into().unwrap());
-                assert!(grant as usize <= sent.posted_at_send, "grant above posted Receives");
+                let reply = match decode_reply(&sent.bytes) {
+                    Ok(reply) => reply,
+                    Err(e) => panic!("the responder sent a reply that does not decode: {e}"),
+                };
+                let grant = reply.credits() as usize;
+                assert!(grant <= sent.posted_at_send, "grant above posted Receives");
             }
             if n == 0 && self.nic.queued() == 0 && self.nic.pending() == 0 {
                 break;

@@ -393,7 +393,7 @@ mod tests {
         let out = w.body().to_vec();
         match oncrpc::parse_accepted_reply(&out) {
             Some((xid, stat, at)) => {
-                assert_eq!(xid, oncrpc::be32(rpc, 0).unwrap());
+                assert_eq!(xid, rpcrdma_core::wire::xdr_u32(rpc, 0).unwrap());
                 (stat, out[at..].to_vec(), payload)
             }
             None => (u32::MAX, out, payload),

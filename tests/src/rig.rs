@@ -183,11 +183,6 @@ pub fn rpc_call(xid: u32, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Vec<
     b
 }
 
-/// XDR words to bytes.
-pub fn words(w: &[u32]) -> Vec<u8> {
-    w.iter().flat_map(|x| x.to_be_bytes()).collect()
-}
-
 /// The responder, its memory, the software NIC and the requester's memory.
 pub struct Rig<S: Service> {
     /// The NIC.

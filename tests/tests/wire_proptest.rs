@@ -137,7 +137,7 @@ proptest! {
         let mut w = words;
         w[1] = 1;
         w[3] %= 2;
-        let data: Vec<u8> = w.iter().flat_map(|x| x.to_be_bytes()).collect();
+        let data = rpcrdma_tests::fixtures::bytes(&w);
         if let Ok(m) = decode(&data, data.len(), &DecodeLimits::default()) {
             let repr = HeaderRepr::parse(&m);
             let mut out = vec![0u8; repr.buffer_len()];

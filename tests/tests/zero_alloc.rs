@@ -119,7 +119,7 @@ fn responder_cycle_allocates_nothing() {
     use rpcrdma_core::responder::Resources;
     use rpcrdma_core::wire::{Proc, ReadSegment};
     use rpcrdma_services::{ExampleService, NFS_PROG, PROC_CHECKSUM, PROC_GENERATE, TEST_PROG};
-    use rpcrdma_tests::rig::{call_message, rpc_call, words, Rig, RigConfig};
+    use rpcrdma_tests::rig::{call_message, rpc_call, Rig, RigConfig};
 
     let mut rig = Rig::new(RigConfig::default(), ExampleService::default());
     // Three shapes: NULL inline, CHECKSUM with a 16 KiB Read chunk, GENERATE 16 KiB into a
@@ -145,7 +145,7 @@ fn responder_cycle_allocates_nothing() {
             }],
             None,
             None,
-            &rpc_call(2, TEST_PROG, 1, PROC_CHECKSUM, &words(&[16384])),
+            &rpc_call(2, TEST_PROG, 1, PROC_CHECKSUM, &bytes(&[16384])),
         ),
         call_message(
             3,
@@ -153,7 +153,7 @@ fn responder_cycle_allocates_nothing() {
             &[],
             Some(&w),
             None,
-            &rpc_call(3, TEST_PROG, 1, PROC_GENERATE, &words(&[16384, 9])),
+            &rpc_call(3, TEST_PROG, 1, PROC_GENERATE, &bytes(&[16384, 9])),
         ),
     ];
     let mut wcs = [Completion {

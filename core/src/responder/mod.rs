@@ -59,7 +59,7 @@ use crate::dma::{DmaRegion, DmaSync, CACHE_LINE};
 use crate::pages::{PagePool, PageRun};
 use crate::pool::{Completed, CompletionError, Received, RecvPool};
 use crate::wire::{
-    copy_prefix, move_within, put32, xdr_roundup, ErrorReply, Message, Proc,
+    copy_prefix, move_within, put_xdr_u32, xdr_roundup, ErrorReply, Message, Proc,
     DEFAULT_INLINE_THRESHOLD, MAX_READ_SEGMENTS,
 };
 use crate::xdr::XdrView;
@@ -1713,7 +1713,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 };
                 let at = self.slot_offset(c.send_slot) + c.header_at as usize + CREDITS_OFFSET;
                 if let Some(w) = self.send.bytes_mut(at, 4) {
-                    put32(w, 0, grant);
+                    put_xdr_u32(w, 0, grant);
                 }
             }
             self.set_signaling();

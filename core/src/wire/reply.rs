@@ -267,10 +267,8 @@ mod tests {
     /// `words` big-endian in a buffer, and their byte length.
     fn fixture(words: &[u32]) -> ([u8; 256], usize) {
         let mut out = [0u8; 256];
-        for (i, w) in words.iter().enumerate() {
-            out[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
-        }
-        (out, 4 * words.len())
+        let n = crate::wire::put_xdr_words(&mut out, words).unwrap();
+        (out, n)
     }
 
     const MSG_INLINE: &[u32] = &[0x11, 1, 32, 0, 0, 0, 0, 0x11, 1, 0];

@@ -14,19 +14,15 @@ use core::ptr::NonNull;
 use rpcrdma_core::device::{Completion, CompletionStatus};
 use rpcrdma_core::pool::Counters;
 use rpcrdma_core::responder::ResponderCounters;
-use rpcrdma_core::wire::{decode_reply, ErrorReply, ErrorReplyKind, Proc, Reply};
+use rpcrdma_core::wire::{
+    decode_reply, put_xdr_u32, put_xdr_words, xdr_u32, ErrorReply, ErrorReplyKind, Proc, Reply,
+};
 use rpcrdma_services::{oncrpc, pattern_byte, NFS_PROG, PROC_BULK, PROC_GENERATE, TEST_PROG};
 
 use crate::server::Server;
 use crate::Nic;
 
 const CHECKSUM_PROG: u32 = TEST_PROG;
-
-/// The big-endian word at `at`.
-fn word(b: &[u8], at: usize) -> Option<u32> {
-    let w = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
-}
 
 /// Credits every call asks for.
 const ASK: u32 = 32;
@@ -80,7 +76,8 @@ const fn pattern<const L: usize>(seed: u8) -> [u8; L] {
 /// Region A: the data item of the checksum call, pulled by RDMA Read.
 pub static REGION_A: [u8; A_LEN] = pattern::<A_LEN>(7);
 
-/// Region B: a whole checksum call (RPC header, opaque length, 300 data bytes).
+/// Region B: a whole checksum call (RPC header, opaque length, 300 data bytes). Built at compile
+/// time, so with a `const` loop rather than the core's (run-time) `put_xdr_u32`.
 pub static REGION_B: [u8; B_LEN] = {
     #[rustfmt::skip]
     let head: [u32; 11] = [NOMSG_XID, 0, 2, CHECKSUM_PROG, 1, 1, 0, 0, 0, 0, B_DATA_LEN as u32];
@@ -575,17 +572,11 @@ impl Requester {
                 self.next_xid
             }
         };
-        let mut len = 0;
-        for (i, w) in template.words.iter().enumerate() {
-            let value = if i == 0 || Some(i) == template.rpc_xid_word {
-                xid
-            } else {
-                *w
-            };
-            if let Some(dst) = self.msg.get_mut(4 * i..4 * i + 4) {
-                dst.copy_from_slice(&value.to_be_bytes());
-                len = 4 * i + 4;
-            }
+        // Every template fits the 256-byte message buffer; one that did not would be sent empty.
+        let len = put_xdr_words(&mut self.msg, template.words).unwrap_or(0);
+        put_xdr_u32(&mut self.msg, 0, xid);
+        if let Some(i) = template.rpc_xid_word {
+            put_xdr_u32(&mut self.msg, 4 * i, xid);
         }
         (xid, template.truncate_to.map_or(len, |t| t.min(len)))
     }
@@ -797,7 +788,7 @@ impl Requester {
                     return false;
                 };
                 let sum_ok = match checksum {
-                    Some(sum) => word(rpc, results) == Some(sum),
+                    Some(sum) => xdr_u32(rpc, results) == Some(sum),
                     None => true,
                 };
                 let payload_ok = match payload {
@@ -812,7 +803,7 @@ impl Requester {
                         } else {
                             rpc.get(results + 4..results + 4 + len as usize)
                         };
-                        word(rpc, results) == Some(len)
+                        xdr_u32(rpc, results) == Some(len)
                             && data.is_some_and(|d| {
                                 d.iter()
                                     .enumerate()

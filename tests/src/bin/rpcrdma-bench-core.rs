@@ -249,6 +249,8 @@ impl Cycle for Reference<'_> {
             let Some(h) = b.first_chunk::<28>() else {
                 continue;
             };
+            // The fixed-array read of the core's fast path (`header_word`), written out: the
+            // reference is a hand-written loop that uses nothing of the core's decoder.
             let w =
                 |k: usize| u32::from_be_bytes([h[4 * k], h[4 * k + 1], h[4 * k + 2], h[4 * k + 3]]);
             if w(1) == 1 && w(3) == 0 && (w(4) | w(5) | w(6)) == 0 {
