@@ -12,6 +12,8 @@
 //! [`DmaRegion::bytes`] and calls it only for buffers whose descriptor is *not* Posted; the type
 //! system then keeps every such borrow from outliving the `&self` of the pool, which `post`
 //! (`&mut self`) cannot take while a view is alive.
+
+// Raw memory the device writes: the core's one module with `unsafe` (the workspace denies it).
 #![allow(unsafe_code)]
 
 use core::marker::PhantomData;

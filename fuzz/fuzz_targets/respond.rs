@@ -6,6 +6,8 @@
 //! the Receives posted when it went out, and after a disconnect and drain
 //! nothing is held (no Receive, page, call slot or send-queue work request).
 #![no_main]
+// The NIC's registrations and the DMA regions are raw memory handed over by pointer.
+#![allow(unsafe_code)]
 
 use std::ptr::NonNull;
 

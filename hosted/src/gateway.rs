@@ -18,7 +18,6 @@
 //!
 //! A backend that goes away (connection refused, reset, closed): every call waiting on it is
 //! answered with an RPC SYSTEM_ERR reply, and the next call tries to reconnect.
-#![deny(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};

@@ -4,6 +4,9 @@
 //! choice (not the CPU address), so a core that confused the two would write or read the wrong
 //! place. [`DmaMemory::nic`] builds a [`SoftNic`] with the memory registered.
 
+// DMA memory is a raw allocation the software NIC and the core both reach by pointer.
+#![allow(unsafe_code)]
+
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 use core::ptr::NonNull;

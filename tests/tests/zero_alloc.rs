@@ -35,7 +35,9 @@ fn count() {
     let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
 }
 
+// A counting global allocator is an `unsafe impl` of `GlobalAlloc`.
 // SAFETY: forwards to the system allocator; only counts.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();

@@ -38,11 +38,14 @@ pub const BOARD: Board = Board {
     lkey: 0x0000_4d34,
 };
 
+// cortex-m-rt requires the HardFault and DefaultHandler handlers to be `unsafe fn`.
+#[allow(unsafe_code)]
 #[exception]
 unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
     fault("HardFault")
 }
 
+#[allow(unsafe_code)]
 #[exception]
 unsafe fn DefaultHandler(_irqn: i16) {
     fault("unexpected exception or interrupt")

@@ -39,12 +39,15 @@ pub const BOARD: Board = Board {
 
 /// Any exception (illegal instruction, access fault, …) ends the run with status 1. riscv-rt
 /// calls the handlers through `extern "C"` declarations.
+// riscv-rt links the handlers by symbol name (`export_name`, which the lint counts as unsafe).
+#[allow(unsafe_code)]
 #[export_name = "ExceptionHandler"]
 extern "C" fn exception_handler(_frame: &riscv_rt::TrapFrame) -> ! {
     fault("exception")
 }
 
 /// No interrupt is enabled; one arriving ends the run with status 1.
+#[allow(unsafe_code)]
 #[export_name = "DefaultHandler"]
 extern "C" fn default_handler() -> ! {
     fault("unexpected interrupt")

@@ -73,6 +73,8 @@ impl Ring {
     }
 }
 
+// Writes through the DMA memory's raw pointer, as the device would.
+#[allow(unsafe_code)]
 fn fill_buffers(mem: &DmaMemory, n: usize, buf: usize, msg: &[u8]) {
     let stride = PoolConfig::region_len(1, buf);
     for i in 0..n {
@@ -176,9 +178,8 @@ struct Reference<'m> {
 impl<'m> Reference<'m> {
     fn new(mem: &'m DmaMemory, n: usize, buf: usize, msg: &[u8]) -> Self {
         fill_buffers(mem, n, buf, msg);
-        // SAFETY: the allocation is valid for its length and outlives 'm; nothing writes it
-        // from here on (the "device" only moves wr_ids).
-        let bytes = unsafe { std::slice::from_raw_parts(mem.cpu() as *const u8, mem.len()) };
+        // Nothing writes the memory from here on (the "device" only moves wr_ids).
+        let bytes = mem.bytes();
         let mut r = Reference {
             mem: bytes,
             generation: vec![0; n],
