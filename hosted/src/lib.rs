@@ -8,7 +8,11 @@
 //!   `Drop` in dependency order, and [`verbs::VerbsDevice`], the core's
 //!   [`Device`](rpcrdma_core::device::Device) on a queue pair: chained `ibv_post_recv` /
 //!   `ibv_post_srq_recv` and chained `ibv_post_send` of Sends, RDMA Writes and RDMA Reads (one
-//!   doorbell per batch), `ibv_poll_cq` in batches of 16.
+//!   doorbell per batch). Completions do not come through its `poll` (every front end builds it
+//!   without a CQ, so it returns 0): the server polls its two CQs, which every connection
+//!   shares, with [`verbs::Cq::poll`] (`ibv_poll_cq`, [`verbs::POLL_BATCH`] = 16 at a time) and
+//!   hands each completion to its connection by `qp_num`; the client polls its own CQs the same
+//!   way.
 //! - [`memory`]: aligned (huge pages when available) mappings registered once — Receive
 //!   buffers, send slots, Read sinks and payload pages, all `IBV_ACCESS_LOCAL_WRITE` only —
 //!   and the per-Receive registration of the comparison mode.

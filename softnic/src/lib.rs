@@ -4,9 +4,9 @@
 //!
 //! - **Receive queue**: posted one-SGE Receives, FIFO. A message from the requester
 //!   ([`SoftNic::deliver`]) lands in the oldest one and completes with its length; with none
-//!   posted the requester's Send meets **RNR**, which is counted ([`SoftNic::rnr`]) and
-//!   reported, since a Linux requester (RNR retry 0) would lose its connection. A message
-//!   longer than the posted buffer completes with a local length error.
+//!   posted the requester's Send meets **RNR**, which is counted ([`NicCounters::rnr`], in
+//!   [`SoftNic::counters`]) and reported, since a Linux requester (RNR retry 0) would lose its
+//!   connection. A message longer than the posted buffer completes with a local length error.
 //! - **Send queue**: Sends go to the requester's inbox ([`SoftNic::take_sent`]); RDMA Writes
 //!   copy local bytes into the requester's registered memory, RDMA Reads the other way. Every
 //!   SGE and remote range is checked against what was registered; a bad one completes with a

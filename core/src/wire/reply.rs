@@ -1,19 +1,5 @@
 //! The requester's side of a reply: [`decode_reply`] parses the transport header a responder
-//! sends back (RFC 8166 §3.5, §4.5), zero-copy.
-//!
-//! What it accepts is what a responder emits:
-//!
-//! - **RDMA_MSG / RDMA_NOMSG**: the fixed header (`vers` 1), an empty read list, a write list
-//!   of at most [`MAX_WRITE_CHUNKS`] chunk(s) whose segments carry the lengths written (possibly
-//!   fewer than offered, possibly 0), an optional reply chunk with its written lengths, then —
-//!   for RDMA_MSG — the RPC reply inline. An RDMA_NOMSG reply went whole through the reply
-//!   chunk, so it must carry one and nothing may follow its header.
-//! - **RDMA_ERROR**: the fixed header (its `vers` is the request's, echoed, so any value) and
-//!   ERR_VERS with the supported range, or ERR_CHUNK; nothing may follow.
-//!
-//! Every word is bounds-checked before it is read, with the same helpers and fixed capacities
-//! as the call decoder ([`super::decode`]); segment counts are checked against
-//! [`MAX_WRITE_SEGMENTS`] / [`MAX_REPLY_SEGMENTS`] before anything is multiplied.
+//! sends back (RFC 8166 §3.5, §4.5), zero-copy. What it accepts is in its docs.
 
 use core::fmt;
 
@@ -153,10 +139,25 @@ impl Reply<'_> {
     }
 }
 
-/// Parses a reply: `received` is exactly the bytes that arrived.
+/// Parses a reply on the requester's side: `received` is exactly the bytes that arrived.
+///
+/// It accepts what a responder emits:
+///
+/// - **RDMA_MSG / RDMA_NOMSG**: the fixed header (`vers` 1), an empty read list, a write list
+///   of at most [`MAX_WRITE_CHUNKS`] chunk(s) whose segments carry the lengths written
+///   (possibly fewer than offered, possibly 0), an optional reply chunk with its written
+///   lengths, then — for RDMA_MSG — the RPC reply inline. An RDMA_NOMSG reply went whole
+///   through the reply chunk, so it must carry one and nothing may follow its header.
+/// - **RDMA_ERROR**: the fixed header (its `vers` is the request's, echoed, so any value) and
+///   ERR_VERS with the supported range, or ERR_CHUNK; nothing may follow.
+///
+/// Every word is bounds-checked before it is read, with the same helpers and fixed capacities
+/// as the call decoder ([`decode`](super::decode)); segment counts are checked against
+/// [`MAX_WRITE_SEGMENTS`] / [`MAX_REPLY_SEGMENTS`] before anything is multiplied. Never
+/// panics.
 ///
 /// # Errors
-/// A [`ReplyError`] naming the first rule the reply breaks (see the [module docs](self)).
+/// A [`ReplyError`] naming the first rule the reply breaks.
 pub fn decode_reply(received: &[u8]) -> Result<Reply<'_>, ReplyError> {
     let header = Header::new_checked(received)?;
     let (xid, vers, credits) = (header.xid(), header.vers(), header.credits());
