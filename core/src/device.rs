@@ -1,9 +1,12 @@
 //! The small device interface the core drives (smoltcp's `phy::Device` idea): the core makes
 //! every protocol decision; a device only posts work requests and reports completions.
 //!
-//! Three implementations exist: hosted verbs (`rpcrdma-hosted`, a queue pair plus its receive
-//! queue or SRQ), and the software NIC (`rpcrdma-softnic`) that the firmware examples and the
-//! tests share. A device owns no protocol logic.
+//! Two real implementations exist: hosted verbs (`rpcrdma-hosted`'s `VerbsDevice`, a queue pair
+//! plus its receive queue or SRQ) and the software NIC (`rpcrdma-softnic`) that the firmware
+//! examples, the tests and the fuzz targets share. Besides them, hosted's `PerReceiveDevice`
+//! wraps a device to register each Receive buffer as it is posted (the comparison mode of the
+//! benchmarks), and the core benchmark and the firmware size probe have stand-in devices of
+//! their own. A device owns no protocol logic.
 //!
 //! # One wr_id space
 //!

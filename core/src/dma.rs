@@ -9,9 +9,11 @@
 //!
 //! While a Receive is posted on a buffer, the device may write it at any time, so the CPU must
 //! not hold a reference into it. The receive pool ([`crate::pool`]) is the only user of
-//! [`DmaRegion::bytes`] and calls it only for buffers whose descriptor is *not* Posted; the type
+//! `DmaRegion::bytes` (crate-private) and calls it only for buffers whose descriptor is *not* Posted; the type
 //! system then keeps every such borrow from outliving the `&self` of the pool, which `post`
 //! (`&mut self`) cannot take while a view is alive.
+
+// Raw memory the device writes: the core's one module with `unsafe` (the workspace denies it).
 #![allow(unsafe_code)]
 
 use core::marker::PhantomData;

@@ -31,7 +31,7 @@
 //!   [`RecvPool::drain`] returns every descriptor to Free.
 //!
 //! # Bookkeeping
-//! Per descriptor 16 bytes ([`RecvDescriptor`], checked at compile time): a key
+//! Per descriptor 16 bytes (`RecvDescriptor`, checked at compile time): a key
 //! `generation | tag | low` and a word. The key is the wr_id the buffer was posted with, its
 //! low 16 bits (the index in a wr_id) replaced by `0xffff` while Posted and `0xfffe` while
 //! Free, and left as the index while Held — so a completion is checked with one compare

@@ -186,7 +186,9 @@ impl<'a> XdrView<'a> {
     /// The big-endian word at stream offset `offset`.
     #[inline]
     pub fn word(&self, offset: usize) -> Option<u32> {
-        // Most words of a call (its RPC header) lie in `head`: read them in place.
+        // Most words of a call (its RPC header) lie in `head`: read them in place. (The check
+        // `wire::xdr_u32` makes, kept in this shape: every RPC header word the services read
+        // on the measured path comes through here.)
         if let Some(w) = self.head.get(offset..).and_then(<[u8]>::first_chunk::<4>) {
             return Some(u32::from_be_bytes(*w));
         }

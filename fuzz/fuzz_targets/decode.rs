@@ -4,10 +4,16 @@
 //! - a decoded message stays within `byte_len` and round-trips through `HeaderRepr`;
 //! - every error has a disposition, and an error reply exists exactly when it is not a drop,
 //!   echoes the xid and vers that arrived, and never reads past `byte_len`.
+//!
+//! The same input is also a reply for the requester-side decoder (`wire::decode_reply`): no
+//! panic, every view within the input, and an RDMA_ERROR it accepts re-emits to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rpcrdma_core::wire::{decode, DecodeLimits, Disposition, ErrorReply, HeaderRepr};
+use rpcrdma_core::wire::{
+    decode, decode_reply, xdr_u32, DecodeLimits, Disposition, ErrorReply, HeaderRepr, Reply,
+    MAX_REPLY_SEGMENTS, MAX_WRITE_SEGMENTS,
+};
 
 const BUF: usize = 4096;
 
@@ -38,11 +44,29 @@ fuzz_target!(|data: &[u8]| {
             let reply = ErrorReply::for_error(received, &e, 32);
             assert_eq!(reply.is_none(), e.disposition() == Disposition::Drop);
             if let Some(r) = reply {
-                assert_eq!(r.xid.to_be_bytes(), received[..4]);
-                assert_eq!(r.vers.to_be_bytes(), received[4..8]);
+                assert_eq!(Some(r.xid), xdr_u32(received, 0));
+                assert_eq!(Some(r.vers), xdr_u32(received, 4));
                 let mut out = [0u8; 28];
                 assert_eq!(r.emit(&mut out), Some(r.buffer_len()));
             }
         }
+    }
+    match decode_reply(data) {
+        Ok(Reply::Rpc(r)) => {
+            assert!(r.header_len <= data.len());
+            assert_eq!(r.header_len + r.rpc_message.len(), data.len());
+            assert!(r
+                .write_chunk
+                .is_none_or(|c| (1..=MAX_WRITE_SEGMENTS).contains(&c.len())));
+            assert!(r
+                .reply_chunk
+                .is_none_or(|c| (1..=MAX_REPLY_SEGMENTS).contains(&c.len())));
+        }
+        Ok(Reply::Error(e)) => {
+            let mut out = [0u8; 28];
+            assert_eq!(e.emit(&mut out), Some(data.len()));
+            assert_eq!(&out[..data.len()], data);
+        }
+        Err(_) => {}
     }
 });

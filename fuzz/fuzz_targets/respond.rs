@@ -1,9 +1,10 @@
 //! Fuzzes the whole responder on the software NIC: arbitrary messages (each input is split into
 //! messages at 0xff bytes) arrive at an endpoint whose requester has memory registered at the
 //! addresses a Read, write or reply chunk may name, so chunk lists that the decoder accepts
-//! really move data. Checks, beyond "no panic": the requester never meets RNR, no grant exceeds
-//! the Receives posted when it went out, and after a disconnect and drain nothing is held (no
-//! Receive, page, call slot or send-queue work request).
+//! really move data. Checks, beyond "no panic": the requester never meets RNR, every reply
+//! decodes with the requester-side decoder (`wire::decode_reply`), no grant exceeds the Receives
+//! posted when it went out, and after a disconnect and drain nothing is held (no Receive, page,
+//! call slot or send-queue work request).
 //!
 //! The memory and the NIC are made once per process and reused: each input is a new
 //! connection (the NIC is reset, a new endpoint is carved from the same memory), which is what
@@ -15,7 +16,7 @@ use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
-use rpcrdma_core::wire::{DecodeLimits, Header};
+use rpcrdma_core::wire::{decode_reply, DecodeLimits};
 use rpcrdma_services::ExampleService;
 use rpcrdma_softnic::memory::DmaMemory;
 use rpcrdma_softnic::{Access, SoftNic};
@@ -111,9 +112,12 @@ fn pump(endpoint: &mut Endpoint<'_, 16, 16, 16>, nic: &mut Nic, service: &mut Ex
     for _ in 0..1000 {
         let n = endpoint.poll(nic, service).unwrap_or(0);
         while let Some(sent) = nic.take_sent() {
-            let grant = Header::new_checked(&sent.bytes[..]).map_or(0, |h| h.credits());
+            let reply = match decode_reply(&sent.bytes) {
+                Ok(reply) => reply,
+                Err(e) => panic!("the responder sent a reply that does not decode: {e}"),
+            };
             assert!(
-                grant as usize <= sent.posted_at_send,
+                reply.credits() as usize <= sent.posted_at_send,
                 "grant above posted Receives"
             );
         }

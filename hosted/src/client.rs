@@ -14,7 +14,8 @@ use std::net::Ipv4Addr;
 use rdma_sys::{ibv_access_flags, ibv_wc_status, rdma_cm_event_type};
 use rpcrdma_core::device::{Device, RecvWr, SendOp, SendWr, Sge};
 use rpcrdma_core::wire::{
-    Header, HeaderRepr, PrivateData, Proc, ReadSegment, Segment, DEFAULT_INLINE_THRESHOLD,
+    decode_reply, Header, HeaderRepr, PrivateData, Proc, ReadSegment, Reply as WireReply, Segment,
+    SegmentList, DEFAULT_INLINE_THRESHOLD,
 };
 
 use crate::cm::{private_data_for, CmId, EventChannel};
@@ -434,69 +435,35 @@ impl Client {
         Ok(n)
     }
 
-    /// Parses a reply and reads back the chunk data the server wrote.
+    /// Parses a reply (with the core's [`decode_reply`]) and reads back the chunk data the
+    /// server wrote.
     fn parse_reply(&mut self, bytes: &[u8]) -> Result<Reply> {
         let bad = |what: &str| Error::Protocol(format!("reply header: {what}"));
-        let h = Header::new_checked(bytes).map_err(|e| bad(&e.to_string()))?;
-        let xid = h.xid();
-        let area = self.chunk_of.remove(&xid);
-        if let Some(a) = area {
-            self.free_chunk.push(a);
-        }
-        let w = |at: usize| -> Result<u32> {
-            bytes
-                .get(at..at + 4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                .ok_or_else(|| bad("truncated"))
-        };
-        let proc_ = Proc::from_wire(h.proc_raw());
-        if proc_ == Some(Proc::Error) {
-            return Ok(Reply::Error {
-                xid,
-                credits: h.credits(),
-                code: w(16)?,
-                len: bytes.len(),
-            });
-        }
-        if !matches!(proc_, Some(Proc::Msg | Proc::Nomsg)) {
-            return Err(bad(&format!("unexpected proc {:?}", h.proc_raw())));
-        }
-        if w(16)? != 0 {
-            return Err(bad("a reply with a read list"));
-        }
-        // (offset in the requester's memory, length) per segment of a chunk.
-        let mut at = 20;
-        let chunk = |at: &mut usize| -> Result<Vec<(u64, usize)>> {
-            let count = w(*at + 4)? as usize;
-            let mut segs = Vec::with_capacity(count);
-            for k in 0..count {
-                let base = *at + 8 + 16 * k;
-                let len = w(base + 4)? as usize;
-                let addr = (w(base + 8)? as u64) << 32 | w(base + 12)? as u64;
-                segs.push((addr, len));
-            }
-            *at += 8 + 16 * count;
-            Ok(segs)
-        };
-        let mut write = None;
-        while w(at)? == 1 {
-            let segs = chunk(&mut at)?;
-            if write.is_none() {
-                write = Some(segs);
+        // The chunk area is free again once a reply with its xid arrived, whatever it says.
+        if let Ok(h) = Header::new_checked(bytes) {
+            if let Some(a) = self.chunk_of.remove(&h.xid()) {
+                self.free_chunk.push(a);
             }
         }
-        at += 4;
-        let reply_segs = if w(at)? == 1 {
-            Some(chunk(&mut at)?)
-        } else {
-            at += 4;
-            None
+        let decoded = decode_reply(bytes).map_err(|e| Error::Protocol(e.to_string()))?;
+        let r = match decoded {
+            WireReply::Error(e) => {
+                return Ok(Reply::Error {
+                    xid: e.xid,
+                    credits: e.credits,
+                    code: e.kind.code(),
+                    len: bytes.len(),
+                })
+            }
+            WireReply::Rpc(r) => r,
         };
-        let read_back = |segs: &[(u64, usize)], target: &Registered| -> Result<Vec<u8>> {
+        let read_back = |segs: SegmentList<'_>, target: &Registered| -> Result<Vec<u8>> {
             let base = target.as_ptr() as u64;
             let mut v = Vec::new();
-            for &(addr, len) in segs {
-                let off = addr
+            for s in segs {
+                let len = s.length as usize;
+                let off = s
+                    .offset
                     .checked_sub(base)
                     .filter(|off| (*off as usize) + len <= target.len())
                     .ok_or_else(|| bad("segment outside the client's memory"))?;
@@ -504,19 +471,18 @@ impl Client {
             }
             Ok(v)
         };
-        let write_written = write.as_ref().map(|s| s.iter().map(|(_, l)| l).sum());
-        let write_chunk = match write {
-            Some(s) if self.read_back => Some(read_back(&s, &self.target)?),
+        let write_written = r.write_chunk.map(|s| s.total_len() as usize);
+        let write_chunk = match r.write_chunk {
+            Some(s) if self.read_back => Some(read_back(s, &self.target)?),
             _ => None,
         };
-        let (rpc, via_reply_chunk) = match (proc_, reply_segs) {
-            (Some(Proc::Nomsg), Some(segs)) => (read_back(&segs, &self.target)?, true),
-            (Some(Proc::Nomsg), None) => return Err(bad("RDMA_NOMSG without a reply chunk")),
-            _ => (bytes.get(at..).unwrap_or_default().to_vec(), false),
+        let (rpc, via_reply_chunk) = match (r.proc_, r.reply_chunk) {
+            (Proc::Nomsg, Some(segs)) => (read_back(segs, &self.target)?, true),
+            _ => (r.rpc_message.to_vec(), false),
         };
         Ok(Reply::Msg {
-            xid,
-            credits: h.credits(),
+            xid: r.xid,
+            credits: r.credits,
             rpc,
             via_reply_chunk,
             write_chunk,

@@ -1,5 +1,8 @@
 //! rdma_cm: the event channel, connection ids, and RFC 8797 private data on connect/accept.
 
+// FFI to librdmacm (rdma-sys): raw ids and events owned by the wrappers.
+#![allow(unsafe_code)]
+
 use std::net::Ipv4Addr;
 use std::ptr::{self, NonNull};
 

@@ -18,7 +18,6 @@
 //!
 //! A backend that goes away (connection refused, reset, closed): every call waiting on it is
 //! answered with an RPC SYSTEM_ERR reply, and the next call tries to reconnect.
-#![deny(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -27,6 +26,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use rpcrdma_core::responder::{Call, CallHandle, ReplyWriter, Service, Verdict};
+use rpcrdma_core::wire::{put_xdr_u32, xdr_u32};
 use rpcrdma_services::nfs3;
 use rpcrdma_services::oncrpc::{self, AcceptStat};
 
@@ -211,10 +211,9 @@ impl Gateway {
     fn parse_records(&mut self, i: usize) -> std::result::Result<(), &'static str> {
         loop {
             let b = &mut self.backends[i];
-            if b.inbuf.len() < 4 {
+            let Some(mark) = xdr_u32(&b.inbuf, 0) else {
                 return Ok(());
-            }
-            let mark = u32::from_be_bytes([b.inbuf[0], b.inbuf[1], b.inbuf[2], b.inbuf[3]]);
+            };
             let len = (mark & !LAST_FRAGMENT) as usize;
             if b.record.len() + len > MAX_RECORD {
                 return Err("a reply record larger than the gateway accepts");
@@ -230,12 +229,12 @@ impl Gateway {
             let mut record = std::mem::take(&mut b.record);
             b.record = Vec::with_capacity(4096);
             self.stats.bytes_in += record.len() as u64;
-            let Some(gw_xid) = oncrpc::be32(&record, 0) else {
+            let Some(gw_xid) = xdr_u32(&record, 0) else {
                 continue;
             };
             match self.waiting.remove(&gw_xid) {
                 Some(w) => {
-                    record[..4].copy_from_slice(&w.xid.to_be_bytes());
+                    put_xdr_u32(&mut record, 0, w.xid);
                     self.stats.replies += 1;
                     self.ready.push_back((
                         w.handle,
@@ -289,7 +288,7 @@ impl Service for Gateway {
             b.out.truncate(start);
             return Self::system_err(reply, xid);
         }
-        b.out[start + 4..start + 8].copy_from_slice(&gw_xid.to_be_bytes());
+        put_xdr_u32(&mut b.out, start + 4, gw_xid);
         self.stats.forwarded += 1;
         self.stats.bytes_out += 4 + len as u64;
         self.waiting.insert(
@@ -409,7 +408,7 @@ impl App for Gateway {
             }
         };
         if before.len() + after.len() > reply.capacity() {
-            return Self::system_err(reply, oncrpc::be32(record, 0).unwrap_or(0));
+            return Self::system_err(reply, xdr_u32(record, 0).unwrap_or(0));
         }
         reply.push(before);
         if !payload.is_empty() {
@@ -417,7 +416,7 @@ impl App for Gateway {
             match reply.lend_payload(payload.len(), before.len(), eligible) {
                 Ok(dst) => dst.copy_from_slice(payload),
                 Err(_) if fits => return Verdict::Defer,
-                Err(_) => return Self::system_err(reply, oncrpc::be32(record, 0).unwrap_or(0)),
+                Err(_) => return Self::system_err(reply, xdr_u32(record, 0).unwrap_or(0)),
             }
             if eligible {
                 self.stats.ddp_bytes += payload.len() as u64;

@@ -1,6 +1,9 @@
 //! DMA memory for hosted verbs: one aligned anonymous mapping (2 MiB huge pages when the system
 //! has them, else normal pages), registered once for the life of the pool.
 
+// mmap/munmap and the DMA regions handed to the core are raw memory the NIC writes.
+#![allow(unsafe_code)]
+
 use std::ptr::NonNull;
 
 use rdma_sys::ibv_access_flags;

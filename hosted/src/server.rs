@@ -5,16 +5,16 @@
 //! the shared completion queues, hands each completion to its connection's
 //! [`Connection`](rpcrdma_core::responder::Connection) (found by QP number), and at the end of
 //! the batch lets each touched connection flush (refill, credit grant, one chained post). With
-//! `srq`, one shared receive queue and pool serve every connection: it is refilled before any
-//! connection flushes, and a [`CreditLedger`] keeps the grants of all connections within the
-//! Receives posted.
+//! `srq`, one shared receive queue and pool serve every connection, and the core's
+//! [`SharedQueue`] ends each connection's batch in the order that keeps the grants of all
+//! connections within the Receives posted (refill the shared pool, grant within what the others
+//! were not granted, post, record).
 //!
 //! Teardown of a connection: it is closing (a flush or error completion, a CM disconnect, or
 //! shutdown) → `rdma_disconnect` → its work requests flush → the QP is destroyed → the
 //! responder drains (Receives, pages, send slots back) → its own pool drains → MRs
 //! deregistered → memory unmapped. A QP that fails without a CM event is disconnected the
 //! same way, and reaped after at most two seconds.
-#![deny(unsafe_code)]
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

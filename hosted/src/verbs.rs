@@ -4,6 +4,9 @@
 //! their fields children-first so Rust's drop order tears them down in dependency order. Every
 //! wrapper has `as_raw()`.
 
+// FFI to libibverbs (rdma-sys): raw pointers owned by the wrappers, each use with a SAFETY note.
+#![allow(unsafe_code)]
+
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ptr::{self, NonNull};

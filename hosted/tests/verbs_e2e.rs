@@ -52,6 +52,8 @@ fn serve(port: u16, extra: &[&str]) -> Serve {
 
 impl Serve {
     /// SIGINT, wait, and parse the final stats line.
+    // kill(2) through FFI: the standard library only sends SIGKILL.
+    #[allow(unsafe_code)]
     fn stop(self) -> (HashMap<String, u64>, Vec<String>) {
         // SAFETY: signalling our own child.
         unsafe { libc_kill(self.child.id() as i32, 2) };

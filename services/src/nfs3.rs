@@ -7,7 +7,7 @@
 //! READDIRPLUS — whole through the reply chunk. A server therefore needs one piece of NFS
 //! knowledge: where the DDP-eligible item of a READ or READLINK reply lies.
 
-use crate::oncrpc::be32;
+use rpcrdma_core::wire::xdr_u32;
 
 /// NFS.
 pub const NFS_PROGRAM: u32 = 100_003;
@@ -30,7 +30,7 @@ pub fn reply_has_ddp_item(prog: u32, vers: u32, proc_: u32) -> bool {
 /// or `None` when the reply has none (an error status, a denied or unsuccessful RPC reply, a
 /// malformed reply, another procedure).
 pub fn ddp_reply_item(proc_: u32, record: &[u8]) -> Option<(usize, usize)> {
-    let w = |at: usize| be32(record, at);
+    let w = |at: usize| xdr_u32(record, at);
     // Accepted reply: xid, REPLY, MSG_ACCEPTED, verifier (flavor, length, body), SUCCESS.
     if w(4)? != 1 || w(8)? != 0 {
         return None;
@@ -67,11 +67,8 @@ pub fn ddp_reply_item(proc_: u32, record: &[u8]) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rpcrdma_tests::fixtures::bytes as words;
     use std::vec::Vec;
-
-    fn words(w: &[u32]) -> Vec<u8> {
-        w.iter().flat_map(|x| x.to_be_bytes()).collect()
-    }
 
     /// An accepted SUCCESS RPC reply header (AUTH_NONE verifier).
     fn rpc_ok() -> Vec<u8> {

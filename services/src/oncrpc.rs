@@ -4,25 +4,7 @@
 //! This is the upper layer's part, not RPC-over-RDMA's: it reads the RPC message the transport
 //! hands up (`XdrView::head`) and writes reply bodies into send buffers.
 
-const XDR_UNIT: usize = 4;
-
-/// The big-endian word at `at`, if all four bytes are there.
-#[inline]
-pub fn be32(buf: &[u8], at: usize) -> Option<u32> {
-    let b = buf.get(at..at.checked_add(XDR_UNIT)?)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// Writes a big-endian word at `at` if it fits.
-#[inline]
-pub fn put32(buf: &mut [u8], at: usize, value: u32) {
-    if let Some(b) = at
-        .checked_add(XDR_UNIT)
-        .and_then(|end| buf.get_mut(at..end))
-    {
-        b.copy_from_slice(&value.to_be_bytes());
-    }
-}
+use rpcrdma_core::wire::{put_xdr_u32, xdr_u32, XDR_UNIT};
 
 /// `msg_type` CALL.
 pub const CALL: u32 = 0;
@@ -71,7 +53,7 @@ pub struct CallHeader {
 /// # Errors
 /// [`RpcError`] saying what is wrong.
 pub fn parse_call(msg: &[u8]) -> Result<CallHeader, RpcError> {
-    let w = |at: usize| be32(msg, at).ok_or(RpcError::Truncated);
+    let w = |at: usize| xdr_u32(msg, at).ok_or(RpcError::Truncated);
     let xid = w(0)?;
     if w(4)? != CALL {
         return Err(RpcError::NotACall);
@@ -146,11 +128,11 @@ pub fn emit_accepted_reply(buf: &mut [u8], xid: u32, stat: AcceptStat) -> Option
     .iter()
     .enumerate()
     {
-        put32(out, i * 4, *v);
+        put_xdr_u32(out, i * 4, *v);
     }
     if let Some((low, high)) = extra {
-        put32(out, 24, low);
-        put32(out, 28, high);
+        put_xdr_u32(out, 24, low);
+        put_xdr_u32(out, 28, high);
     }
     Some(len)
 }
@@ -167,7 +149,7 @@ pub fn emit_rpc_mismatch(buf: &mut [u8], xid: u32) -> Option<usize> {
     .iter()
     .enumerate()
     {
-        put32(out, i * 4, *v);
+        put_xdr_u32(out, i * 4, *v);
     }
     Some(24)
 }
@@ -180,14 +162,14 @@ pub fn emit_call(buf: &mut [u8], xid: u32, prog: u32, vers: u32, proc_: u32) -> 
         .iter()
         .enumerate()
     {
-        put32(out, i * 4, *v);
+        put_xdr_u32(out, i * 4, *v);
     }
     Some(40)
 }
 
 /// Parses an accepted reply header; returns `(xid, accept_stat code, results offset)`.
 pub fn parse_accepted_reply(msg: &[u8]) -> Option<(u32, u32, usize)> {
-    let w = |at: usize| be32(msg, at);
+    let w = |at: usize| xdr_u32(msg, at);
     if w(4)? != REPLY || w(8)? != 0 {
         return None;
     }

@@ -4,9 +4,9 @@
 //!
 //! - **Receive queue**: posted one-SGE Receives, FIFO. A message from the requester
 //!   ([`SoftNic::deliver`]) lands in the oldest one and completes with its length; with none
-//!   posted the requester's Send meets **RNR**, which is counted ([`SoftNic::rnr`]) and
-//!   reported, since a Linux requester (RNR retry 0) would lose its connection. A message
-//!   longer than the posted buffer completes with a local length error.
+//!   posted the requester's Send meets **RNR**, which is counted ([`NicCounters::rnr`], in
+//!   [`SoftNic::counters`]) and reported, since a Linux requester (RNR retry 0) would lose its
+//!   connection. A message longer than the posted buffer completes with a local length error.
 //! - **Send queue**: Sends go to the requester's inbox ([`SoftNic::take_sent`]); RDMA Writes
 //!   copy local bytes into the requester's registered memory, RDMA Reads the other way. Every
 //!   SGE and remote range is checked against what was registered; a bad one completes with a
@@ -23,7 +23,6 @@
 //! Device addresses (IOVAs) are not CPU addresses: memory is registered with an IOVA of the
 //! test's choice, so a core that confused the two would touch the wrong bytes.
 #![no_std]
-#![warn(missing_docs)]
 
 #[cfg(feature = "std")]
 pub mod memory;
@@ -88,6 +87,8 @@ struct Region {
 
 impl Region {
     /// CPU pointer for `len` bytes at device/remote address `addr`, if inside.
+    // Pointer arithmetic inside a registered range, which is how a NIC reaches memory.
+    #[allow(unsafe_code)]
     fn map(&self, addr: u64, len: usize) -> Option<*mut u8> {
         let off = addr.checked_sub(self.addr)?;
         let end = off.checked_add(len as u64)?;
@@ -268,6 +269,8 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
     ///
     /// # Errors
     /// [`NicError::TooManyRegions`].
+    // Unsafe to call: the NIC will read and write this memory behind the borrow checker.
+    #[allow(unsafe_code)]
     pub unsafe fn register_local(
         &mut self,
         lkey: u32,
@@ -295,6 +298,8 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
     ///
     /// # Errors
     /// [`NicError::TooManyRegions`].
+    // Unsafe to call: the NIC will read and write this memory behind the borrow checker.
+    #[allow(unsafe_code)]
     pub unsafe fn register_remote(
         &mut self,
         rkey: u32,
@@ -495,6 +500,8 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         self.receive(self.qp, msg, byte_len)
     }
 
+    // A Receive is a DMA write into registered memory: a raw copy into a checked range.
+    #[allow(unsafe_code)]
     fn receive(&mut self, qp: u32, msg: &[u8], byte_len: Option<u32>) -> Result<u64, NicError> {
         if self.error {
             return Err(NicError::QueuePairError);
@@ -593,6 +600,8 @@ impl<const RQ: usize, const SQ: usize, const CQ: usize, const MSG: usize, const 
         }
     }
 
+    // Sends, RDMA Writes and Reads are DMA: raw copies between checked registered ranges.
+    #[allow(unsafe_code)]
     fn execute(&mut self, wr: &SendWr) -> CompletionStatus {
         if let Some((op, code)) = self.fail {
             if op == op_of(&wr.op) {

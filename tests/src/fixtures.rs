@@ -1,9 +1,14 @@
 //! Byte fixtures for RPC-over-RDMA Version 1 messages, written out word by word as they appear
 //! on the wire (big-endian XDR), and helpers to build malformed variants of them.
 
-/// Big-endian bytes of a sequence of XDR words.
+use rpcrdma_core::wire::{put_xdr_words, XDR_UNIT};
+
+/// Big-endian bytes of a sequence of XDR words: the core's [`put_xdr_words`] into a `Vec`, the
+/// one words-to-bytes helper of the tests, the benchmark and the services' unit tests.
 pub fn bytes(words: &[u32]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_be_bytes()).collect()
+    let mut out = vec![0; words.len() * XDR_UNIT];
+    put_xdr_words(&mut out, words).expect("the buffer is sized for the words");
+    out
 }
 
 /// The xid every fixture uses.

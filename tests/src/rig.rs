@@ -7,7 +7,8 @@
 use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
 use rpcrdma_core::responder::Service;
 use rpcrdma_core::wire::{
-    DecodeLimits, Header, HeaderRepr, Proc, ReadSegment, Segment, MAX_READ_SEGMENTS,
+    decode_reply, DecodeLimits, HeaderRepr, Proc, ReadSegment, Reply as WireReply, Segment,
+    SegmentList, MAX_READ_SEGMENTS,
 };
 use rpcrdma_services::oncrpc;
 
@@ -56,7 +57,7 @@ pub struct RigConfig {
     pub sink_bytes: usize,
     /// Bytes of payload pages.
     pub payload_bytes: usize,
-    /// Signal every send-queue work request ([`ResponderConfig::signal_all`]).
+    /// Signal every send-queue work request ([`ResponderConfig::signal_all`](rpcrdma_core::responder::ResponderConfig::signal_all)).
     pub signal_all: bool,
 }
 
@@ -99,53 +100,32 @@ pub struct Reply {
     pub len: usize,
 }
 
-/// Parses a reply message the responder sent.
+/// Parses a reply message the responder sent with the core's requester-side decoder
+/// ([`decode_reply`]); panics if it does not parse (a reply carries no read list, one write
+/// chunk at most, nothing after an RDMA_NOMSG or RDMA_ERROR header).
 pub fn parse_reply(bytes: &[u8], posted_at_send: usize) -> Reply {
-    let h = Header::new_checked(bytes).expect("reply has a fixed header");
-    let proc_ = Proc::from_wire(h.proc_raw()).expect("known proc");
+    let decoded = decode_reply(bytes).unwrap_or_else(|e| panic!("the reply does not parse: {e}"));
+    let lengths = |chunk: Option<SegmentList<'_>>| {
+        chunk.map(|segments| segments.iter().map(|s| s.length).collect())
+    };
     let mut reply = Reply {
-        xid: h.xid(),
-        credits: h.credits(),
+        xid: decoded.xid(),
+        credits: decoded.credits(),
         posted_at_send,
-        proc_,
+        proc_: decoded.proc_(),
         error: None,
         write_lengths: None,
         reply_lengths: None,
         inline: Vec::new(),
         len: bytes.len(),
     };
-    if proc_ == Proc::Error {
-        reply.error = Some(u32::from_be_bytes(bytes[16..20].try_into().unwrap()));
-        return reply;
-    }
-    // A reply header: fixed header, read list (empty), write list, reply chunk.
-    let w = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
-    assert_eq!(w(16), 0, "a reply carries no read list");
-    let mut at = 20;
-    let chunk = |at: &mut usize| -> Vec<u32> {
-        let n = w(*at + 4) as usize;
-        let lengths = (0..n).map(|k| w(*at + 8 + 16 * k + 4)).collect();
-        *at += 8 + 16 * n;
-        lengths
-    };
-    if w(at) == 1 {
-        reply.write_lengths = Some(chunk(&mut at));
-        assert_eq!(w(at), 0, "one write chunk at most");
-    }
-    at += 4;
-    if w(at) == 1 {
-        reply.reply_lengths = Some(chunk(&mut at));
-    } else {
-        at += 4;
-    }
-    if proc_ == Proc::Msg {
-        reply.inline = bytes[at..].to_vec();
-    } else {
-        assert_eq!(
-            at,
-            bytes.len(),
-            "RDMA_NOMSG carries nothing after the header"
-        );
+    match decoded {
+        WireReply::Error(e) => reply.error = Some(e.kind.code()),
+        WireReply::Rpc(r) => {
+            reply.write_lengths = lengths(r.write_chunk);
+            reply.reply_lengths = lengths(r.reply_chunk);
+            reply.inline = r.rpc_message.to_vec();
+        }
     }
     reply
 }
@@ -183,11 +163,6 @@ pub fn rpc_call(xid: u32, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Vec<
     oncrpc::emit_call(&mut b, xid, prog, vers, proc_).unwrap();
     b.extend_from_slice(args);
     b
-}
-
-/// XDR words to bytes.
-pub fn words(w: &[u32]) -> Vec<u8> {
-    w.iter().flat_map(|x| x.to_be_bytes()).collect()
 }
 
 /// The responder (one [`Endpoint`]), the software NIC and the requester's memory.

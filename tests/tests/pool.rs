@@ -121,6 +121,8 @@ fn test_config_errors_at_construction() {
 }
 
 #[test]
+// `DmaRegion::new` is an unsafe constructor: the test hands it bad pointers to be rejected.
+#[allow(unsafe_code)]
 fn test_region_misaligned_or_null() {
     let mem = memory();
     // SAFETY: only constructs (and rejects) descriptors; nothing is accessed.

@@ -4,11 +4,12 @@
 
 use rpcrdma_core::device::{Completion, CompletionStatus, WrId, WrKind};
 use rpcrdma_core::responder::{Call, ReplyWriter, Service, Verdict};
-use rpcrdma_core::wire::{Proc, ReadSegment, Segment};
+use rpcrdma_core::wire::{put_xdr_u32, Proc, ReadSegment, Segment};
 use rpcrdma_services::{
     oncrpc, pattern_byte, ExampleService, NFS_PROG, PROC_BULK, PROC_CHECKSUM, PROC_ECHO,
     PROC_GENERATE, TEST_PROG, TEST_VERS,
 };
+use rpcrdma_tests::fixtures::bytes;
 use rpcrdma_tests::nic::Op;
 use rpcrdma_tests::rig::*;
 
@@ -37,7 +38,7 @@ fn checksum_msg(rig: &mut Rig<ExampleService>, xid: u32, data: &[u8], pieces: us
         TEST_PROG,
         TEST_VERS,
         PROC_CHECKSUM,
-        &words(&[data.len() as u32]),
+        &bytes(&[data.len() as u32]),
     );
     let step = data.len().div_ceil(pieces);
     let reads: Vec<ReadSegment> = data
@@ -94,7 +95,7 @@ fn read_chunk_of_several_segments_and_odd_length() {
 fn nomsg_call_travels_whole_in_the_position_zero_chunk() {
     let mut rig = rig();
     let data = pattern(4, 100_000);
-    let mut args = words(&[data.len() as u32]);
+    let mut args = bytes(&[data.len() as u32]);
     args.extend_from_slice(&data);
     let call = rpc_call(4, TEST_PROG, TEST_VERS, PROC_CHECKSUM, &args);
     let seg = rig.source_segment(0, &call);
@@ -223,7 +224,7 @@ fn generate_msg(
     write: Option<&[Segment]>,
     reply: Option<&[Segment]>,
 ) -> Vec<u8> {
-    let inline = rpc_call(xid, TEST_PROG, TEST_VERS, proc_, &words(&[len, seed]));
+    let inline = rpc_call(xid, TEST_PROG, TEST_VERS, proc_, &bytes(&[len, seed]));
     call_message(xid, Proc::Msg, &[], write, reply, &inline)
 }
 
@@ -325,7 +326,7 @@ fn echo_uses_both_chunks_with_an_odd_length() {
         TEST_PROG,
         TEST_VERS,
         PROC_ECHO,
-        &words(&[data.len() as u32]),
+        &bytes(&[data.len() as u32]),
     );
     let seg = rig.source_segment(0, &data);
     let w = [rig.target_segment(0, 131_072)];
@@ -376,10 +377,10 @@ fn malformed_header_gets_err_chunk_and_nothing_is_held() {
         None,
         &rpc_call(17, NFS_PROG, 3, 0, &[]),
     );
-    msg[16..20].copy_from_slice(&7u32.to_be_bytes()); // read list discriminator 7
+    put_xdr_u32(&mut msg, 16, 7); // read list discriminator 7
     let r = rig.round_trip(&msg);
     assert_eq!((r.xid, r.proc_, r.error), (17, Proc::Error, Some(2)));
-    msg[4..8].copy_from_slice(&2u32.to_be_bytes()); // version 2
+    put_xdr_u32(&mut msg, 4, 2); // version 2
     let r = rig.round_trip(&msg);
     assert_eq!((r.proc_, r.error, r.len), (Proc::Error, Some(1), 28));
     rig.assert_quiet();
@@ -852,7 +853,7 @@ fn pending_calls_are_answered_later_in_any_order() {
             TEST_PROG,
             TEST_VERS,
             PROC_GENERATE,
-            &words(&[1000 * (k + 1), 0]),
+            &bytes(&[1000 * (k + 1), 0]),
         );
         let msg = call_message(100 + k, Proc::Msg, &[], Some(&w), None, &inline);
         rig.granted = 8;

@@ -4,7 +4,7 @@
 
 use rpcrdma_core::wire::{
     decode, DecodeError, DecodeLimits, Disposition, ErrorReply, ErrorReplyKind, HeaderRepr,
-    ListKind, Proc, ReadSegment, Segment, MAX_READ_SEGMENTS,
+    ListKind, Proc, ReadSegment, Segment, MAX_READ_SEGMENTS, MAX_WRITE_CHUNKS,
 };
 use rpcrdma_tests::fixtures::*;
 
@@ -47,8 +47,158 @@ fn expect_err_with(words: &[u32], error: DecodeError, disposition: Disposition, 
             );
         }
     }
-    // Display says something for every error a user will see in a log.
-    assert!(!got.to_string().is_empty());
+    assert_message_names_the_rule(&got);
+}
+
+/// What a log line must say for each error: the field or rule (words), and every value the
+/// error carries (numbers, matched as whole tokens).
+fn message_content(e: &DecodeError) -> (Vec<&'static str>, Vec<u64>) {
+    use DecodeError as D;
+    let n = |v: usize| v as u64;
+    match *e {
+        D::ByteLenExceedsBuffer {
+            byte_len,
+            buffer_len,
+        } => (
+            vec!["byte_len", "Receive buffer"],
+            vec![n(byte_len), n(buffer_len)],
+        ),
+        D::TooShortForHeader { len } => (vec!["fixed header"], vec![n(len), 16]),
+        D::UnsupportedVersion { vers } => (vec!["version"], vec![vers.into(), 1]),
+        D::UnsupportedProc { proc_ } => (vec!["rdma_proc", "RDMA_MSG"], vec![proc_.into()]),
+        D::UnexpectedProc { proc_ } => (vec!["rdma_proc", "requester"], vec![proc_.into()]),
+        D::Truncated { at, len } => (vec!["truncated"], vec![n(at), n(len)]),
+        D::BadDiscriminator { list, value, at } => (
+            vec![list_name(list), "discriminator"],
+            vec![value.into(), n(at)],
+        ),
+        D::TooManyReadSegments => (vec!["read segments"], vec![n(MAX_READ_SEGMENTS)]),
+        D::ZeroLengthReadSegment { index } => (vec!["read segment", "length"], vec![n(index), 0]),
+        D::ReadSegmentTooLong { length, max } => (
+            vec!["read segment", "maximum payload"],
+            vec![length.into(), max.into()],
+        ),
+        D::ReadLengthOverflow => (vec!["read segment lengths", "overflow"], vec![32]),
+        D::ReadPayloadTooLong { total, max } => (
+            vec!["read chunks", "maximum payload"],
+            vec![total.into(), max.into()],
+        ),
+        D::MisalignedReadPosition { position } => (
+            vec!["read position", "multiple of"],
+            vec![position.into(), 4],
+        ),
+        D::ReadPositionBeyondInline {
+            position,
+            inline_len,
+        } => (
+            vec!["read position", "inline"],
+            vec![position.into(), n(inline_len)],
+        ),
+        D::ReadPositionsOutOfOrder { previous, position } => (
+            vec!["read position", "follows"],
+            vec![position.into(), previous.into()],
+        ),
+        D::OverlappingReadChunks { previous, position } => (
+            vec!["Read chunk", "overlaps"],
+            vec![position.into(), previous.into()],
+        ),
+        D::NomsgWithoutCallChunk => (vec!["RDMA_NOMSG", "position-zero Read chunk"], vec![]),
+        D::EmptyChunk { list } => (vec![list_name(list), "segment count"], vec![0]),
+        D::TooManySegments { list, count, max } => (
+            vec![list_name(list), "segment count"],
+            vec![count.into(), n(max)],
+        ),
+        D::TooManyWriteChunks => (vec!["write chunks"], vec![n(MAX_WRITE_CHUNKS)]),
+        _ => panic!("a DecodeError this test does not know: {e:?}"),
+    }
+}
+
+fn list_name(list: ListKind) -> &'static str {
+    match list {
+        ListKind::Read => "Read list",
+        ListKind::Write => "Write",
+        ListKind::Reply => "Reply",
+    }
+}
+
+/// The `Display` of `e` names its rule and carries its values, so a log line says what broke.
+fn assert_message_names_the_rule(e: &DecodeError) {
+    let message = e.to_string();
+    let tokens: Vec<&str> = message
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .collect();
+    let (words, numbers) = message_content(e);
+    for word in words {
+        assert!(
+            message.contains(word),
+            "{e:?}: {message:?} does not say {word:?}"
+        );
+    }
+    for number in numbers {
+        let number = number.to_string();
+        assert!(
+            tokens.contains(&number.as_str()),
+            "{e:?}: {message:?} does not carry {number}"
+        );
+    }
+}
+
+/// Every error's message, with values no fixture produces, names its rule and its values.
+#[test]
+fn test_every_error_message_names_its_rule() {
+    use DecodeError as D;
+    for e in [
+        D::ByteLenExceedsBuffer {
+            byte_len: 70000,
+            buffer_len: 4096,
+        },
+        D::TooShortForHeader { len: 13 },
+        D::UnsupportedVersion { vers: 77 },
+        D::UnsupportedProc { proc_: 9 },
+        D::UnexpectedProc { proc_: 3 },
+        D::Truncated { at: 44, len: 47 },
+        D::BadDiscriminator {
+            list: ListKind::Reply,
+            value: 5,
+            at: 24,
+        },
+        D::TooManyReadSegments,
+        D::ZeroLengthReadSegment { index: 3 },
+        D::ReadSegmentTooLong {
+            length: 2_000_000,
+            max: 1_048_576,
+        },
+        D::ReadLengthOverflow,
+        D::ReadPayloadTooLong {
+            total: 1_500_000,
+            max: 1_048_576,
+        },
+        D::MisalignedReadPosition { position: 42 },
+        D::ReadPositionBeyondInline {
+            position: 400,
+            inline_len: 120,
+        },
+        D::ReadPositionsOutOfOrder {
+            previous: 80,
+            position: 40,
+        },
+        D::OverlappingReadChunks {
+            previous: 40,
+            position: 44,
+        },
+        D::NomsgWithoutCallChunk,
+        D::EmptyChunk {
+            list: ListKind::Write,
+        },
+        D::TooManySegments {
+            list: ListKind::Reply,
+            count: 17,
+            max: 16,
+        },
+        D::TooManyWriteChunks,
+    ] {
+        assert_message_names_the_rule(&e);
+    }
 }
 
 fn with_header(proc_: u32, lists: &[u32], rpc: &[u32]) -> Vec<u32> {

@@ -1,11 +1,14 @@
 //! Property tests: any valid header emitted then decoded gives the same representation and the
-//! same length; decode never panics on arbitrary bytes and never reads past `byte_len`.
+//! same length; decode never panics on arbitrary bytes and never reads past `byte_len`; the
+//! RDMA_ERROR a rejected message gets follows the error-reply rule of docs/design.md, checked
+//! against the bytes that arrived.
 
 use proptest::prelude::*;
 use rpcrdma_core::wire::{
-    decode, DecodeLimits, Disposition, ErrorReply, HeaderRepr, Proc, ReadSegment, Segment,
+    decode, put_xdr_u32, xdr_u32, DecodeLimits, ErrorReply, HeaderRepr, Proc, ReadSegment, Segment,
     MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_SEGMENTS,
 };
+use rpcrdma_tests::fixtures::bytes;
 
 fn segment() -> impl Strategy<Value = Segment> {
     (any::<u32>(), 1u32..=4096, any::<u64>()).prop_map(|(handle, length, offset)| Segment {
@@ -125,8 +128,7 @@ proptest! {
             }
             Err(e) => {
                 let received = &data[..byte_len.min(data.len())];
-                let reply = ErrorReply::for_error(received, &e, 1);
-                prop_assert_eq!(reply.is_none(), e.disposition() == Disposition::Drop);
+                let _ = ErrorReply::for_error(received, &e, 1);
             }
         }
     }
@@ -137,12 +139,68 @@ proptest! {
         let mut w = words;
         w[1] = 1;
         w[3] %= 2;
-        let data: Vec<u8> = w.iter().flat_map(|x| x.to_be_bytes()).collect();
+        let data = bytes(&w);
         if let Ok(m) = decode(&data, data.len(), &DecodeLimits::default()) {
             let repr = HeaderRepr::parse(&m);
             let mut out = vec![0u8; repr.buffer_len()];
             prop_assert_eq!(repr.emit(&mut out), Ok(m.header_len()));
             prop_assert_eq!(&out[..], &data[..m.header_len()]);
+        }
+    }
+
+    /// The error-reply rule (docs/design.md), checked against the bytes themselves rather than
+    /// the decoder's error: whatever follows `byte_len` in the buffer (two different tails)
+    /// changes nothing; a message gets no reply exactly when fewer than 16 bytes arrived or it
+    /// is a version-1 RDMA_DONE / RDMA_ERROR; otherwise the reply echoes the first two words
+    /// that arrived, carries the grant and RDMA_ERROR, and is ERR_VERS 1..=1 (28 bytes) when the
+    /// version word is not 1, else ERR_CHUNK (20 bytes).
+    #[test]
+    fn error_replies_follow_the_bytes_that_arrived(
+        data in prop::collection::vec(any::<u8>(), 0..96),
+        cut in any::<usize>(),
+        version_one in any::<bool>(),
+        proc_ in 0u32..6,
+    ) {
+        let mut data = data;
+        // Half the cases get a version-1 header with a small proc, so every arm is reached.
+        if version_one && data.len() >= 16 {
+            put_xdr_u32(&mut data, 4, 1);
+            put_xdr_u32(&mut data, 12, proc_);
+        }
+        let byte_len = cut % (data.len() + 1);
+        let arrived = &data[..byte_len];
+        let limits = DecodeLimits::default();
+        let mut outcomes = Vec::new();
+        for tail in [0x00u8, 0xff] {
+            let mut buf = arrived.to_vec();
+            buf.resize(byte_len + 64, tail);
+            let outcome = match decode(&buf, byte_len, &limits) {
+                Ok(m) => Ok((HeaderRepr::parse(&m), m.rpc_message().to_vec())),
+                Err(e) => Err(ErrorReply::for_error(&buf[..byte_len], &e, 7).map(|r| {
+                    let mut out = [0u8; 64];
+                    let n = r.emit(&mut out).unwrap_or(0);
+                    out[..n].to_vec()
+                })),
+            };
+            outcomes.push(outcome);
+        }
+        prop_assert_eq!(&outcomes[0], &outcomes[1], "the bytes after byte_len mattered");
+        let Err(reply) = &outcomes[0] else {
+            return Ok(());
+        };
+        let vers = xdr_u32(arrived, 4);
+        let proc_word = xdr_u32(arrived, 12);
+        let dropped = byte_len < 16 || (vers == Some(1) && matches!(proc_word, Some(3 | 4)));
+        prop_assert_eq!(reply.is_none(), dropped, "reply {:?} for {:?}", reply, arrived);
+        if let Some(reply) = reply {
+            prop_assert_eq!(&reply[..8], &arrived[..8], "xid and vers echoed");
+            prop_assert_eq!(xdr_u32(reply, 8), Some(7), "the grant");
+            prop_assert_eq!(xdr_u32(reply, 12), Some(4), "RDMA_ERROR");
+            if vers == Some(1) {
+                prop_assert_eq!(&reply[16..], &[0, 0, 0, 2][..], "ERR_CHUNK");
+            } else {
+                prop_assert_eq!(&reply[16..], &bytes(&[1, 1, 1])[..], "ERR_VERS 1..=1");
+            }
         }
     }
 }

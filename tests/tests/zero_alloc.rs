@@ -35,7 +35,9 @@ fn count() {
     let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
 }
 
+// A counting global allocator is an `unsafe impl` of `GlobalAlloc`.
 // SAFETY: forwards to the system allocator; only counts.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
@@ -118,7 +120,7 @@ fn receive_path_allocates_nothing() {
 fn responder_cycle_allocates_nothing() {
     use rpcrdma_core::wire::{Proc, ReadSegment};
     use rpcrdma_services::{ExampleService, NFS_PROG, PROC_CHECKSUM, PROC_GENERATE, TEST_PROG};
-    use rpcrdma_tests::rig::{call_message, rpc_call, words, Rig, RigConfig};
+    use rpcrdma_tests::rig::{call_message, rpc_call, Rig, RigConfig};
 
     let mut rig = Rig::new(RigConfig::default(), ExampleService::default());
     // Three shapes: NULL inline, CHECKSUM with a 16 KiB Read chunk, GENERATE 16 KiB into a
@@ -144,7 +146,7 @@ fn responder_cycle_allocates_nothing() {
             }],
             None,
             None,
-            &rpc_call(2, TEST_PROG, 1, PROC_CHECKSUM, &words(&[16384])),
+            &rpc_call(2, TEST_PROG, 1, PROC_CHECKSUM, &bytes(&[16384])),
         ),
         call_message(
             3,
@@ -152,7 +154,7 @@ fn responder_cycle_allocates_nothing() {
             &[],
             Some(&w),
             None,
-            &rpc_call(3, TEST_PROG, 1, PROC_GENERATE, &words(&[16384, 9])),
+            &rpc_call(3, TEST_PROG, 1, PROC_GENERATE, &bytes(&[16384, 9])),
         ),
     ];
     let before = ALLOCATIONS.load(Ordering::Relaxed);

@@ -14,9 +14,10 @@ xflags::xflags! {
         /// (and cargo-fuzz with a nightly toolchain) and download the VM's kernel. Idempotent;
         /// after it nothing needs the network.
         cmd setup {}
-        /// Everything CI checks: set-up, fmt, clippy -D warnings, every workspace test, the
-        /// verbs tests in the Soft-RoCE VM, the NFS interop run, the firmware on 4 targets under
-        /// QEMU, a short fuzz run. Every step runs; all failures are reported at the end.
+        /// Everything CI checks: set-up, fmt, clippy -D warnings, the docs with -D warnings,
+        /// every workspace test and doctest, the verbs tests in the Soft-RoCE VM, the NFS interop
+        /// run, the firmware on 4 targets under QEMU, a short fuzz run. Every step runs; all
+        /// failures are reported at the end.
         cmd test {
             /// Use an empty CARGO_HOME (target/fresh-cargo-home) filled only by setup's fetch,
             /// then build and test offline: a crate the fetch missed fails here (CI runs this).
@@ -52,7 +53,9 @@ xflags::xflags! {
             /// Only this target (repeatable).
             repeated --target triple: String
         }
-        /// Run the decode fuzz target (nightly toolchain; cargo-fuzz).
+        /// Run the two fuzz targets in turn: `decode` (the call decoder, its error replies and
+        /// the reply decoder) and `respond` (the whole responder on the software NIC). Nightly
+        /// toolchain; installs cargo-fuzz on first use.
         cmd fuzz {
             /// Seconds per target (default 60).
             optional --seconds seconds: u64

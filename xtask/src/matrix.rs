@@ -47,6 +47,8 @@ pub const WORKSPACES: &[Workspace] = &[
 pub struct HostCheck {
     pub name: &'static str,
     pub args: &'static [&'static str],
+    /// Environment variables set for it (names and values).
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 /// The host checks, in order.
@@ -54,6 +56,7 @@ pub const HOST_CHECKS: &[HostCheck] = &[
     HostCheck {
         name: "fmt",
         args: &["fmt", "--all", "--", "--check"],
+        env: &[],
     },
     HostCheck {
         name: "clippy",
@@ -65,6 +68,7 @@ pub const HOST_CHECKS: &[HostCheck] = &[
             "-D",
             "warnings",
         ],
+        env: &[],
     },
     HostCheck {
         name: "clippy core --features log",
@@ -79,14 +83,23 @@ pub const HOST_CHECKS: &[HostCheck] = &[
             "-D",
             "warnings",
         ],
+        env: &[],
     },
     HostCheck {
         name: "check core --features defmt",
         args: &["check", "-p", "rpcrdma-core", "--features", "defmt"],
+        env: &[],
     },
     HostCheck {
+        name: "doc -D warnings",
+        args: &["doc", "--workspace", "--no-deps"],
+        env: &[("RUSTDOCFLAGS", "-D warnings")],
+    },
+    HostCheck {
+        // Also the doctests of every library.
         name: "test",
         args: &["test", "--workspace"],
+        env: &[],
     },
 ];
 

@@ -2,7 +2,8 @@
 //! failures reported.
 //!
 //! Steps: set-up (missing Debian packages, tools, the crates of every workspace), the host
-//! checks of [`crate::matrix::HOST_CHECKS`] (fmt, clippy -D warnings, every workspace test, …),
+//! checks of [`crate::matrix::HOST_CHECKS`] (fmt, clippy -D warnings, the docs with
+//! `RUSTDOCFLAGS=-D warnings`, every workspace test and doctest, …),
 //! the verbs tests in the Soft-RoCE VM, the NFS interop run (`cargo xtask interop`: the Linux
 //! kernel's NFS/RDMA client through `rpcrdma-gateway`), `cross --run` (the firmware on every
 //! target under QEMU)
@@ -39,7 +40,11 @@ pub fn test(f: &flags::Test) -> util::Result<()> {
     for check in HOST_CHECKS {
         steps.step(check.name, || {
             let sh = util::shell()?;
-            util::cargo(&sh).args(check.args).run()?;
+            let mut cmd = util::cargo(&sh).args(check.args);
+            for (name, value) in check.env {
+                cmd = cmd.env(name, value);
+            }
+            cmd.run()?;
             Ok(())
         });
     }

@@ -50,7 +50,7 @@ impl ResponderConfig {
         self.send_size.div_ceil(CACHE_LINE) * CACHE_LINE
     }
 
-    /// Bytes of registered memory the send slots need ([`Connection::new`]'s region): one slot
+    /// Bytes of registered memory the send slots need ([`Connection::new`](super::Connection::new)'s region): one slot
     /// per credit plus one cache line of zeros (the XDR pad source).
     pub const fn send_region_len(&self) -> usize {
         self.credits as usize * self.slot_stride() + CACHE_LINE

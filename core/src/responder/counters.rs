@@ -23,11 +23,11 @@ pub struct ResponderCounters {
     pub dropped: u64,
     /// Backchannel replies handed to the service.
     pub backchannel: u64,
-    /// Calls the service answered with [`Verdict::NoReply`].
+    /// Calls the service answered with [`Verdict::NoReply`](super::Verdict::NoReply).
     pub no_reply: u64,
-    /// Times the service deferred a call ([`Verdict::Defer`]: payload pages short).
+    /// Times the service deferred a call ([`Verdict::Defer`](super::Verdict::Defer): payload pages short).
     pub deferred: u64,
-    /// Calls the service is answering later ([`Verdict::Pending`]), now.
+    /// Calls the service is answering later ([`Verdict::Pending`](super::Verdict::Pending)), now.
     pub pending: u64,
     /// Messages that arrived with every call slot taken (the requester exceeded its credits):
     /// dropped.

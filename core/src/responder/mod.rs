@@ -66,7 +66,7 @@ use crate::device::{
 };
 use crate::dma::{DmaRegion, DmaSync, CACHE_LINE};
 use crate::pool::{Completed, CompletionError, Received};
-use crate::wire::{put32, ErrorReply};
+use crate::wire::{put_xdr_u32, ErrorReply};
 use crate::xdr::XdrView;
 
 use call::{CallId, CallSlot, CallState, NO_CALL, NO_SLOT};
@@ -588,7 +588,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 };
                 let at = self.slot_offset(c.send_slot) + c.header_at as usize + CREDITS_OFFSET;
                 if let Some(w) = self.send.bytes_mut(at, 4) {
-                    put32(w, 0, grant);
+                    put_xdr_u32(w, 0, grant);
                 }
             }
             self.set_signaling();

@@ -4,7 +4,7 @@ use heapless::Vec;
 
 use crate::device::{SendOp, SendWr, Sge};
 use crate::wire::{
-    put32, Proc, SegmentList, FIXED_HEADER_LEN, MIN_HEADER_LEN, RPCRDMA_VERSION, SEGMENT_LEN,
+    put_xdr_u32, Proc, SegmentList, FIXED_HEADER_LEN, MIN_HEADER_LEN, RPCRDMA_VERSION, SEGMENT_LEN,
 };
 
 /// Most segments a chunk carries (the decoder's caps for write and reply chunks).
@@ -50,7 +50,7 @@ pub(crate) fn emit_header(
         .into_iter()
         .enumerate()
     {
-        put32(&mut h, 4 * i, w);
+        put_xdr_u32(&mut h, 4 * i, w);
     }
     *out = h;
     MIN_HEADER_LEN
@@ -73,21 +73,21 @@ fn emit_header_with_chunks(
     let Some(out) = out.get_mut(..len) else {
         return 0;
     };
-    put32(out, 0, xid);
-    put32(out, 4, RPCRDMA_VERSION);
-    put32(out, CREDITS_OFFSET, credits);
-    put32(out, 12, proc_.to_wire());
-    put32(out, 16, 0); // read list: empty
+    put_xdr_u32(out, 0, xid);
+    put_xdr_u32(out, 4, RPCRDMA_VERSION);
+    put_xdr_u32(out, CREDITS_OFFSET, credits);
+    put_xdr_u32(out, 12, proc_.to_wire());
+    put_xdr_u32(out, 16, 0); // read list: empty
     let mut at = 20;
     if let Some((segments, written)) = write {
         at = emit_chunk(out, at, segments, written);
     }
-    put32(out, at, 0); // write list ends
+    put_xdr_u32(out, at, 0); // write list ends
     at += 4;
     match reply {
         Some((segments, written)) => at = emit_chunk(out, at, segments, written),
         None => {
-            put32(out, at, 0);
+            put_xdr_u32(out, at, 0);
             at += 4;
         }
     }
@@ -95,14 +95,14 @@ fn emit_header_with_chunks(
 }
 
 fn emit_chunk(out: &mut [u8], mut at: usize, segments: SegmentList<'_>, written: &[u32]) -> usize {
-    put32(out, at, 1);
-    put32(out, at + 4, segments.len() as u32);
+    put_xdr_u32(out, at, 1);
+    put_xdr_u32(out, at + 4, segments.len() as u32);
     at += 8;
     for (i, seg) in segments.iter().enumerate() {
-        put32(out, at, seg.handle);
-        put32(out, at + 4, written.get(i).copied().unwrap_or(0));
-        put32(out, at + 8, (seg.offset >> 32) as u32);
-        put32(out, at + 12, seg.offset as u32);
+        put_xdr_u32(out, at, seg.handle);
+        put_xdr_u32(out, at + 4, written.get(i).copied().unwrap_or(0));
+        put_xdr_u32(out, at + 8, (seg.offset >> 32) as u32);
+        put_xdr_u32(out, at + 12, seg.offset as u32);
         at += SEGMENT_LEN;
     }
     at

@@ -7,7 +7,7 @@
 
 use static_assertions::assert_eq_size;
 
-use super::{be32, put32, xdr_roundup, READ_ITEM_LEN, SEGMENT_LEN, XDR_UNIT};
+use super::{put_xdr_u32, xdr_roundup, xdr_u32, READ_ITEM_LEN, SEGMENT_LEN, XDR_UNIT};
 
 /// An RDMA segment: a region of the requester's registered memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -28,11 +28,11 @@ impl Segment {
     #[inline]
     pub(crate) fn read(buf: &[u8], at: usize) -> Option<Segment> {
         let bytes = buf.get(at..at.checked_add(SEGMENT_LEN)?)?;
-        let hi = be32(bytes, 8)? as u64;
-        let lo = be32(bytes, 12)? as u64;
+        let hi = xdr_u32(bytes, 8)? as u64;
+        let lo = xdr_u32(bytes, 12)? as u64;
         Some(Segment {
-            handle: be32(bytes, 0)?,
-            length: be32(bytes, 4)?,
+            handle: xdr_u32(bytes, 0)?,
+            length: xdr_u32(bytes, 4)?,
             offset: (hi << 32) | lo,
         })
     }
@@ -44,10 +44,10 @@ impl Segment {
             return;
         };
         if let Some(bytes) = buf.get_mut(at..end) {
-            put32(bytes, 0, self.handle);
-            put32(bytes, 4, self.length);
-            put32(bytes, 8, (self.offset >> 32) as u32);
-            put32(bytes, 12, self.offset as u32);
+            put_xdr_u32(bytes, 0, self.handle);
+            put_xdr_u32(bytes, 4, self.length);
+            put_xdr_u32(bytes, 8, (self.offset >> 32) as u32);
+            put_xdr_u32(bytes, 12, self.offset as u32);
         }
     }
 }
@@ -159,7 +159,7 @@ impl<'a> ReadList<'a> {
     pub fn get(&self, i: usize) -> Option<ReadSegment> {
         let at = i.checked_mul(READ_STRIDE)?;
         Some(ReadSegment {
-            position: be32(self.items, at.checked_add(XDR_UNIT)?)?,
+            position: xdr_u32(self.items, at.checked_add(XDR_UNIT)?)?,
             segment: Segment::read(self.items, at.checked_add(2 * XDR_UNIT)?)?,
         })
     }
@@ -295,7 +295,7 @@ impl<'a> WriteList<'a> {
         let mut at = 0usize;
         core::iter::from_fn(move || {
             // Each chunk: discriminator (1), count, segments.
-            let count = be32(bytes, at.checked_add(XDR_UNIT)?)? as usize;
+            let count = xdr_u32(bytes, at.checked_add(XDR_UNIT)?)? as usize;
             let start = at.checked_add(2 * XDR_UNIT)?;
             let end = start.checked_add(count.checked_mul(SEGMENT_LEN)?)?;
             let segs = bytes.get(start..end)?;

@@ -8,7 +8,7 @@
 //! past it, and a message too short for a fixed header gets no reply at all.
 
 use super::{
-    be32, put32, rdma_err, DecodeError, Disposition, Proc, ERR_CHUNK_LEN, ERR_VERS_LEN,
+    put_xdr_u32, rdma_err, xdr_u32, DecodeError, Disposition, Proc, ERR_CHUNK_LEN, ERR_VERS_LEN,
     RPCRDMA_VERSION, XDR_UNIT,
 };
 
@@ -25,6 +25,16 @@ pub enum ErrorReplyKind {
     },
     /// ERR_CHUNK: the header or chunk lists could not be parsed.
     Chunk,
+}
+
+impl ErrorReplyKind {
+    /// The `rdma_err` word: [`rdma_err::ERR_VERS`] or [`rdma_err::ERR_CHUNK`].
+    pub const fn code(&self) -> u32 {
+        match self {
+            ErrorReplyKind::Vers { .. } => rdma_err::ERR_VERS,
+            ErrorReplyKind::Chunk => rdma_err::ERR_CHUNK,
+        }
+    }
 }
 
 /// An RDMA_ERROR message.
@@ -55,10 +65,10 @@ impl ErrorReply {
             Disposition::ReplyErrChunk => ErrorReplyKind::Chunk,
         };
         // Replies need a whole fixed header; decode drops shorter messages anyway.
-        be32(received, 3 * XDR_UNIT)?;
+        xdr_u32(received, 3 * XDR_UNIT)?;
         Some(ErrorReply {
-            xid: be32(received, 0)?,
-            vers: be32(received, XDR_UNIT)?,
+            xid: xdr_u32(received, 0)?,
+            vers: xdr_u32(received, XDR_UNIT)?,
             credits,
             kind,
         })
@@ -77,17 +87,14 @@ impl ErrorReply {
     pub fn emit(&self, buf: &mut [u8]) -> Option<usize> {
         let len = self.buffer_len();
         let out = buf.get_mut(..len)?;
-        put32(out, 0, self.xid);
-        put32(out, 4, self.vers);
-        put32(out, 8, self.credits);
-        put32(out, 12, Proc::Error.to_wire());
-        match self.kind {
-            ErrorReplyKind::Vers { low, high } => {
-                put32(out, 16, rdma_err::ERR_VERS);
-                put32(out, 20, low);
-                put32(out, 24, high);
-            }
-            ErrorReplyKind::Chunk => put32(out, 16, rdma_err::ERR_CHUNK),
+        put_xdr_u32(out, 0, self.xid);
+        put_xdr_u32(out, 4, self.vers);
+        put_xdr_u32(out, 8, self.credits);
+        put_xdr_u32(out, 12, Proc::Error.to_wire());
+        put_xdr_u32(out, 16, self.kind.code());
+        if let ErrorReplyKind::Vers { low, high } = self.kind {
+            put_xdr_u32(out, 20, low);
+            put_xdr_u32(out, 24, high);
         }
         Some(len)
     }

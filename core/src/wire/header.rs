@@ -1,6 +1,6 @@
 //! Zero-copy view of the 16-byte fixed header: `xid`, `vers`, `credits`, `proc`.
 
-use super::{be32_checked, put32, DecodeError, FIXED_HEADER_LEN};
+use super::{be32_checked, put_xdr_u32, DecodeError, FIXED_HEADER_LEN};
 
 mod field {
     pub const XID: usize = 0;
@@ -79,19 +79,19 @@ impl<T: AsRef<[u8]>> Header<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
     /// Sets `rdma_xid`.
     pub fn set_xid(&mut self, value: u32) {
-        put32(self.buffer.as_mut(), field::XID, value)
+        put_xdr_u32(self.buffer.as_mut(), field::XID, value)
     }
     /// Sets `rdma_vers`.
     pub fn set_vers(&mut self, value: u32) {
-        put32(self.buffer.as_mut(), field::VERS, value)
+        put_xdr_u32(self.buffer.as_mut(), field::VERS, value)
     }
     /// Sets `rdma_credit`.
     pub fn set_credits(&mut self, value: u32) {
-        put32(self.buffer.as_mut(), field::CREDITS, value)
+        put_xdr_u32(self.buffer.as_mut(), field::CREDITS, value)
     }
     /// Sets `rdma_proc`.
     pub fn set_proc_raw(&mut self, value: u32) {
-        put32(self.buffer.as_mut(), field::PROC, value)
+        put_xdr_u32(self.buffer.as_mut(), field::PROC, value)
     }
 }
 

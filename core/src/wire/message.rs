@@ -4,9 +4,9 @@ use core::ops::Range;
 
 use super::chunk::xdr_roundup_u64;
 use super::{
-    be32, DecodeError, Header, ListKind, Proc, ReadList, SegmentList, WriteList, FIXED_HEADER_LEN,
-    MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_CHUNKS, MAX_WRITE_SEGMENTS, MIN_HEADER_LEN,
-    READ_ITEM_LEN, RPCRDMA_VERSION, SEGMENT_LEN, XDR_UNIT,
+    xdr_u32, DecodeError, Header, ListKind, Proc, ReadList, SegmentList, WriteList,
+    FIXED_HEADER_LEN, MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_CHUNKS, MAX_WRITE_SEGMENTS,
+    MIN_HEADER_LEN, READ_ITEM_LEN, RPCRDMA_VERSION, SEGMENT_LEN, XDR_UNIT,
 };
 
 /// Limits a decoder enforces beyond the fixed capacities.
@@ -130,7 +130,7 @@ impl<'a> Message<'a> {
     #[inline]
     pub fn credits(&self) -> u32 {
         // Word 2 of a header that decoded, so it is there (read only when asked for).
-        be32(self.buf, 8).unwrap_or(0)
+        xdr_u32(self.buf, 8).unwrap_or(0)
     }
     /// [`Proc::Msg`] or [`Proc::Nomsg`]; nothing else decodes.
     #[inline]
@@ -205,7 +205,7 @@ impl<'a> Message<'a> {
         const RPC_REPLY: u32 = 1;
         self.layout.proc_ == Proc::Msg
             && self.lists_empty()
-            && be32(self.rpc_message(), XDR_UNIT).is_some_and(|msg_type| msg_type == RPC_REPLY)
+            && xdr_u32(self.rpc_message(), XDR_UNIT).is_some_and(|msg_type| msg_type == RPC_REPLY)
     }
 
     #[inline]
@@ -329,16 +329,16 @@ impl Layout {
     fn fast_path_write_reply(b: &[u8], xid: u32) -> Option<Layout> {
         let mut at = FIXED_HEADER_LEN + XDR_UNIT;
         let mut write_count = 0;
-        if be32(b, at)? == 1 {
+        if xdr_u32(b, at)? == 1 {
             at = Self::fast_segments(b, at + XDR_UNIT, MAX_WRITE_SEGMENTS)?;
             write_count = 1;
         }
-        if be32(b, at)? != 0 {
+        if xdr_u32(b, at)? != 0 {
             return None;
         }
         let write_end = at;
         at += XDR_UNIT;
-        at = match be32(b, at)? {
+        at = match xdr_u32(b, at)? {
             0 => at + XDR_UNIT,
             1 => Self::fast_segments(b, at + XDR_UNIT, MAX_REPLY_SEGMENTS)?,
             _ => return None,
@@ -358,7 +358,7 @@ impl Layout {
     /// after the segments. Offsets stay far below overflow (`at` is inside `b`, `count ≤ 16`).
     #[inline(always)]
     fn fast_segments(b: &[u8], at: usize, max: usize) -> Option<usize> {
-        let count = be32(b, at)? as usize;
+        let count = xdr_u32(b, at)? as usize;
         if count.wrapping_sub(1) >= max {
             return None;
         }
@@ -367,7 +367,9 @@ impl Layout {
     }
 }
 
-/// Word `i` (< 7) of the first 28 bytes of a header.
+/// Word `i` (< 7) of the first 28 bytes of a header. The fast paths' own reader rather than
+/// [`xdr_u32`](super::xdr_u32): over a fixed array with constant indices it compiles to plain
+/// loads, with no bounds check and no `Option`.
 #[inline(always)]
 fn header_word(w: &[u8; MIN_HEADER_LEN], i: usize) -> u32 {
     u32::from_be_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]])
@@ -468,14 +470,14 @@ pub(crate) fn decode_layout_general(
 
 /// The word at `at`, or [`DecodeError::Truncated`].
 #[inline]
-fn word(b: &[u8], at: usize) -> Result<u32, DecodeError> {
-    be32(b, at).ok_or(DecodeError::Truncated { at, len: b.len() })
+pub(crate) fn word(b: &[u8], at: usize) -> Result<u32, DecodeError> {
+    xdr_u32(b, at).ok_or(DecodeError::Truncated { at, len: b.len() })
 }
 
 /// The list discriminator at `at`: `true` for 1 (an item follows), `false` for 0 (the list
 /// ends); anything else is [`DecodeError::BadDiscriminator`].
 #[inline]
-fn present(b: &[u8], at: usize, list: ListKind) -> Result<bool, DecodeError> {
+pub(crate) fn present(b: &[u8], at: usize, list: ListKind) -> Result<bool, DecodeError> {
     match word(b, at)? {
         0 => Ok(false),
         1 => Ok(true),
@@ -485,7 +487,7 @@ fn present(b: &[u8], at: usize, list: ListKind) -> Result<bool, DecodeError> {
 
 /// Parses `count, segment × count` at `at`; returns the segments and the offset after them.
 /// The count is checked against `max` before it is multiplied, so no arithmetic can wrap.
-fn counted_segments(
+pub(crate) fn counted_segments(
     b: &[u8],
     at: usize,
     list: ListKind,
@@ -605,7 +607,7 @@ mod tests {
             .chain([0xdead_beef, 0]);
         let mut n = 0;
         for (i, w) in words.enumerate() {
-            out[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+            crate::wire::put_xdr_u32(&mut out, 4 * i, w);
             n = 4 * i + 4;
         }
         (out, n)

@@ -6,11 +6,14 @@
 //!
 //! # Trust boundary
 //!
-//! Untrusted bytes enter only through [`decode`] (a received message) and [`PrivateData::parse`]
-//! (connection private data). [`decode`] checks every length before it reads a word, validates
-//! the whole header in one pass, and returns either a [`Message`] whose chunk-list views can then
-//! be iterated without further checks, or a [`DecodeError`] naming the rule that broke. Each error
-//! maps to what a responder does through one function, [`DecodeError::disposition`].
+//! Untrusted bytes enter only through [`decode`] (a received message), [`PrivateData::parse`]
+//! (connection private data) and, on a requester, [`decode_reply`] (a responder's reply).
+//! [`decode`] checks every length before it reads a word, validates the whole header in one
+//! pass, and returns either a [`Message`] whose chunk-list views can then be iterated without
+//! further checks, or a [`DecodeError`] naming the rule that broke. Each error maps to what a
+//! responder does through one function, [`DecodeError::disposition`]. [`decode_reply`] reads a
+//! reply with the same checked helpers and capacities and returns a [`Reply`] or a
+//! [`ReplyError`].
 //!
 //! # Invariants a [`Message`] guarantees
 //!
@@ -30,6 +33,7 @@ mod error_reply;
 mod header;
 mod message;
 mod private_data;
+mod reply;
 mod repr;
 
 pub use chunk::{
@@ -40,6 +44,7 @@ pub use error_reply::{ErrorReply, ErrorReplyKind};
 pub use header::Header;
 pub use message::{decode, decode_layout, DecodeLimits, Layout, Message};
 pub use private_data::{PrivateData, PrivateDataError, PrivateDataFlags};
+pub use reply::{decode_reply, Reply, ReplyError, RpcReply};
 pub use repr::{EmitError, HeaderRepr};
 
 use static_assertions::const_assert_eq;
@@ -131,8 +136,11 @@ pub const fn xdr_roundup(len: u32) -> u64 {
     (len as u64 + 3) & !3
 }
 
+/// The big-endian XDR word at byte offset `at` of `buf`, `None` unless all four bytes are
+/// there. Never panics (`at` near `usize::MAX` is `None` too). The one word reader of the
+/// project: the decoders, the services and every requester read through it.
 #[inline]
-pub(crate) fn be32(buf: &[u8], at: usize) -> Option<u32> {
+pub fn xdr_u32(buf: &[u8], at: usize) -> Option<u32> {
     let bytes = buf.get(at..at.checked_add(XDR_UNIT)?)?;
     Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
@@ -140,17 +148,32 @@ pub(crate) fn be32(buf: &[u8], at: usize) -> Option<u32> {
 /// Reads a word the caller has already bounds-checked; still never panics (0 if out of range).
 #[inline]
 pub(crate) fn be32_checked(buf: &[u8], at: usize) -> u32 {
-    be32(buf, at).unwrap_or(0)
+    xdr_u32(buf, at).unwrap_or(0)
 }
 
+/// Writes `value` as a big-endian XDR word at byte offset `at` of `buf` if all four bytes are
+/// there; otherwise writes nothing. Never panics.
 #[inline]
-pub(crate) fn put32(buf: &mut [u8], at: usize, value: u32) {
+pub fn put_xdr_u32(buf: &mut [u8], at: usize, value: u32) {
     let Some(end) = at.checked_add(XDR_UNIT) else {
         return;
     };
     if let Some(dst) = buf.get_mut(at..end) {
         dst.copy_from_slice(&value.to_be_bytes());
     }
+}
+
+/// Writes `words` as big-endian XDR words at the start of `buf`; returns the bytes written
+/// (`4 × words.len()`), or `None` — writing nothing — if they do not fit. Never panics. For
+/// fixtures and scripted messages written out word by word.
+pub fn put_xdr_words(buf: &mut [u8], words: &[u32]) -> Option<usize> {
+    let len = words.len().checked_mul(XDR_UNIT)?;
+    let out = buf.get_mut(..len)?;
+    for (i, word) in words.iter().enumerate() {
+        // `i * 4 < len`, which did not overflow.
+        put_xdr_u32(out, i * XDR_UNIT, *word);
+    }
+    Some(len)
 }
 
 /// Copies `min(dst.len(), src.len())` bytes; returns how many. Never panics.
@@ -189,4 +212,28 @@ pub(crate) fn move_within(buf: &mut [u8], from: usize, len: usize, to: usize) ->
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_xdr_words() {
+        let mut buf = [0xaa; 10];
+        assert_eq!(put_xdr_words(&mut buf, &[0x0102_0304, 5]), Some(8));
+        assert_eq!(buf, [1, 2, 3, 4, 0, 0, 0, 5, 0xaa, 0xaa]);
+        assert_eq!(xdr_u32(&buf, 0), Some(0x0102_0304));
+        assert_eq!(xdr_u32(&buf, 1), Some(0x0203_0400));
+        assert_eq!(xdr_u32(&buf, 4), Some(5));
+        assert_eq!(xdr_u32(&buf, 7), None);
+        assert_eq!(xdr_u32(&buf, usize::MAX - 1), None);
+        // Too long: nothing is written.
+        assert_eq!(put_xdr_words(&mut buf, &[7, 7, 7]), None);
+        assert_eq!(xdr_u32(&buf, 0), Some(0x0102_0304));
+        put_xdr_u32(&mut buf, 6, 9);
+        put_xdr_u32(&mut buf, 7, 9);
+        put_xdr_u32(&mut buf, usize::MAX, 9);
+        assert_eq!(buf, [1, 2, 3, 4, 0, 0, 0, 0, 0, 9]);
+    }
 }

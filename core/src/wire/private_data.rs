@@ -13,6 +13,8 @@
 use bitflags::bitflags;
 use static_assertions::const_assert_eq;
 
+use super::be32_checked;
+
 /// `magic` of RPC-over-RDMA private data.
 pub const PRIVATE_DATA_MAGIC: u32 = 0xf6ab_0e18;
 /// The private-data format version.
@@ -144,7 +146,7 @@ impl PrivateData {
         let Some(b) = bytes.get(..PRIVATE_DATA_LEN) else {
             return Err(PrivateDataError::TooShort { len: bytes.len() });
         };
-        let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let magic = be32_checked(b, 0);
         if magic != PRIVATE_DATA_MAGIC {
             return Err(PrivateDataError::BadMagic { magic });
         }

@@ -4,9 +4,9 @@
 use heapless::Vec;
 
 use super::{
-    put32, Header, ListKind, Message, Proc, ReadSegment, Segment, SegmentList, FIXED_HEADER_LEN,
-    MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_CHUNKS, MAX_WRITE_SEGMENTS, READ_ITEM_LEN,
-    RPCRDMA_VERSION, SEGMENT_LEN, XDR_UNIT,
+    put_xdr_u32, Header, ListKind, Message, Proc, ReadSegment, Segment, SegmentList,
+    FIXED_HEADER_LEN, MAX_READ_SEGMENTS, MAX_REPLY_SEGMENTS, MAX_WRITE_CHUNKS, MAX_WRITE_SEGMENTS,
+    READ_ITEM_LEN, RPCRDMA_VERSION, SEGMENT_LEN, XDR_UNIT,
 };
 
 /// One write chunk or the reply chunk: up to 16 segments.
@@ -180,22 +180,22 @@ impl HeaderRepr {
         header.set_proc_raw(self.proc_.to_wire());
         let mut at = FIXED_HEADER_LEN;
         for item in &self.read_list {
-            put32(buf, at, 1);
-            put32(buf, at + XDR_UNIT, item.position);
+            put_xdr_u32(buf, at, 1);
+            put_xdr_u32(buf, at + XDR_UNIT, item.position);
             item.segment.write(buf, at + 2 * XDR_UNIT);
             at += XDR_UNIT + READ_ITEM_LEN;
         }
-        put32(buf, at, 0);
+        put_xdr_u32(buf, at, 0);
         at += XDR_UNIT;
         for chunk in &self.write_list {
             at = emit_counted(buf, at, chunk);
         }
-        put32(buf, at, 0);
+        put_xdr_u32(buf, at, 0);
         at += XDR_UNIT;
         match &self.reply_chunk {
             Some(chunk) => at = emit_counted(buf, at, chunk),
             None => {
-                put32(buf, at, 0);
+                put_xdr_u32(buf, at, 0);
                 at += XDR_UNIT;
             }
         }
@@ -218,8 +218,8 @@ fn segment_vec<const M: usize>(chunk: SegmentList<'_>) -> Vec<Segment, M> {
 
 /// Writes `1, count, segments` at `at`; returns the offset after it.
 fn emit_counted(buf: &mut [u8], mut at: usize, segments: &[Segment]) -> usize {
-    put32(buf, at, 1);
-    put32(buf, at + XDR_UNIT, segments.len() as u32);
+    put_xdr_u32(buf, at, 1);
+    put_xdr_u32(buf, at + XDR_UNIT, segments.len() as u32);
     at += 2 * XDR_UNIT;
     for seg in segments {
         seg.write(buf, at);

@@ -1,9 +1,15 @@
-//! The Cortex-A53 board (a DPU-class Arm core): QEMU `virt` at EL1 with the MMU and caches on.
-//! 64 Receive buffers of 4 KiB carved from a static DMA region, 32 credits, batches of 8; every
-//! exception ends the run with exit status 1.
+//! The Cortex-A53 board, a DPU-class Arm core (QEMU `virt`, EL1, aarch64-rt start-up): the pool
+//! configuration ([`CONFIG`]: [`N`] = 64 Receive buffers of 4 KiB, 32 credits, batches of 8),
+//! the static DMA memory sized for it ([`DMA`], in `.bss`), the [`BOARD`] description (the
+//! device address and key the NIC sees that memory under), the identity map aarch64-rt loads
+//! before it turns the MMU and caches on (the first GiB as device memory, the second — DRAM,
+//! where the image runs — as normal cacheable memory), and an exception vector whose every
+//! entry logs the exception and exits with status 1.
 //!
-//! Shared by the three programs in `src/bin/`: the example (`receive_path`) and the two size
-//! programs (`size_probe`, `size_pool`, `size_baseline`).
+//! Used by the four programs in `src/bin/`: the example (`receive_path`) and the three size
+//! programs (`size_probe`: every core entry point the example uses; `size_pool`: the receive
+//! pool and decoder alone; `size_baseline`: the runtime without the core, also the panic
+//! canary of `cargo xtask cross`).
 #![no_std]
 
 use aarch64_rt::{

@@ -6,6 +6,9 @@
 //! core's [`DmaRegion`](rpcrdma_core::dma::DmaRegion) (CPU side) and the software NIC (device
 //! side) use, so no `&mut` to it ever exists alongside the device's writes.
 
+// Static memory the NIC writes by pointer: `Sync` is asserted by hand.
+#![allow(unsafe_code)]
+
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};

@@ -20,8 +20,6 @@
 //! ([`nic`]), so the decoder is compiled for arbitrary bytes, not for the script's. Debug builds
 //! keep an ordinary handler that reports the location and exits with status 1.
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
 
 pub mod dma;
 mod logger;
@@ -104,6 +102,8 @@ pub struct Board {
 
 /// Runs the example: the script [`ROUNDS`] times over a pool of `N` Receive buffers carved from
 /// `dma`, then the teardown and the final accounting. Returns whether every check passed.
+// Carves the static DMA memory into regions and registers it with the NIC: raw pointers.
+#[allow(unsafe_code)]
 pub fn run<const N: usize, const LEN: usize>(
     board: &Board,
     dma: &'static DmaMemory<LEN>,
@@ -258,6 +258,8 @@ pub fn fault(what: &str) -> ! {
 /// Release builds: the link fails if any panic path survived optimisation (see the crate docs).
 #[cfg(not(debug_assertions))]
 #[panic_handler]
+// Calls an undefined extern function, which is what makes a surviving panic path fail to link.
+#[allow(unsafe_code)]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     extern "C" {
         /// Deliberately undefined: referenced only if a panic can happen.

@@ -9,6 +9,9 @@
 //! except from a fault handler while a frame is open; that case ends the program (exit status 1)
 //! instead of interleaving two frames.
 
+// defmt's `Logger` is an unsafe trait and the logger's state a static behind `UnsafeCell`.
+#![allow(unsafe_code)]
+
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 

@@ -21,6 +21,9 @@
 //! come through `black_box`, so nothing is specialised to constants; both are release builds
 //! with the undefined-symbol panic handler, so both also prove the absence of panic paths.
 
+// Carves the static DMA memory into regions by raw pointer, as `run` does.
+#![allow(unsafe_code)]
+
 use core::hint::black_box;
 
 use rpcrdma_core::device::{Completion, Device, PostError, RecvWr, SendWr};

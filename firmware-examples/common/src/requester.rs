@@ -14,19 +14,15 @@ use core::ptr::NonNull;
 use rpcrdma_core::device::{Completion, CompletionStatus};
 use rpcrdma_core::pool::Counters;
 use rpcrdma_core::responder::ResponderCounters;
-use rpcrdma_core::wire::{Header, Proc};
+use rpcrdma_core::wire::{
+    decode_reply, put_xdr_u32, put_xdr_words, xdr_u32, ErrorReply, ErrorReplyKind, Proc, Reply,
+};
 use rpcrdma_services::{oncrpc, pattern_byte, NFS_PROG, PROC_BULK, PROC_GENERATE, TEST_PROG};
 
 use crate::server::Server;
 use crate::Nic;
 
 const CHECKSUM_PROG: u32 = TEST_PROG;
-
-/// The big-endian word at `at`.
-fn word(b: &[u8], at: usize) -> Option<u32> {
-    let w = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
-}
 
 /// Credits every call asks for.
 const ASK: u32 = 32;
@@ -80,7 +76,8 @@ const fn pattern<const L: usize>(seed: u8) -> [u8; L] {
 /// Region A: the data item of the checksum call, pulled by RDMA Read.
 pub static REGION_A: [u8; A_LEN] = pattern::<A_LEN>(7);
 
-/// Region B: a whole checksum call (RPC header, opaque length, 300 data bytes).
+/// Region B: a whole checksum call (RPC header, opaque length, 300 data bytes). Built at compile
+/// time, so with a `const` loop rather than the core's (run-time) `put_xdr_u32`.
 pub static REGION_B: [u8; B_LEN] = {
     #[rustfmt::skip]
     let head: [u32; 11] = [NOMSG_XID, 0, 2, CHECKSUM_PROG, 1, 1, 0, 0, 0, 0, B_DATA_LEN as u32];
@@ -575,22 +572,18 @@ impl Requester {
                 self.next_xid
             }
         };
-        let mut len = 0;
-        for (i, w) in template.words.iter().enumerate() {
-            let value = if i == 0 || Some(i) == template.rpc_xid_word {
-                xid
-            } else {
-                *w
-            };
-            if let Some(dst) = self.msg.get_mut(4 * i..4 * i + 4) {
-                dst.copy_from_slice(&value.to_be_bytes());
-                len = 4 * i + 4;
-            }
+        // Every template fits the 256-byte message buffer; one that did not would be sent empty.
+        let len = put_xdr_words(&mut self.msg, template.words).unwrap_or(0);
+        put_xdr_u32(&mut self.msg, 0, xid);
+        if let Some(i) = template.rpc_xid_word {
+            put_xdr_u32(&mut self.msg, 4 * i, xid);
         }
         (xid, template.truncate_to.map_or(len, |t| t.min(len)))
     }
 
     /// Region C as the requester reads it (between polls: no RDMA Write is queued then).
+    // The NIC writes region C by pointer; the requester reads it back as a slice.
+    #[allow(unsafe_code)]
     fn region_c(&self) -> &[u8] {
         // SAFETY: region C is REGION_C_LEN bytes that outlive the requester; the NIC writes it
         // only while executing RDMA Writes inside `poll`, never while this borrow lives.
@@ -752,51 +745,53 @@ impl Requester {
             },
         };
         self.tally.replies_checked += 1;
+        let Ok(reply) = decode_reply(&sent.bytes) else {
+            return false;
+        };
         // The grant never exceeds the Receives posted (or consumed by calls the responder
         // has not polled yet) when the reply went out.
-        let grant_ok = word(&sent.bytes, 8).is_some_and(|g| g as usize <= sent.posted_at_send);
-        let sent = &sent.bytes[..];
+        if reply.credits() as usize > sent.posted_at_send {
+            return false;
+        }
+        let error = |vers, kind| {
+            Reply::Error(ErrorReply {
+                xid,
+                vers,
+                credits,
+                kind,
+            })
+        };
         match expect {
             Expect::ErrVers { vers } => {
-                grant_ok && words_are(sent, &[xid, vers, credits, Proc::Error.to_wire(), 1, 1, 1])
+                reply == error(vers, ErrorReplyKind::Vers { low: 1, high: 1 })
             }
-            Expect::ErrChunk => {
-                grant_ok && words_are(sent, &[xid, 1, credits, Proc::Error.to_wire(), 2])
-            }
+            Expect::ErrChunk => reply == error(1, ErrorReplyKind::Chunk),
             Expect::Reply {
                 stat,
                 via_reply_chunk,
                 checksum,
                 payload,
             } => {
-                let Ok(header) = Header::new_checked(sent) else {
+                // RDMA_MSG / RDMA_NOMSG replies of version 1 only decode as `Rpc`.
+                let Reply::Rpc(parsed) = reply else {
                     return false;
                 };
-                if !grant_ok
-                    || header.xid() != xid
-                    || header.vers() != 1
-                    || header.credits() != credits
-                {
+                if parsed.xid != xid || parsed.credits != credits {
                     return false;
                 }
-                let Some(parsed) = parse_reply_header(sent) else {
-                    return false;
-                };
                 let region_c = self.region_c();
-                let rpc: &[u8] = match (via_reply_chunk, parsed.reply_written) {
-                    (true, Some(len)) if header.proc_raw() == Proc::Nomsg.to_wire() => {
-                        region_c.get(..len).unwrap_or_default()
-                    }
-                    (false, None) if header.proc_raw() == Proc::Msg.to_wire() => {
-                        sent.get(parsed.end..).unwrap_or_default()
-                    }
+                let rpc: &[u8] = match (via_reply_chunk, parsed.proc_, parsed.reply_chunk) {
+                    (true, Proc::Nomsg, Some(chunk)) => region_c
+                        .get(..chunk.total_len() as usize)
+                        .unwrap_or_default(),
+                    (false, Proc::Msg, None) => parsed.rpc_message,
                     _ => return false,
                 };
                 let Some((rpc_xid, got_stat, results)) = oncrpc::parse_accepted_reply(rpc) else {
                     return false;
                 };
                 let sum_ok = match checksum {
-                    Some(sum) => word(rpc, results) == Some(sum),
+                    Some(sum) => xdr_u32(rpc, results) == Some(sum),
                     None => true,
                 };
                 let payload_ok = match payload {
@@ -804,13 +799,14 @@ impl Requester {
                     Some((len, in_write_chunk)) => {
                         let data = if in_write_chunk {
                             let at = REPLY_CHUNK_LEN;
-                            (parsed.write_written == Some(len as usize))
+                            let written = parsed.write_chunk.map(|c| c.total_len());
+                            (written == Some(len as u64))
                                 .then(|| region_c.get(at..at + len as usize))
                                 .flatten()
                         } else {
                             rpc.get(results + 4..results + 4 + len as usize)
                         };
-                        word(rpc, results) == Some(len)
+                        xdr_u32(rpc, results) == Some(len)
                             && data.is_some_and(|d| {
                                 d.iter()
                                     .enumerate()
@@ -855,14 +851,6 @@ impl Requester {
     }
 }
 
-fn words_are(sent: &[u8], words: &[u32]) -> bool {
-    sent.len() == 4 * words.len()
-        && words
-            .iter()
-            .enumerate()
-            .all(|(i, w)| word(sent, 4 * i) == Some(*w))
-}
-
 fn success(wr_id: u64, byte_len: u32) -> Completion {
     Completion {
         wr_id,
@@ -870,51 +858,6 @@ fn success(wr_id: u64, byte_len: u32) -> Completion {
         byte_len,
         qp: 0,
     }
-}
-
-/// What a reply header says about the chunks.
-struct ReplyHeader {
-    /// Bytes written into the first write chunk's segments (sum), if one was echoed.
-    write_written: Option<usize>,
-    /// Bytes written into the reply chunk (sum), if it was used.
-    reply_written: Option<usize>,
-    /// Where the header ends (the inline reply starts).
-    end: usize,
-}
-
-/// Parses a reply header: fixed header, empty read list, write list, reply chunk.
-fn parse_reply_header(h: &[u8]) -> Option<ReplyHeader> {
-    let mut at = 16;
-    if word(h, at)? != 0 {
-        return None;
-    }
-    at += 4;
-    let chunk = |at: &mut usize| -> Option<usize> {
-        let count = word(h, *at + 4)? as usize;
-        let mut sum = 0;
-        for k in 0..count {
-            sum += word(h, *at + 8 + 16 * k + 4)? as usize;
-        }
-        *at += 8 + count.checked_mul(16)?;
-        Some(sum)
-    };
-    let mut write_written = None;
-    while word(h, at)? == 1 {
-        let written = chunk(&mut at)?;
-        write_written.get_or_insert(written);
-    }
-    at += 4;
-    let reply_written = if word(h, at)? == 1 {
-        Some(chunk(&mut at)?)
-    } else {
-        at += 4;
-        None
-    };
-    Some(ReplyHeader {
-        write_written,
-        reply_written,
-        end: at,
-    })
 }
 
 /// Flushes what is still posted (the connection goes down), checks the pool stops posting, that

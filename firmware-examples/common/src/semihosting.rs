@@ -13,6 +13,9 @@
 //! QEMU needs `-semihosting-config enable=on,target=native`. Without a debugger attached the trap
 //! is an ordinary breakpoint / undefined instruction exception.
 
+// Semihosting is a trap instruction (inline assembly) taking raw pointers.
+#![allow(unsafe_code)]
+
 use core::sync::atomic::{AtomicIsize, Ordering};
 
 const SYS_OPEN: usize = 0x01;

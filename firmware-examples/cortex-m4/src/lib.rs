@@ -1,9 +1,13 @@
-//! The Cortex-M4F board: QEMU `mps2-an386`. 16 Receive buffers of 1 KiB (the RFC 8166 default
-//! inline threshold) carved from a static DMA region, 8 credits, batches of 4; HardFault and
-//! unexpected exceptions end the run with exit status 1.
+//! The Cortex-M4F board (QEMU `mps2-an386`, cortex-m-rt start-up): the pool configuration
+//! ([`CONFIG`]: [`N`] = 16 Receive buffers of 1 KiB, the RFC 8166 default inline threshold, 8
+//! credits, batches of 4), the static DMA memory sized for it ([`DMA`], in `.bss`), the
+//! [`BOARD`] description (the device address and key the NIC sees that memory under), and the
+//! HardFault and default exception handlers, which log the fault and exit with status 1.
 //!
-//! Shared by the three programs in `src/bin/`: the example (`receive_path`) and the two size
-//! programs (`size_probe`, `size_pool`, `size_baseline`).
+//! Used by the four programs in `src/bin/`: the example (`receive_path`) and the three size
+//! programs (`size_probe`: every core entry point the example uses; `size_pool`: the receive
+//! pool and decoder alone; `size_baseline`: the runtime without the core, also the panic
+//! canary of `cargo xtask cross`).
 #![no_std]
 
 use cortex_m_rt::{exception, ExceptionFrame};
@@ -38,11 +42,14 @@ pub const BOARD: Board = Board {
     lkey: 0x0000_4d34,
 };
 
+// cortex-m-rt requires the HardFault and DefaultHandler handlers to be `unsafe fn`.
+#[allow(unsafe_code)]
 #[exception]
 unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
     fault("HardFault")
 }
 
+#[allow(unsafe_code)]
 #[exception]
 unsafe fn DefaultHandler(_irqn: i16) {
     fault("unexpected exception or interrupt")

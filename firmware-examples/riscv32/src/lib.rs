@@ -1,9 +1,13 @@
-//! The RV32IMAC board: QEMU `virt` with `-bios none`, M-mode. 16 Receive buffers of 1 KiB carved
-//! from a static DMA region, 8 credits, batches of 4; exceptions and interrupts end the run with
-//! exit status 1.
+//! The RV32IMAC board (QEMU `virt` with `-bios none`, M-mode, riscv-rt start-up): the pool
+//! configuration ([`CONFIG`]: [`N`] = 16 Receive buffers of 1 KiB, 8 credits, batches of 4), the
+//! static DMA memory sized for it ([`DMA`], in `.bss`), the [`BOARD`] description (the device
+//! address and key the NIC sees that memory under), and the exception and default interrupt
+//! handlers riscv-rt links by name, which log the trap and exit with status 1.
 //!
-//! Shared by the three programs in `src/bin/`: the example (`receive_path`) and the two size
-//! programs (`size_probe`, `size_pool`, `size_baseline`).
+//! Used by the four programs in `src/bin/`: the example (`receive_path`) and the three size
+//! programs (`size_probe`: every core entry point the example uses; `size_pool`: the receive
+//! pool and decoder alone; `size_baseline`: the runtime without the core, also the panic
+//! canary of `cargo xtask cross`).
 #![no_std]
 
 use rpcrdma_core::pool::PoolConfig;
@@ -39,12 +43,15 @@ pub const BOARD: Board = Board {
 
 /// Any exception (illegal instruction, access fault, …) ends the run with status 1. riscv-rt
 /// calls the handlers through `extern "C"` declarations.
+// riscv-rt links the handlers by symbol name (`export_name`, which the lint counts as unsafe).
+#[allow(unsafe_code)]
 #[export_name = "ExceptionHandler"]
 extern "C" fn exception_handler(_frame: &riscv_rt::TrapFrame) -> ! {
     fault("exception")
 }
 
 /// No interrupt is enabled; one arriving ends the run with status 1.
+#[allow(unsafe_code)]
 #[export_name = "DefaultHandler"]
 extern "C" fn default_handler() -> ! {
     fault("unexpected interrupt")

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use rpcrdma_core::wire::{put_xdr_words, xdr_u32, XDR_UNIT};
 use rpcrdma_hosted::client::{CallShape, Client, Reply};
 use rpcrdma_services::{
     fill_pattern, oncrpc, NFS_PROG, PROC_BULK, PROC_CHECKSUM, PROC_ECHO, PROC_GENERATE, PROC_SINK,
@@ -340,10 +341,7 @@ fn verify(reply: &Reply, expect: &Expect) -> Result<u64, String> {
             "xid {xid:#x}: RPC reply xid {rxid:#x} accept_stat {stat}"
         ));
     }
-    let word = |at: usize| {
-        rpc.get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    let word = |at: usize| xdr_u32(rpc, at);
     match expect {
         Expect::Null => Ok(0),
         Expect::Checksum(sum) => match word(at) {
@@ -474,7 +472,11 @@ fn run_connection(args: &Args, conn_index: usize, cycle: u64) -> Result<Outcome,
 /// Sends malformed headers; checks each answer (ERR_VERS, ERR_CHUNK, or nothing for a drop)
 /// and that a valid call still works afterwards. Returns the cases checked.
 fn malformed(client: &mut Client, base: u32) -> Result<u64, String> {
-    let w = |words: &[u32]| -> Vec<u8> { words.iter().flat_map(|x| x.to_be_bytes()).collect() };
+    let w = |words: &[u32]| -> Vec<u8> {
+        let mut bytes = vec![0; words.len() * XDR_UNIT];
+        put_xdr_words(&mut bytes, words);
+        bytes
+    };
     let x = base | 0xe000;
     // (bytes, expected rdma_err: Some(1) ERR_VERS, Some(2) ERR_CHUNK, None = dropped)
     let cases: Vec<(Vec<u8>, Option<u32>)> = vec![
@@ -496,7 +498,7 @@ fn malformed(client: &mut Client, base: u32) -> Result<u64, String> {
         client
             .send_raw(bytes)
             .map_err(|e| format!("send malformed: {e}"))?;
-        let xid = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let xid = xdr_u32(bytes, 0).unwrap_or_default();
         if let Some(code) = expect {
             let deadline = Instant::now() + Duration::from_secs(5);
             replies.clear();
@@ -572,8 +574,7 @@ fn oversized(mut client: Client, args: &Args, base: u32) -> Result<(), String> {
         ));
     }
     let mut msg = vec![0u8; len];
-    msg[..4].copy_from_slice(&(base | 0xf000).to_be_bytes());
-    msg[4..8].copy_from_slice(&1u32.to_be_bytes());
+    put_xdr_words(&mut msg, &[base | 0xf000, 1]);
     client.send_raw(&msg).map_err(|e| format!("send: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut replies = Vec::new();

@@ -9,7 +9,7 @@
 //!   the floor any pool must pay;
 //! - `harness`: the ring, the loop and the `black_box` alone — what the other modes pay before
 //!   any receive-path work;
-//! - `responder`: the whole responder cycle through [`Connection`] — Receive completion →
+//! - `responder`: the whole responder cycle through an [`Endpoint`] (`Endpoint::process`) — Receive completion →
 //!   decode → NULL service → inline reply built and posted → release, plus the Send's
 //!   completion — over a device that is only the ring.
 //!
@@ -72,6 +72,8 @@ impl Ring {
     }
 }
 
+// Writes through the DMA memory's raw pointer, as the device would.
+#[allow(unsafe_code)]
 fn fill_buffers(mem: &DmaMemory, n: usize, buf: usize, msg: &[u8]) {
     let stride = PoolConfig::region_len(1, buf);
     for i in 0..n {
@@ -176,9 +178,8 @@ struct Reference<'m> {
 impl<'m> Reference<'m> {
     fn new(mem: &'m DmaMemory, n: usize, buf: usize, msg: &[u8]) -> Self {
         fill_buffers(mem, n, buf, msg);
-        // SAFETY: the allocation is valid for its length and outlives 'm; nothing writes it
-        // from here on (the "device" only moves wr_ids).
-        let bytes = unsafe { std::slice::from_raw_parts(mem.cpu() as *const u8, mem.len()) };
+        // Nothing writes the memory from here on (the "device" only moves wr_ids).
+        let bytes = mem.bytes();
         let mut r = Reference {
             mem: bytes,
             generation: vec![0; n],
@@ -249,6 +250,8 @@ impl Cycle for Reference<'_> {
             let Some(h) = b.first_chunk::<28>() else {
                 continue;
             };
+            // The fixed-array read of the core's fast path (`header_word`), written out: the
+            // reference is a hand-written loop that uses nothing of the core's decoder.
             let w =
                 |k: usize| u32::from_be_bytes([h[4 * k], h[4 * k + 1], h[4 * k + 2], h[4 * k + 3]]);
             if w(1) == 1 && w(3) == 0 && (w(4) | w(5) | w(6)) == 0 {

@@ -8,11 +8,11 @@
 //! 2. checks that the panic-freedom proof is not vacuous: the size baseline rebuilt with one
 //!    deliberate out-of-bounds index (`--cfg rpcrdma_panic_canary`) must fail to link;
 //! 3. builds the firmware project (`firmware-examples/<dir>`, from its own directory so its
-//!    `.cargo/config.toml` applies) in release: the example and the two size programs. Release
+//!    `.cargo/config.toml` applies) in release: the example and the three size programs. Release
 //!    builds link only if no panic path survived (the panic handler calls an undefined symbol);
 //!    when one did, a second link with `--why-live` names the chain of callers;
-//! 4. reads the section sizes of the images: the example's, and the core's share
-//!    (`size_probe − size_baseline`);
+//! 4. reads the section sizes of the images: the example's, the core's share
+//!    (`size_probe − size_baseline`) and the pool's (`size_pool − size_baseline`);
 //! 5. with `--run`, runs the example under QEMU (the runner of the project's
 //!    `.cargo/config.toml`), decodes its defmt output with `defmt-print`, and checks the exit
 //!    status, the `PASS` line and that nothing failed; the RAM figures come from its `ram:` line.

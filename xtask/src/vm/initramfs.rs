@@ -328,11 +328,51 @@ mod tests {
         assert!(bytes.windows(10).any(|w| w == b"TRAILER!!!"));
     }
 
+    /// Whether an ELF image asks for a program interpreter (a `PT_INTERP` program header):
+    /// what makes an executable dynamically linked, read from the program headers rather than
+    /// the section table `is_static_elf` looks at.
+    fn has_pt_interp(elf: &[u8]) -> bool {
+        use object::read::elf::{ElfFile64, ProgramHeader};
+        let file = ElfFile64::<object::Endianness>::parse(elf).expect("a 64-bit ELF image");
+        let endian = file.endian();
+        file.elf_program_headers()
+            .iter()
+            .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP)
+    }
+
+    /// Whether Debian's `busybox-static` package is installed (`None`: no dpkg to ask).
+    fn busybox_static_installed() -> Option<bool> {
+        let out = std::process::Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", "busybox-static"])
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+    }
+
     #[test]
     fn static_busybox_is_static() {
-        // The running test binary is dynamically linked (it has a program interpreter).
+        // The running test binary is dynamically linked: both checks must say so.
         let me = fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(has_pt_interp(&me));
         assert!(!is_static_elf(&me));
         assert!(!is_static_elf(b"not an elf"));
+        // The busybox the initramfs is built from (`ensure_initramfs` reads this path).
+        match busybox_static_installed() {
+            Some(true) => {}
+            Some(false) => {
+                eprintln!("skipped: busybox-static is not installed (`cargo xtask setup`)");
+                return;
+            }
+            None => {
+                eprintln!("skipped: no dpkg-query to ask whether busybox-static is installed");
+                return;
+            }
+        }
+        let bb = fs::read("/bin/busybox").expect("busybox-static installs /bin/busybox");
+        assert!(!has_pt_interp(&bb), "/bin/busybox has a PT_INTERP header");
+        assert!(
+            is_static_elf(&bb),
+            "is_static_elf rejects the static busybox"
+        );
     }
 }
