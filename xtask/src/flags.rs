@@ -57,6 +57,8 @@ xflags::xflags! {
         /// the reply decoder) and `respond` (the whole responder on the software NIC). Nightly
         /// toolchain; installs cargo-fuzz on first use.
         cmd fuzz {
+            /// Only this target (`decode` or `respond`); default: both.
+            optional target: String
             /// Seconds per target (default 60).
             optional --seconds seconds: u64
         }

@@ -54,6 +54,23 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
 
 /// Runs every target for `seconds` each.
 pub fn fuzz(seconds: u64) -> Result<()> {
+    fuzz_targets(None, seconds)
+}
+
+/// Runs `only` (or every target) for `seconds` each; libFuzzer prints its final statistics
+/// (executions, rate, peak memory) at the end of each.
+pub fn fuzz_targets(only: Option<&str>, seconds: u64) -> Result<()> {
+    let targets: Vec<&str> = match only {
+        None => FUZZ_TARGETS.to_vec(),
+        Some(t) if FUZZ_TARGETS.contains(&t) => vec![t],
+        Some(t) => {
+            return Err(format!(
+                "no fuzz target `{t}`: the targets are {}",
+                FUZZ_TARGETS.join(", ")
+            )
+            .into())
+        }
+    };
     if !have_nightly() {
         return Err(
             "no nightly toolchain: install one with `rustup toolchain install nightly` \
@@ -65,7 +82,7 @@ pub fn fuzz(seconds: u64) -> Result<()> {
     let dir = util::root().join("fuzz");
     let sh = util::shell()?;
     sh.change_dir(&dir);
-    for target in FUZZ_TARGETS {
+    for target in targets {
         let corpus = dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus).context(format_args!("create {}", corpus.display()))?;
         let seeds = dir.join("seeds");

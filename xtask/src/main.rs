@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             (which, None) => bench::bench(which),
         },
         XtaskCmd::Cross(f) => cross::cross(&f),
-        XtaskCmd::Fuzz(f) => fuzz::fuzz(f.seconds.unwrap_or(60)),
+        XtaskCmd::Fuzz(f) => fuzz::fuzz_targets(f.target.as_deref(), f.seconds.unwrap_or(60)),
         XtaskCmd::Vm(f) => vm::main(f),
     };
     match result {
