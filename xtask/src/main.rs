@@ -8,6 +8,7 @@
 
 mod bench;
 mod cross;
+mod examples;
 mod fetch;
 mod flags;
 mod fuzz;

@@ -101,6 +101,12 @@ pub const HOST_CHECKS: &[HostCheck] = &[
         args: &["test", "--workspace"],
         env: &[],
     },
+    HostCheck {
+        // The newcomer's first program: a service of one's own over the software NIC.
+        name: "example kv (software NIC)",
+        args: &["run", "-q", "-p", "rpcrdma-examples", "--example", "kv"],
+        env: &[],
+    },
 ];
 
 /// A bare-metal target and the firmware project that runs on it.

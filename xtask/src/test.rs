@@ -51,12 +51,17 @@ pub fn test(f: &flags::Test) -> util::Result<()> {
     if crate::rdma::vm_available() {
         steps.step("verbs tests in the Soft-RoCE VM", crate::rdma::vm_tests);
         steps.step(
+            "example kv_verbs in the Soft-RoCE VM",
+            crate::examples::vm_examples,
+        );
+        steps.step(
             "NFS interop: the kernel's NFS/RDMA client through rpcrdma-gateway",
             crate::interop::interop,
         );
     } else {
         for step in [
             "verbs tests in the Soft-RoCE VM",
+            "example kv_verbs in the Soft-RoCE VM",
             "NFS interop: the kernel's NFS/RDMA client through rpcrdma-gateway",
         ] {
             steps.skip(
