@@ -14,6 +14,11 @@
 
 #![no_std]
 
+/// The README's example, compiled and run as a doctest so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use heapless::index_map::FnvIndexMap;
 use heapless::Vec;
 use rpcrdma_core::responder::{Call, ReplyWriter, Service, Verdict};

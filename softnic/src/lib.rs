@@ -64,6 +64,24 @@ pub enum NicError {
     TooManyRegions,
 }
 
+impl core::fmt::Display for NicError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            NicError::ReceiverNotReady => {
+                "the requester's Send found no posted Receive (RNR): the responder broke its \
+                 credit promise, or nothing was posted yet (refill before the peer sends)"
+            }
+            NicError::CqOverrun => {
+                "the completion queue is full: poll more often or make CQ larger"
+            }
+            NicError::QueuePairError => "the queue pair is in error (flushed or failed): reconnect",
+            NicError::TooManyRegions => "the registration table is full (REGIONS entries per side)",
+        })
+    }
+}
+
+impl core::error::Error for NicError {}
+
 /// Remote access rights of requester memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
