@@ -216,6 +216,30 @@ impl<'a> Message<'a> {
 
 /// Decodes and binds: [`decode_layout`] then [`Layout::message`].
 ///
+/// `buf` is the Receive buffer and `byte_len` what the completion says arrived: nothing past
+/// `byte_len` is read (with persistent buffers those bytes are an earlier message's). A
+/// malformed header maps to the reply RFC 8166 asks for, built from the bytes that arrived:
+///
+/// ```
+/// use rpcrdma_core::wire::{decode, DecodeLimits, ErrorReply, ErrorReplyKind};
+///
+/// // RDMA_MSG, three empty lists, then a 4-byte "RPC message".
+/// let mut buf = [0u8; 64];
+/// for (i, w) in [7u32, 1, 32, 0, 0, 0, 0, 0xabcd].iter().enumerate() {
+///     buf[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+/// }
+/// let msg = decode(&buf, 32, &DecodeLimits::default()).unwrap();
+/// assert_eq!(msg.xid(), 7);
+/// assert_eq!(msg.rpc_message(), &0xabcd_u32.to_be_bytes()); // a slice of `buf`: no copy
+///
+/// // The same bytes with version 2: ERR_VERS with the supported range, echoing the xid.
+/// buf[4..8].copy_from_slice(&2u32.to_be_bytes());
+/// let err = decode(&buf, 32, &DecodeLimits::default()).unwrap_err();
+/// let reply = ErrorReply::for_error(&buf[..32], &err, 32).expect("answered, not dropped");
+/// assert_eq!(reply.xid, 7);
+/// assert!(matches!(reply.kind, ErrorReplyKind::Vers { low: 1, high: 1 }));
+/// ```
+///
 /// # Errors
 /// As [`decode_layout`].
 #[inline]
