@@ -30,7 +30,7 @@ const CONFIG: EndpointConfig = EndpointConfig {
 fn main() {
     // 1. Memory the NIC can address, described once. `DmaMemory` (heap, page aligned) stands
     //    in for a hosted MR or a DPU's static DMA region; it registers itself on the NIC.
-    let memory = DmaMemory::new(CONFIG.region_len());
+    let mut memory = DmaMemory::new(CONFIG.region_len());
     let mut nic: Box<Nic> = Box::new(Nic::new());
     memory.register(&mut nic, 0x7e00_0000_0000, 1);
 

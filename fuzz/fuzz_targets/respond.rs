@@ -78,10 +78,11 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn run(world: &mut World, data: &[u8]) {
-    let nic = &mut *world.nic;
+    let World { local, nic, .. } = world;
+    let nic = &mut **nic;
     nic.reset();
     let mut endpoint: Endpoint<'_, 16, 16, 16> =
-        Endpoint::new(world.local.region_at(IOVA, LKEY), &CONFIG).unwrap();
+        Endpoint::new(local.region_at(IOVA, LKEY), &CONFIG).unwrap();
     endpoint.refill(nic).unwrap();
     let mut service = ExampleService::default();
     for msg in data

@@ -77,17 +77,21 @@ impl DmaMemory {
     }
 
     /// The region for the core, at [`IOVA_BASE`] under [`LKEY`].
-    pub fn region(&self) -> DmaRegion<'_> {
+    pub fn region(&mut self) -> DmaRegion<'_> {
         self.region_at(IOVA_BASE, LKEY)
     }
 
-    /// The region, seen by the device at `iova` under `lkey`.
+    /// The memory as the core's region, seen by the device at `iova` under `lkey`. The
+    /// exclusive borrow is what makes this safe: while the region (and whatever the core built
+    /// on it) lives, no second region and no CPU slice of this memory can exist; the NIC it
+    /// was registered on is the only other party, and it writes only where the core posted.
     ///
     /// # Panics
     /// If `iova` is not cache-line aligned.
-    pub fn region_at(&self, iova: u64, lkey: u32) -> DmaRegion<'_> {
-        // SAFETY: the allocation is valid for len bytes and lives as long as the borrow; the
-        // software NIC writes only into buffers of work requests the core posted.
+    pub fn region_at(&mut self, iova: u64, lkey: u32) -> DmaRegion<'_> {
+        // SAFETY: the allocation is valid for len bytes and outlives the borrow, which is
+        // exclusive; the software NIC writes only into buffers of work requests the core
+        // posted.
         unsafe { DmaRegion::new(self.ptr.as_ptr(), iova, self.len(), lkey) }
             .expect("cache-line aligned IOVA")
     }

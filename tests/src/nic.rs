@@ -4,7 +4,7 @@
 //! choice (not the CPU address), so a core that confused the two would write or read the wrong
 //! place. [`DmaMemory::nic`] builds a [`SoftNic`] with the memory registered.
 
-use rpcrdma_core::dma::DmaSync;
+use rpcrdma_core::dma::{DmaRegion, DmaSync};
 
 pub use rpcrdma_softnic::memory::{IOVA_BASE, LKEY};
 pub use rpcrdma_softnic::{Access, NicError, Op, WC_LOC_LEN_ERR};
@@ -22,6 +22,32 @@ impl DmaMemory {
     /// `len` zeroed bytes, page aligned.
     pub fn new(len: usize) -> Self {
         DmaMemory(rpcrdma_softnic::memory::DmaMemory::new(len))
+    }
+
+    /// A `'static` allocation (leaked), for rigs that keep the core's parts next to the NIC.
+    pub fn leak(len: usize) -> &'static mut DmaMemory {
+        Box::leak(Box::new(DmaMemory::new(len)))
+    }
+
+    /// The region for the core, at [`IOVA_BASE`] under [`LKEY`].
+    pub fn region(&self) -> DmaRegion<'_> {
+        self.region_at(IOVA_BASE, LKEY)
+    }
+
+    /// The memory as the core's region at `iova` under `lkey`, from a shared borrow: the tests
+    /// keep a region next to the NIC and read the bytes the responder wrote, which the
+    /// exclusive borrow of [`rpcrdma_softnic::memory::DmaMemory::region_at`] would rule out.
+    /// The tests' promise: one region per memory at a time, and CPU reads only while no device
+    /// write is queued.
+    ///
+    /// # Panics
+    /// If `iova` is not cache-line aligned.
+    pub fn region_at(&self, iova: u64, lkey: u32) -> DmaRegion<'_> {
+        // SAFETY: valid for len bytes for the borrow; the tests build one region per memory
+        // and the software NIC writes only where the core posted (the tests' promise above).
+        #[allow(unsafe_code)]
+        let region = unsafe { DmaRegion::new(self.cpu(), iova, self.len(), lkey) };
+        region.expect("cache-line aligned IOVA")
     }
 
     /// A software NIC (boxed: its queues are large) with this memory registered at

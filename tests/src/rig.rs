@@ -12,8 +12,8 @@ use rpcrdma_core::wire::{
 };
 use rpcrdma_services::oncrpc;
 
+use crate::nic::DmaMemory;
 use crate::nic::{Access, NicError, SoftNic};
-use rpcrdma_softnic::memory::DmaMemory;
 
 /// Receive descriptors (capacity).
 pub const N: usize = 512;
