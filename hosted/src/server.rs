@@ -24,12 +24,14 @@ use std::time::{Duration, Instant};
 use rdma_sys::{ibv_wc, rdma_cm_event_type};
 use rpcrdma_core::device::{WrId, WrKind};
 use rpcrdma_core::dma::CoherentDma;
-use rpcrdma_core::pool::{Counters, PoolConfig};
+use rpcrdma_core::pool::PoolConfig;
 use rpcrdma_core::responder::{Call, CallHandle, ReplyWriter, Service, Verdict};
-use rpcrdma_core::responder::{Resources, ResponderConfig, ResponderCounters};
+use rpcrdma_core::responder::{Resources, ResponderConfig};
 use rpcrdma_core::srq::{SharedQueue, SharedSlot};
 use rpcrdma_core::wire::{DecodeLimits, PrivateData, DEFAULT_INLINE_THRESHOLD, NFS_RDMA_PORT};
 use rpcrdma_services::{ExampleService, Program, NFS_PROG};
+
+pub use rpcrdma_report::{Memory, Report, ServerStats};
 
 use crate::cm::{private_data_for, CmEvent, CmId, EventChannel};
 use crate::error::{Error, Result};
@@ -84,9 +86,12 @@ pub trait App: Service {
     /// Registered memory of the server's the app may hand out as reply payloads without
     /// copying (`bytes` at `device_addr` under `lkey`); taken back (`None`) before it is freed.
     fn set_source(&mut self, _source: Option<(&'static [u8], u64, u32)>) {}
-    /// One line of the app's own counters for the exit report.
-    fn report(&self) -> String {
-        String::new()
+    /// The app's own counters for the exit report (its `app` field, see [`Report`]); `null`
+    /// unless the app says otherwise. Serialise a typed struct (`serde_json::to_value`) that
+    /// readers of the report can deserialise again, as the gateway does with
+    /// [`rpcrdma_report::GatewayApp`].
+    fn report(&self) -> serde_json::Value {
+        serde_json::Value::Null
     }
 }
 
@@ -100,8 +105,9 @@ impl App for ExampleService {
         }
     }
 
-    fn report(&self) -> String {
-        format!("service_errors={}", self.stats.errors)
+    fn report(&self) -> serde_json::Value {
+        // Its counters are plain integers: serialising them cannot fail.
+        serde_json::to_value(self.stats).unwrap_or_default()
     }
 }
 
@@ -171,28 +177,6 @@ impl Default for ServerConfig {
             extra_receives: 0,
         }
     }
-}
-
-/// What the server did, for its exit report and the tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections torn down.
-    pub closed: u64,
-    /// Connection requests rejected.
-    pub rejected: u64,
-    /// Connections that failed without a CM event (flush or error completion) and were
-    /// disconnected by the server.
-    pub failed_connections: u64,
-    /// Completions for no known connection.
-    pub stray_completions: u64,
-    /// Descriptors, calls or pages still held after teardown (must be 0).
-    pub leaked: u64,
-    /// Receive-pool counters (all connections and the shared pool).
-    pub pool: Counters,
-    /// Responder counters (all connections).
-    pub responder: ResponderCounters,
 }
 
 /// Connections by QP number. QP numbers are small distinct integers, so the map hashes them with
@@ -394,68 +378,19 @@ impl<A: App> Server<A> {
         &self.service
     }
 
-    /// The exit report: one `key=value` line of the server's, the pool's, the responder's and
-    /// the app's counters.
-    pub fn report_line(&self) -> String {
-        let s = self.stats();
-        let p = &s.pool;
-        let r = &s.responder;
-        format!(
-            "accepted={} closed={} rejected={} failed_connections={} calls={} \
-             inline_replies={} write_chunk_replies={} reply_chunk_replies={} reply_too_large={} \
-             read_bytes={} write_chunk_bytes={} reply_chunk_bytes={} err_vers={} err_chunk={} \
-             dropped={} backchannel={} overruns={} reduced_grants={} deferred={} pending={} \
-             refused_completions={} failed_completions={} send_doorbells={} unsignaled_sends={} \
-             stray_completions={} leaked={} \
-             pool_posted={} pool_batches={} pool_completed={} pool_flushed={} pool_released={} \
-             pool_drained={} pool_rejected={} bytes={} rss_kib={} mem_per_conn={} mem_shared={} \
-             requested_credits={} granted={} calls_with_read_chunks={} calls_in_call_chunk={} \
-             calls_with_write_chunk={} calls_with_reply_chunk={} {}",
-            s.accepted,
-            s.closed,
-            s.rejected,
-            s.failed_connections,
-            r.calls,
-            r.inline_replies,
-            r.write_chunk_replies,
-            r.reply_chunk_replies,
-            r.reply_too_large,
-            r.read_bytes,
-            r.write_chunk_bytes,
-            r.reply_chunk_bytes,
-            r.err_vers,
-            r.err_chunk,
-            r.dropped,
-            r.backchannel,
-            r.overruns,
-            r.reduced_grants,
-            r.deferred,
-            r.pending,
-            r.refused_completions,
-            r.failed_completions,
-            r.send_doorbells,
-            r.unsignaled_sends,
-            s.stray_completions,
-            s.leaked,
-            p.posted,
-            p.batches,
-            p.completed,
-            p.flushed,
-            p.released,
-            p.drained,
-            p.rejected_unknown + p.rejected_stale + p.rejected_duplicate,
-            p.bytes,
-            rss_kib(),
-            self.memory_per_connection(),
-            self.shared_memory(),
-            r.requested_credits,
-            r.last_grant,
-            r.calls_with_read_chunks,
-            r.calls_in_call_chunk,
-            r.calls_with_write_chunk,
-            r.calls_with_reply_chunk,
-            self.service.report()
-        )
+    /// The exit report: the server's, the pools' and the responders' counters, the memory
+    /// figures and the app's own counters ([`App::report`]). [`program_exit`] prints it as
+    /// `NAME: stats {json}` ([`rpcrdma_report::format_line`]).
+    pub fn report(&self) -> Report {
+        Report {
+            server: self.stats(),
+            memory: Memory {
+                rss_kib: rss_kib(),
+                per_connection: self.memory_per_connection() as u64,
+                shared: self.shared_memory() as u64,
+            },
+            app: self.service.report(),
+        }
     }
 
     /// Open connections.
@@ -1085,11 +1020,16 @@ pub fn program_init() -> std::io::Result<std::sync::Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Prints `server`'s exit report as `NAME: stats …` and says whether the run succeeded: no
-/// error, and nothing held after teardown.
+/// Prints `server`'s exit report as one line, `NAME: stats {json}` (a [`Report`], read back
+/// with [`rpcrdma_report::parse_last`]), and says whether the run succeeded: no error, and
+/// nothing held after teardown.
 pub fn program_exit<A: App>(name: &str, server: &Server<A>, result: Result<()>) -> bool {
-    let stats = server.stats();
-    println!("{name}: stats {}", server.report_line());
+    let report = server.report();
+    let stats = report.server;
+    println!(
+        "{}",
+        rpcrdma_report::format_line(name, rpcrdma_report::STATS, &report)
+    );
     match result {
         Ok(()) if stats.leaked == 0 => true,
         Ok(()) => {
