@@ -4,14 +4,15 @@
 //! serde. `rpcrdma-serve` and `rpcrdma-gateway` print one line of JSON when they exit:
 //!
 //! ```text
-//! rpcrdma-serve: stats {"server":{"accepted":1,…,"pool":{…},"responder":{…}},"memory":{…},"app":{…}}
+//! rpcrdma-serve: stats {"server":{"accepted":1,…,"pool":{…},"responder":{…}},"memory":{…},…}
 //! ```
 //!
-//! that is, `PROGRAM: TAG JSON` ([`format_line`]), with the tag [`STATS`] and a [`Report`] as the JSON;
-//! `rpcrdma-serve --report-every N` also prints [`Progress`] lines tagged [`PROGRESS`]. The tests
-//! (`hosted/tests/verbs_e2e.rs`) and the xtask (`cargo xtask demo`, `interop`, `bench vm`) read
-//! those lines back with [`parse_last`] / [`parse_all`] into the same types, so a counter that is
-//! renamed or removed breaks their build, not a run inside the VM.
+//! that is, `PROGRAM: TAG JSON` ([`format_line`]), with the tag [`STATS`] and a [`Report`] as
+//! the JSON; `rpcrdma-serve --report-every N` also prints [`Progress`] lines tagged
+//! [`PROGRESS`]. The tests (`hosted/tests/verbs_e2e.rs`) and the xtask (`cargo xtask demo`,
+//! `interop`, `bench vm`) read those lines back with [`parse_last`] / [`parse_all`] into the
+//! same types, so a counter that is renamed or removed breaks their build, not a run inside the
+//! VM.
 //!
 //! The counters inside come from the core ([`Counters`], [`ResponderCounters`], with its
 //! `serde` feature) and the services ([`ServiceStats`]); the server's own ([`ServerStats`]) and
