@@ -227,6 +227,7 @@ impl From<ResponderError> for EndpointError {
 /// Counters of an endpoint: its receive pool's and its responder's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EndpointCounters {
     /// The receive pool.
     pub pool: Counters,
@@ -237,6 +238,7 @@ pub struct EndpointCounters {
 /// What [`Endpoint::drain`] reclaimed and what is still held (must be nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EndpointDrain {
     /// Calls and send-queue work requests the responder reclaimed.
     pub connection: ConnectionDrain,

@@ -25,6 +25,11 @@
 //! The design the code follows is written out in the repository's `docs/design.md`.
 //!
 //! Logging goes through the `fmt` mux: feature `defmt` (firmware) or `log` (hosted), or nothing.
+//!
+//! Feature `serde` derives `Serialize` and `Deserialize` on the counters and drain reports
+//! ([`pool::Counters`], [`responder::ResponderCounters`], [`endpoint::EndpointCounters`] and the
+//! drain reports), for hosts that report them; serde is used without `std`, and nothing in the
+//! receive path calls it.
 #![no_std]
 
 #[macro_use]

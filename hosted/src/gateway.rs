@@ -32,33 +32,12 @@ use rpcrdma_services::oncrpc::{self, AcceptStat};
 
 use crate::server::App;
 
+pub use rpcrdma_report::{GatewayApp, GatewayStats};
+
 /// Largest record accepted from the backend (a 1 MiB READ plus headers, with room).
 pub const MAX_RECORD: usize = 2 << 20;
 /// Last-fragment bit of a record mark.
 const LAST_FRAGMENT: u32 = 0x8000_0000;
-
-/// Counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GatewayStats {
-    /// Calls forwarded to the backend.
-    pub forwarded: u64,
-    /// Replies from the backend handed back.
-    pub replies: u64,
-    /// Calls answered with SYSTEM_ERR because the backend was unreachable or went away.
-    pub backend_errors: u64,
-    /// Backend connections made.
-    pub backend_connects: u64,
-    /// Bytes of calls sent to the backend (record marks included).
-    pub bytes_out: u64,
-    /// Bytes of replies from the backend.
-    pub bytes_in: u64,
-    /// Bytes sent as DDP-eligible payloads (READ data, READLINK paths).
-    pub ddp_bytes: u64,
-    /// Bytes sent as non-DDP bulk (the part of a large reply beyond a send slot).
-    pub bulk_bytes: u64,
-    /// Replies from the backend that matched no waiting call.
-    pub unmatched: u64,
-}
 
 /// What a pending call gets back.
 #[derive(Debug)]
@@ -435,21 +414,12 @@ impl App for Gateway {
             .collect()
     }
 
-    fn report(&self) -> String {
-        let s = &self.stats;
-        format!(
-            "forwarded={} backend_replies={} backend_errors={} backend_connects={} bytes_to_backend={} \
-             bytes_from_backend={} ddp_bytes={} bulk_bytes={} unmatched={} waiting={}",
-            s.forwarded,
-            s.replies,
-            s.backend_errors,
-            s.backend_connects,
-            s.bytes_out,
-            s.bytes_in,
-            s.ddp_bytes,
-            s.bulk_bytes,
-            s.unmatched,
-            self.waiting.len()
-        )
+    fn report(&self) -> serde_json::Value {
+        let app = GatewayApp {
+            stats: self.stats,
+            waiting: self.waiting.len() as u64,
+        };
+        // Plain integers: serialising them cannot fail.
+        serde_json::to_value(app).unwrap_or_default()
     }
 }

@@ -18,7 +18,8 @@
 //!   and the per-Receive registration of the comparison mode.
 //! - [`cm`]: rdma_cm event channel and ids, RFC 8797 private data on connect and accept.
 //! - [`server`]: the `rpcrdma-serve` engine: completions in, the core's responder per
-//!   connection, per-connection receive queues or one shared SRQ.
+//!   connection, per-connection receive queues or one shared SRQ; its exit report is a
+//!   [`report::Report`] printed as one JSON line (`NAME: stats {…}`, see [`report`]).
 //! - [`client`]: the requester side used by `rpcrdma-load` and the tests.
 //! - [`gateway`]: an app of the server that forwards every call to an ONC RPC server over TCP
 //!   (`rpcrdma-gateway`, in front of the kernel's nfsd), with the NFSv3 DDP binding.
@@ -36,3 +37,4 @@ pub mod verbs;
 
 pub use error::{Error, Result};
 pub use rpcrdma_core as core;
+pub use rpcrdma_report as report;

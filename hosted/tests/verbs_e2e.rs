@@ -4,7 +4,9 @@
 //! `RPCRDMA_TEST_ADDR` to that device's IPv4 address and run them with `--ignored`.
 //!
 //! Each test starts `rpcrdma-serve` on its own port, drives it with `rpcrdma-load`, stops it
-//! with SIGINT (or `--exit-after`), and checks both programs' reports. Every wait is bounded:
+//! with SIGINT (or `--exit-after`), and checks both programs' reports. The server's report is
+//! read back into the types it was written from ([`ServeReport`], [`Progress`]), so a renamed
+//! counter breaks this file's build. Every wait is bounded:
 //! a server that does not start, or does not stop, fails the test instead of hanging it.
 
 use std::collections::HashMap;
@@ -12,6 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use rpcrdma_hosted::report::{parse_all, parse_last, Progress, ServeReport, PROGRESS, STATS};
 
 /// The address of the RDMA device to test on: `RPCRDMA_TEST_ADDR`, or the VM's rxe0 address.
 fn addr() -> String {
@@ -51,17 +55,17 @@ fn serve(port: u16, extra: &[&str]) -> Serve {
 }
 
 impl Serve {
-    /// SIGINT, wait, and parse the final stats line.
+    /// SIGINT, wait, and parse the exit report.
     // kill(2) through FFI: the standard library only sends SIGKILL.
     #[allow(unsafe_code)]
-    fn stop(self) -> (HashMap<String, u64>, Vec<String>) {
+    fn stop(self) -> (ServeReport, Vec<String>) {
         // SAFETY: signalling our own child.
         unsafe { libc_kill(self.child.id() as i32, 2) };
         self.finish()
     }
 
-    /// Waits (at most 120 s) for the server to exit; parses its stats line.
-    fn finish(mut self) -> (HashMap<String, u64>, Vec<String>) {
+    /// Waits (at most 120 s) for the server to exit; parses its exit report.
+    fn finish(mut self) -> (ServeReport, Vec<String>) {
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -77,16 +81,13 @@ impl Serve {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             lines.push(line.trim().to_string());
         }
-        let stats = lines
-            .iter()
-            .find(|l| l.contains("stats "))
-            .cloned()
-            .unwrap_or_default();
         assert!(
             status.success(),
             "rpcrdma-serve failed: {status}; {lines:?}"
         );
-        (kv(&stats), lines)
+        let report = parse_last(&lines.join("\n"), "rpcrdma-serve", STATS)
+            .unwrap_or_else(|e| panic!("{e}; {lines:?}"));
+        (report, lines)
     }
 }
 
@@ -99,6 +100,13 @@ fn kv(line: &str) -> HashMap<String, u64> {
     line.split_whitespace()
         .filter_map(|f| f.split_once('='))
         .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+/// RSS of each progress line (`--report-every`), in KiB.
+fn rss_kib(lines: &[String]) -> Vec<u64> {
+    parse_all::<Progress>(&lines.join("\n"), "rpcrdma-serve", PROGRESS)
+        .map(|p| p.unwrap_or_else(|e| panic!("{e}")).rss_kib)
         .collect()
 }
 
@@ -130,12 +138,15 @@ fn serve_load_end_to_end_many_calls_zero_lost() {
     assert_eq!(l["calls"], 50_000);
     assert_eq!(l["failures"], 0);
     let (st, _) = s.stop();
-    assert_eq!(st["calls"], 50_000);
-    assert_eq!(st["leaked"], 0);
-    assert_eq!(st["refused_completions"] + st["pool_rejected"], 0);
-    assert_eq!(st["reduced_grants"], 0);
-    assert_eq!(st["pool_completed"], 50_000);
-    assert_eq!(st["pool_released"], 50_000);
+    assert_eq!(st.server.responder.calls, 50_000);
+    assert_eq!(st.server.leaked, 0);
+    assert_eq!(
+        st.server.responder.refused_completions + st.server.pool.rejected(),
+        0
+    );
+    assert_eq!(st.server.responder.reduced_grants, 0);
+    assert_eq!(st.server.pool.completed, 50_000);
+    assert_eq!(st.server.pool.released, 50_000);
 }
 
 #[test]
@@ -146,9 +157,9 @@ fn srq_shared_by_several_connections() {
     assert!(ok, "{text}");
     assert_eq!(l["calls"], 20_000);
     let (st, lines) = s.stop();
-    assert_eq!(st["accepted"], 4);
-    assert_eq!(st["calls"], 20_000, "{lines:?}");
-    assert_eq!(st["leaked"], 0);
+    assert_eq!(st.server.accepted, 4);
+    assert_eq!(st.server.responder.calls, 20_000, "{lines:?}");
+    assert_eq!(st.server.leaked, 0);
 }
 
 #[test]
@@ -161,17 +172,17 @@ fn disconnect_mid_load_flushes_and_returns_every_descriptor() {
     let (ok, l, text) = load(20103, &["-n", "100", "-d", "4"]);
     assert!(ok && l["calls"] == 100, "{text}");
     let (st, lines) = s.stop();
-    assert_eq!(st["closed"], 2, "{lines:?}");
+    assert_eq!(st.server.closed, 2, "{lines:?}");
     assert!(
-        st["pool_flushed"] > 0,
+        st.server.pool.flushed > 0,
         "posted Receives flushed at disconnect"
     );
-    assert_eq!(st["leaked"], 0, "every descriptor back after drain");
+    assert_eq!(st.server.leaked, 0, "every descriptor back after drain");
     // Flushed descriptors went to the free list, never back to the device: everything
     // posted was completed, flushed or drained.
     assert_eq!(
-        st["pool_posted"],
-        st["pool_completed"] + st["pool_flushed"] + st["pool_drained"]
+        st.server.pool.posted,
+        st.server.pool.completed + st.server.pool.flushed + st.server.pool.drained
     );
 }
 
@@ -184,14 +195,10 @@ fn thousand_connect_disconnect_cycles_counters_and_rss_flat() {
     assert!(ok, "{text}");
     assert_eq!(l["calls"], 4000);
     let (st, lines) = s.finish();
-    assert_eq!(st["accepted"], 1000);
-    assert_eq!(st["closed"], 1000);
-    assert_eq!(st["leaked"], 0);
-    let rss: Vec<u64> = lines
-        .iter()
-        .filter(|l| l.contains("report closed="))
-        .map(|l| kv(l)["rss_kib"])
-        .collect();
+    assert_eq!(st.server.accepted, 1000);
+    assert_eq!(st.server.closed, 1000);
+    assert_eq!(st.server.leaked, 0);
+    let rss = rss_kib(&lines);
     assert!(rss.len() >= 9, "{lines:?}");
     // After warm-up, RSS stays flat: the last report within 1 MiB of the second one.
     let (early, last) = (rss[1], *rss.last().unwrap());
@@ -210,10 +217,10 @@ fn malformed_headers_answered_and_connection_still_serves() {
     assert!(ok, "{text}");
     assert_eq!(l["malformed_checked"], 8);
     let (st, _) = s.stop();
-    assert_eq!(st["err_vers"], 1);
-    assert_eq!(st["err_chunk"], 5);
-    assert_eq!(st["dropped"], 2);
-    assert_eq!(st["calls"], 101);
+    assert_eq!(st.server.responder.err_vers, 1);
+    assert_eq!(st.server.responder.err_chunk, 5);
+    assert_eq!(st.server.responder.dropped, 2);
+    assert_eq!(st.server.responder.calls, 101);
 }
 
 #[test]
@@ -223,7 +230,7 @@ fn event_mode_serves() {
     let (ok, l, text) = load(20106, &["-n", "2000", "-d", "8"]);
     assert!(ok && l["calls"] == 2000, "{text}");
     let (st, _) = s.stop();
-    assert_eq!(st["calls"], 2000);
+    assert_eq!(st.server.responder.calls, 2000);
 }
 
 #[test]
@@ -382,12 +389,12 @@ fn every_chunk_shape_both_ways_every_byte_verified() {
     assert!(ok, "{text}");
     calls += l["calls"];
     let (st, lines) = s.stop();
-    assert_eq!(st["calls"], calls, "{lines:?}");
-    assert_eq!(st["leaked"], 0);
-    assert_eq!(st["reply_too_large"], 0);
-    assert!(st["read_bytes"] >= 200 * 65536 + 12 * 1048576 + 8 * 1048576);
-    assert!(st["write_chunk_bytes"] >= 200 * 65536 + 12 * 1048576 + 8 * 1048576);
-    assert_eq!(st["reply_chunk_replies"], 212, "{lines:?}");
+    assert_eq!(st.server.responder.calls, calls, "{lines:?}");
+    assert_eq!(st.server.leaked, 0);
+    assert_eq!(st.server.responder.reply_too_large, 0);
+    assert!(st.server.responder.read_bytes >= 200 * 65536 + 12 * 1048576 + 8 * 1048576);
+    assert!(st.server.responder.write_chunk_bytes >= 200 * 65536 + 12 * 1048576 + 8 * 1048576);
+    assert_eq!(st.server.responder.reply_chunk_replies, 212, "{lines:?}");
 }
 
 #[test]
@@ -413,12 +420,12 @@ fn srq_one_misbehaving_client_does_not_starve_the_others() {
     // The bad connection's error completion closes it — or, when its CM disconnect was seen
     // first, arrives after the teardown and only returns its descriptor to the shared pool.
     assert!(
-        st["failed_connections"] + st["stray_completions"] >= 1,
+        st.server.failed_connections + st.server.stray_completions >= 1,
         "{lines:?}"
     );
-    assert_eq!(st["accepted"], 4);
-    assert_eq!(st["leaked"], 0);
-    assert_eq!(st["calls"], 6100);
+    assert_eq!(st.server.accepted, 4);
+    assert_eq!(st.server.leaked, 0);
+    assert_eq!(st.server.responder.calls, 6100);
 }
 
 #[test]
@@ -431,8 +438,8 @@ fn credits_above_64_are_backed_no_rnr() {
     assert!(ok, "{text}");
     assert_eq!(l["credits"], 128);
     let (st, _) = s.stop();
-    assert_eq!(st["reduced_grants"], 0);
-    assert_eq!(st["leaked"], 0);
+    assert_eq!(st.server.responder.reduced_grants, 0);
+    assert_eq!(st.server.leaked, 0);
 }
 
 #[test]
@@ -457,13 +464,9 @@ fn thousand_cycles_with_chunk_traffic_rss_flat() {
     assert!(ok, "{text}");
     assert_eq!(l["calls"], 2000);
     let (st, lines) = s.finish();
-    assert_eq!(st["closed"], 1000);
-    assert_eq!(st["leaked"], 0);
-    let rss: Vec<u64> = lines
-        .iter()
-        .filter(|l| l.contains("report closed="))
-        .map(|l| kv(l)["rss_kib"])
-        .collect();
+    assert_eq!(st.server.closed, 1000);
+    assert_eq!(st.server.leaked, 0);
+    let rss = rss_kib(&lines);
     assert!(rss.len() >= 9, "{lines:?}");
     let (early, last) = (rss[1], *rss.last().unwrap());
     assert!(

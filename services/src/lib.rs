@@ -84,6 +84,7 @@ pub struct Program {
 /// What the service answered, counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServiceStats {
     /// NULL calls answered.
     pub null: u64,

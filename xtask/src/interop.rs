@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::rdma::{bin, build_release, find_kv, run_script};
+use rpcrdma_report::{parse_last, GatewayReport, STATS};
+
+use crate::rdma::{bin, build_release, run_script};
 use crate::util::Result;
 use crate::vm;
 
@@ -109,39 +111,16 @@ echo "interop-time ms=$(( (END - START) / 1000000 ))"
     {
         println!("{line}");
     }
-    let st = find_kv(&out, "rpcrdma-gateway: stats");
-    let n = |k: &str| {
-        st.get(k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(u64::MAX)
-    };
-    report(&st);
     let mut problems = Vec::new();
     if status != 0 {
         problems.push(format!("the workload failed (status {status})"));
     }
-    for (key, what) in [
-        ("err_vers", "ERR_VERS replies (decode errors)"),
-        ("err_chunk", "ERR_CHUNK replies (decode errors)"),
-        ("reply_too_large", "replies that fit nowhere"),
-        ("leaked", "leaked descriptors, calls or pages"),
-        ("failed_completions", "failed work requests"),
-        ("failed_connections", "connections that failed"),
-        ("backend_errors", "calls the backend failed"),
-        ("pool_rejected", "refused completions"),
-    ] {
-        if n(key) != 0 {
-            problems.push(format!("{} {what}", n(key)));
+    match parse_last::<GatewayReport>(&out, "rpcrdma-gateway", STATS) {
+        Ok(r) => {
+            report(&r);
+            problems.extend(counter_problems(&r));
         }
-    }
-    for (key, what) in [
-        ("read_bytes", "no data through Read chunks"),
-        ("write_chunk_bytes", "no data through write chunks"),
-        ("reply_chunk_replies", "no reply through a reply chunk"),
-    ] {
-        if n(key) == 0 || n(key) == u64::MAX {
-            problems.push(what.to_string());
-        }
+        Err(e) => problems.push(format!("the gateway's report: {e}")),
     }
     if problems.is_empty() {
         println!("\ninterop: PASS — the Linux NFS/RDMA client mounted, wrote, listed, read back and unmounted through rpcrdma-gateway");
@@ -152,37 +131,64 @@ echo "interop-time ms=$(( (END - START) / 1000000 ))"
     }
 }
 
-fn report(st: &HashMap<String, String>) {
-    let g = |k: &str| st.get(k).cloned().unwrap_or_else(|| "?".into());
+/// What the gateway's counters must show after the workload.
+fn counter_problems(r: &GatewayReport) -> Vec<String> {
+    let (s, c, g) = (&r.server, &r.server.responder, &r.app.stats);
+    let mut problems = Vec::new();
+    for (n, what) in [
+        (c.err_vers, "ERR_VERS replies (decode errors)"),
+        (c.err_chunk, "ERR_CHUNK replies (decode errors)"),
+        (c.reply_too_large, "replies that fit nowhere"),
+        (s.leaked, "leaked descriptors, calls or pages"),
+        (c.failed_completions, "failed work requests"),
+        (s.failed_connections, "connections that failed"),
+        (g.backend_errors, "calls the backend failed"),
+        (s.pool.rejected(), "refused completions"),
+    ] {
+        if n != 0 {
+            problems.push(format!("{n} {what}"));
+        }
+    }
+    for (n, what) in [
+        (c.read_bytes, "no data through Read chunks"),
+        (c.write_chunk_bytes, "no data through write chunks"),
+        (c.reply_chunk_replies, "no reply through a reply chunk"),
+    ] {
+        if n == 0 {
+            problems.push(what.to_string());
+        }
+    }
+    problems
+}
+
+fn report(r: &GatewayReport) {
+    let (s, c, g) = (&r.server, &r.server.responder, &r.app.stats);
     println!("\nrpcrdma-gateway counters:");
     println!(
         "  calls {} (forwarded {}, replies {}); RDMA Read {} B in {} calls ({} in call chunks); write chunks {} B in {} replies; reply chunks {} B in {} replies",
-        g("calls"),
-        g("forwarded"),
-        g("backend_replies"),
-        g("read_bytes"),
-        g("calls_with_read_chunks"),
-        g("calls_in_call_chunk"),
-        g("write_chunk_bytes"),
-        g("write_chunk_replies"),
-        g("reply_chunk_bytes"),
-        g("reply_chunk_replies"),
+        c.calls,
+        g.forwarded,
+        g.replies,
+        c.read_bytes,
+        c.calls_with_read_chunks,
+        c.calls_in_call_chunk,
+        c.write_chunk_bytes,
+        c.write_chunk_replies,
+        c.reply_chunk_bytes,
+        c.reply_chunk_replies,
     );
     println!(
         "  the client asked for {} credits (granted {}); offered write chunks in {} calls, reply chunks in {}",
-        g("requested_credits"),
-        g("granted"),
-        g("calls_with_write_chunk"),
-        g("calls_with_reply_chunk"),
+        c.requested_credits, c.last_grant, c.calls_with_write_chunk, c.calls_with_reply_chunk,
     );
     println!(
         "  decode errors {} + {}; leaked {}; failed work requests {}; refused completions {}; backend errors {}",
-        g("err_vers"),
-        g("err_chunk"),
-        g("leaked"),
-        g("failed_completions"),
-        g("pool_rejected"),
-        g("backend_errors"),
+        c.err_vers,
+        c.err_chunk,
+        s.leaked,
+        c.failed_completions,
+        s.pool.rejected(),
+        g.backend_errors,
     );
 }
 

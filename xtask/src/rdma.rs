@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rpcrdma_report::{parse_last, ServeReport, STATS};
+
 use crate::util::{self, Context, Result};
 use crate::vm::{self, VmOptions};
 
@@ -50,14 +52,6 @@ pub(crate) fn kv(line: &str) -> HashMap<String, String> {
         .collect()
 }
 
-pub(crate) fn find_kv(out: &str, prefix: &str) -> HashMap<String, String> {
-    out.lines()
-        .rev()
-        .find(|l| l.starts_with(prefix))
-        .map(kv)
-        .unwrap_or_default()
-}
-
 /// `cargo xtask demo`.
 pub fn demo() -> Result<()> {
     crate::setup::packages()?;
@@ -89,13 +83,8 @@ echo "demo-status null=$A read=$B nomsg=$C write=$E reply=$F malformed=$G serve=
         .filter(|l| l.starts_with("rpcrdma-load: calls="))
         .map(kv)
         .collect();
-    let st = find_kv(&out, "rpcrdma-serve: stats");
+    let report = parse_last::<ServeReport>(&out, "rpcrdma-serve", STATS);
     let g = |m: &HashMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "?".into());
-    let kib = |m: &HashMap<String, String>, k: &str| {
-        m.get(k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or("?".into(), |b| (b / 1024).to_string())
-    };
     println!("\nrpcrdma demo — rpcrdma-serve ← rpcrdma-load over Soft-RoCE (rxe0) inside QEMU\n");
     println!("| run | calls verified | calls/s | MiB/s | p50 µs | p99 µs | credits |");
     println!("|---|---|---|---|---|---|---|");
@@ -120,37 +109,47 @@ echo "demo-status null=$A read=$B nomsg=$C write=$E reply=$F malformed=$G serve=
             g(l, "credits")
         );
     }
-    println!(
-        "\nserver: {} connections, {} calls answered ({} inline, {} into write chunks, {} through reply chunks); \
-         {} KiB pulled by RDMA Read, {} KiB written to write chunks, {} KiB to reply chunks",
-        g(&st, "accepted"),
-        g(&st, "calls"),
-        g(&st, "inline_replies"),
-        g(&st, "write_chunk_replies"),
-        g(&st, "reply_chunk_replies"),
-        kib(&st, "read_bytes"),
-        kib(&st, "write_chunk_bytes"),
-        kib(&st, "reply_chunk_bytes"),
-    );
-    println!(
-        "bad headers answered: {} ERR_VERS, {} ERR_CHUNK, {} dropped; descriptors, calls or pages leaked: {}",
-        g(&st, "err_vers"),
-        g(&st, "err_chunk"),
-        g(&st, "dropped"),
-        g(&st, "leaked"),
-    );
-    println!(
-        "registered memory: {} KiB per connection (Receive buffers = credits + batch, send slots = credits), \
-         {} KiB shared by all connections (Read sinks, payload pages)",
-        kib(&st, "mem_per_conn"),
-        kib(&st, "mem_shared"),
-    );
-    if status == 0 {
-        println!("\ndemo: PASS — every reply verified");
-        Ok(())
-    } else {
-        eprintln!("{out}");
-        Err(format!("demo failed (status {status}); output above").into())
+    match &report {
+        Ok(r) => {
+            let (s, c) = (&r.server, &r.server.responder);
+            println!(
+                "\nserver: {} connections, {} calls answered ({} inline, {} into write chunks, {} through reply chunks); \
+                 {} KiB pulled by RDMA Read, {} KiB written to write chunks, {} KiB to reply chunks",
+                s.accepted,
+                c.calls,
+                c.inline_replies,
+                c.write_chunk_replies,
+                c.reply_chunk_replies,
+                c.read_bytes / 1024,
+                c.write_chunk_bytes / 1024,
+                c.reply_chunk_bytes / 1024,
+            );
+            println!(
+                "bad headers answered: {} ERR_VERS, {} ERR_CHUNK, {} dropped; descriptors, calls or pages leaked: {}",
+                c.err_vers, c.err_chunk, c.dropped, s.leaked,
+            );
+            println!(
+                "registered memory: {} KiB per connection (Receive buffers = credits + batch, send slots = credits), \
+                 {} KiB shared by all connections (Read sinks, payload pages)",
+                r.memory.per_connection / 1024,
+                r.memory.shared / 1024,
+            );
+        }
+        Err(e) => println!("\nserver: {e}"),
+    }
+    match (status, report) {
+        (0, Ok(_)) => {
+            println!("\ndemo: PASS — every reply verified");
+            Ok(())
+        }
+        (0, Err(e)) => {
+            eprintln!("{out}");
+            Err(format!("demo: rpcrdma-serve's report: {e}").into())
+        }
+        _ => {
+            eprintln!("{out}");
+            Err(format!("demo failed (status {status}); output above").into())
+        }
     }
 }
 
@@ -208,7 +207,7 @@ rl() {{ # rl NAME SERVE-ARGS -- LOAD-ARGS
 pt send_bw_64 ib_send_bw -d rxe0 -x 1 -s 64 -n 20000
 rl msg_64 -- -n 20000 -d 16 -s 0
 rl signal_all_64 --signal-all -- -n 20000 -d 16 -s 0
-echo "memory $(grep -o 'mem_per_conn=[0-9]*' /tmp/s.out) $(grep -o 'mem_shared=[0-9]*' /tmp/s.out)"
+grep '^rpcrdma-serve: stats ' /tmp/s.out
 pt send_bw_1024 ib_send_bw -d rxe0 -x 1 -s 1024 -n 20000
 rl msg_1024 -- -n 20000 -d 16 -s 952
 rl persistent_1024 -- -n 10000 -d 16 -s 952
@@ -327,20 +326,19 @@ rl generate_1m -- -n 100 -d 8 --proc generate --reply-size 1048576 --reply-chunk
             ours(name).get("mib_per_sec").copied().unwrap_or(f64::NAN)
         ));
     }
-    let mem = out
-        .lines()
-        .find_map(|l| l.strip_prefix("memory "))
-        .map(kv)
-        .unwrap_or_default();
-    let kib = |k: &str| {
-        mem.get(k)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(f64::NAN, |b| b as f64 / 1024.0)
+    // The memory figures of the report of the server that ran `signal_all_64` (defaults).
+    let (per_conn, shared) = match parse_last::<ServeReport>(&out, "rpcrdma-serve", STATS) {
+        Ok(r) => (
+            r.memory.per_connection as f64 / 1024.0,
+            r.memory.shared as f64 / 1024.0,
+        ),
+        Err(e) => {
+            eprintln!("bench vm: warning: no memory figures: {e}");
+            (f64::NAN, f64::NAN)
+        }
     };
     md.push_str(&format!(
-        "\nRegistered memory per connection at the defaults (64 credits, refill batch 16, 4 KiB buffers and send slots): **{:.0} KiB** (80 Receive buffers + 64 send slots; Linux's server uses about 540 KiB at 64 credits). Shared by all connections: {:.0} KiB of Read sinks and payload pages.\n",
-        kib("mem_per_conn"),
-        kib("mem_shared")
+        "\nRegistered memory per connection at the defaults (64 credits, refill batch 16, 4 KiB buffers and send slots): **{per_conn:.0} KiB** (80 Receive buffers + 64 send slots; Linux's server uses about 540 KiB at 64 credits). Shared by all connections: {shared:.0} KiB of Read sinks and payload pages.\n",
     ));
     md.push_str("\nRaw lines from the run:\n\n```\n");
     for l in out

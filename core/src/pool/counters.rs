@@ -3,6 +3,7 @@
 /// Counters: plain integers, read as a struct with [`RecvPool::counters`](super::RecvPool::counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Counters {
     /// Receive work requests handed out by `post`.
     pub posted: u64,
@@ -59,11 +60,17 @@ impl Counters {
         self.cancelled += o.cancelled;
         self.drained += o.drained;
     }
+
+    /// Completions refused for any reason: unknown, stale or duplicate wr_id.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_unknown + self.rejected_stale + self.rejected_duplicate
+    }
 }
 
 /// What [`RecvPool::drain`](super::RecvPool::drain) reclaimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DrainReport {
     /// Descriptors that were still Posted (their flush never came).
     pub posted: usize,

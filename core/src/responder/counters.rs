@@ -3,6 +3,7 @@
 /// Counters of one connection (plain integers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ResponderCounters {
     /// Calls handed to the service.
     pub calls: u64,

@@ -82,6 +82,7 @@ pub use service::{
 /// What [`Connection::drain`] reclaimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConnectionDrain {
     /// Calls still in progress (their Receives, pages and send slots were reclaimed).
     pub calls: usize,

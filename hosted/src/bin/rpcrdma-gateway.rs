@@ -9,7 +9,8 @@
 //!
 //! NFSv3 READ data and READLINK paths go into the client's write chunk (RFC 8267); other large
 //! replies through its reply chunk; WRITE data arrives through Read chunks and goes into the TCP
-//! record. Prints its counters on exit (SIGINT / SIGTERM, or `--exit-after`).
+//! record. Prints its counters on exit (SIGINT / SIGTERM, or `--exit-after`) as one JSON line,
+//! `rpcrdma-gateway: stats {…}` (an `rpcrdma_report::GatewayReport`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;

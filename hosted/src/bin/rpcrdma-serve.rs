@@ -4,13 +4,16 @@
 //! the test program (checksum, generate, echo, bulk: calls and replies of any size through
 //! Read chunks, write chunks and reply chunks); answers malformed transport headers with the
 //! RDMA_ERROR the core decides; prints its counters on exit (SIGINT / SIGTERM, or
-//! `--exit-after`).
+//! `--exit-after`) as one JSON line, `rpcrdma-serve: stats {…}` (an
+//! `rpcrdma_report::ServeReport`), and with `--report-every N` a `rpcrdma-serve: progress {…}`
+//! line every N closed connections.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use clap::Parser;
+use rpcrdma_hosted::report::{self, Progress};
 use rpcrdma_hosted::server::{program_exit, program_init, rss_kib, Server, ServerConfig};
 use rpcrdma_services::Program;
 
@@ -65,7 +68,8 @@ struct Args {
     /// Exit after this many connections have closed (for tests).
     #[arg(long)]
     exit_after: Option<u64>,
-    /// Print RSS and counters every this many closed connections (for leak tests).
+    /// Print a progress line (closed connections, RSS, leaks) every this many closed
+    /// connections (for leak tests).
     #[arg(long)]
     report_every: Option<u64>,
 }
@@ -123,11 +127,14 @@ fn main() -> ExitCode {
     let mut next_report = args.report_every.unwrap_or(u64::MAX);
     let result = server.run_until(|s| {
         if s.closed >= next_report {
+            let progress = Progress {
+                closed: s.closed,
+                rss_kib: rss_kib(),
+                leaked: s.leaked,
+            };
             println!(
-                "rpcrdma-serve: report closed={} rss_kib={} leaked={}",
-                s.closed,
-                rss_kib(),
-                s.leaked
+                "{}",
+                report::format_line("rpcrdma-serve", report::PROGRESS, &progress)
             );
             next_report += args.report_every.unwrap_or(u64::MAX);
         }

@@ -1,0 +1,228 @@
+//! Connection requests: the rdma_cm events, the verbs resources every connection shares (made
+//! on the first request), and accepting a connection (its QP, responder, receive buffers and
+//! the RFC 8797 private data of the accept).
+
+use rdma_sys::rdma_cm_event_type;
+use rpcrdma_core::srq::SharedSlot;
+use rpcrdma_core::wire::{PrivateData, DEFAULT_INLINE_THRESHOLD};
+
+use super::conn::{start_disconnect, Conn, Shared};
+use super::{App, Server, CQ_DEPTH, MAX_CONNECTIONS, PAGE_SIZE};
+use crate::cm::{private_data_for, CmEvent, CmId};
+use crate::error::{Error, Result};
+use crate::memory::{Pages, RecvBuffers, ResponderMemory, SourceMemory};
+use crate::verbs::{
+    set_nonblocking, CompChannel, Context, Cq, Pd, QpCaps, QueuePair, Srq, VerbsDevice,
+};
+
+impl<A: App> Server<A> {
+    pub(super) fn poll_cm(&mut self) -> Result<()> {
+        while let Some(ev) = self.events.get()? {
+            match ev.kind {
+                rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST => self.on_connect_request(&ev),
+                rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED => {
+                    log::debug!("connection established");
+                }
+                rdma_cm_event_type::RDMA_CM_EVENT_DISCONNECTED
+                | rdma_cm_event_type::RDMA_CM_EVENT_TIMEWAIT_EXIT => {
+                    if let Some(conn) = self.conns.values_mut().find(|c| c.id.as_raw() == ev.id) {
+                        start_disconnect(conn);
+                    }
+                }
+                rdma_cm_event_type::RDMA_CM_EVENT_DEVICE_REMOVAL => {
+                    return Err(Error::CmEvent {
+                        expected: "not DEVICE_REMOVAL",
+                        got: ev.name(),
+                        status: ev.status,
+                    });
+                }
+                _ => log::debug!("rdma_cm event {}", ev.name()),
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_shared(&mut self, ctx: Option<Context>) -> Result<()> {
+        if self.shared.is_some() {
+            return Ok(());
+        }
+        let ctx = ctx.ok_or(Error::NoDevice)?;
+        let name = ctx.device_name();
+        if let Some(want) = &self.cfg.device {
+            if &name != want {
+                return Err(Error::DeviceNotFound(want.clone()));
+            }
+        }
+        let pd = Pd::new(ctx)?;
+        let channel = if self.cfg.event_mode {
+            Some(CompChannel::new(ctx)?)
+        } else {
+            None
+        };
+        if let Some(ch) = &channel {
+            set_nonblocking(ch.fd())?;
+        }
+        let recv_cq = Cq::new(ctx, CQ_DEPTH as i32, channel.as_ref())?;
+        let send_cq = Cq::new(ctx, CQ_DEPTH as i32, channel.as_ref())?;
+        let sinks = Pages::new(&pd, self.cfg.sink_bytes, PAGE_SIZE)?;
+        let source = SourceMemory::new(&pd, self.cfg.max_read_payload as usize, |b| {
+            rpcrdma_services::fill_pattern(0, 0, b)
+        })?;
+        let (bytes, addr, lkey) = source.for_service(self.cfg.max_read_payload as usize);
+        self.service.set_source(Some((bytes, addr, lkey)));
+        let payloads = Pages::new(&pd, self.cfg.payload_bytes, PAGE_SIZE)?;
+        let (srq, srq_recv) = if self.cfg.srq {
+            let pool_cfg = self.cfg.pool_config(self.cfg.credits, 0);
+            let srq = Srq::new(&pd, pool_cfg.buffer_count() as u32)?;
+            let mut side = RecvBuffers::new(&pd, pool_cfg, self.cfg.register_per_receive)?;
+            let mut dev = VerbsDevice::srq_only(&srq);
+            let (pool, mut dev) = side.parts(&pd, &mut dev);
+            pool.refill(&mut dev)
+                .map_err(|e| Error::Protocol(format!("SRQ refill: {e}")))?;
+            (Some(srq), Some(side))
+        } else {
+            (None, None)
+        };
+        log::info!(
+            "device {name}: protection domain, CQs, {} KiB of Read sinks and {} KiB of payload pages{}",
+            self.cfg.sink_bytes / 1024,
+            self.cfg.payload_bytes / 1024,
+            if srq.is_some() { ", SRQ" } else { "" }
+        );
+        self.shared = Some(Shared {
+            srq,
+            source,
+            srq_recv,
+            sinks,
+            payloads,
+            recv_cq,
+            send_cq,
+            channel,
+            pd,
+            ctx,
+        });
+        Ok(())
+    }
+
+    fn on_connect_request(&mut self, ev: &CmEvent) {
+        let Some(id) = CmId::from_event(ev) else {
+            return;
+        };
+        match self.accept(id, ev) {
+            Ok(()) => self.stats.accepted += 1,
+            Err(e) => {
+                self.stats.rejected += 1;
+                log::warn!("connection request refused: {e}");
+            }
+        }
+    }
+
+    fn accept(&mut self, id: CmId, ev: &CmEvent) -> Result<()> {
+        // RFC 8797: absent or unrecognised private data means the RFC 8166 defaults.
+        let peer = ev.private_data();
+        let peer_inline = peer.map_or(DEFAULT_INLINE_THRESHOLD, |p| p.recv_size as usize);
+        if let Err(e) = self.ensure_shared(id.verbs()) {
+            id.reject();
+            return Err(e);
+        }
+        // A listener on 0.0.0.0 hears every device; the shared PD and CQs live on one.
+        if let (Some(sh), Some(ctx)) = (self.shared.as_ref(), id.verbs()) {
+            if ctx.as_raw() != sh.ctx.as_raw() {
+                id.reject();
+                return Err(Error::Protocol(format!(
+                    "the request came on device {}, but the server's resources are on {}",
+                    ctx.device_name(),
+                    sh.ctx.device_name()
+                )));
+            }
+        }
+        let Some(slot) = self.shared_queue.open() else {
+            id.reject();
+            return Err(Error::Protocol(format!(
+                "{MAX_CONNECTIONS} connections already open"
+            )));
+        };
+        match self.accept_on(id, ev, slot, peer, peer_inline) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.shared_queue.cancel(slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn accept_on(
+        &mut self,
+        id: CmId,
+        ev: &CmEvent,
+        slot: SharedSlot,
+        peer: Option<PrivateData>,
+        peer_inline: usize,
+    ) -> Result<()> {
+        let epoch = self.next_epoch;
+        self.next_epoch = if epoch >= rpcrdma_core::device::MAX_EPOCH {
+            1
+        } else {
+            epoch + 1
+        };
+        // Reads this side may issue: the requester's responder resources, which rdma_cm reports
+        // to a listener as the event's initiator depth (from this side's point of view).
+        let depth = ev.initiator_depth.clamp(1, 16);
+        let rcfg = self.cfg.responder_config(depth, epoch);
+        let pool_cfg = self.cfg.pool_config(self.cfg.credits, epoch);
+        let sq = rcfg.sq_depth as usize;
+        if self.sq_reserved + sq > CQ_DEPTH {
+            id.reject();
+            return Err(Error::Protocol(
+                "the send completion queue is fully committed: too many connections".into(),
+            ));
+        }
+        let sh = self.shared.as_ref().ok_or(Error::NoDevice)?;
+        let caps = QpCaps {
+            max_send_wr: sq as u32,
+            max_recv_wr: pool_cfg.buffer_count() as u32,
+        };
+        let qp =
+            match QueuePair::create(&id, &sh.pd, &sh.send_cq, &sh.recv_cq, sh.srq.as_ref(), caps) {
+                Ok(qp) => qp,
+                Err(e) => {
+                    id.reject();
+                    return Err(e);
+                }
+            };
+        let responder = ResponderMemory::new(&sh.pd, rcfg, peer_inline)?;
+        let recv = if self.cfg.srq {
+            None
+        } else {
+            let mut side = RecvBuffers::new(&sh.pd, pool_cfg, self.cfg.register_per_receive)?;
+            let mut dev = VerbsDevice::new(&qp, None, None);
+            let (pool, mut dev) = side.parts(&sh.pd, &mut dev);
+            pool.refill(&mut dev)
+                .map_err(|e| Error::Protocol(format!("initial Receives: {e}")))?;
+            Some(side)
+        };
+        let ours = private_data_for(self.cfg.send_size, self.cfg.buffer_size);
+        id.accept(&ours, depth)?;
+        let qp_num = qp.qp_num();
+        self.epochs.insert(epoch, qp_num);
+        self.sq_reserved += sq;
+        log::info!(
+            "accepted qp {qp_num}: peer receives {peer_inline} B inline{}, {depth} Reads in flight, credits {}",
+            if peer.is_none() { " (no private data: defaults)" } else { "" },
+            rcfg.credits
+        );
+        self.conns.insert(
+            qp_num,
+            Conn {
+                qp,
+                id,
+                responder,
+                recv,
+                slot,
+                disconnecting: None,
+                failed: false,
+            },
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! The [`App`] trait: what a [`Server`](super::Server) runs, and its impl for the example
+//! service.
+
+use rpcrdma_core::responder::{Call, CallHandle, ReplyWriter, Service, Verdict};
+use rpcrdma_services::ExampleService;
+
+/// What a [`Server`](super::Server) runs: a [`Service`], plus — for services that answer some
+/// calls later ([`Verdict::Pending`], like a gateway waiting for another server) — a way to
+/// hand those answers back. The server calls [`App::poll`] on every turn of its loop (never
+/// blocking), then [`App::next_answer`] until it returns `None`, and writes each answer through
+/// [`App::write_answer`] into the pending call's reply.
+pub trait App: Service {
+    /// What the app keeps for a pending call until it can answer it.
+    type Answer;
+    /// Does the app's own non-blocking I/O. Returns how much work it did (0: idle).
+    fn poll(&mut self) -> usize {
+        0
+    }
+    /// The next answer ready for a pending call.
+    fn next_answer(&mut self) -> Option<(CallHandle, Self::Answer)> {
+        None
+    }
+    /// Writes `answer` as the reply to `call`, as [`Service::serve`] would.
+    fn write_answer(
+        &mut self,
+        _answer: &Self::Answer,
+        _call: &Call<'_>,
+        _reply: &mut ReplyWriter<'_>,
+    ) -> Verdict {
+        Verdict::NoReply
+    }
+    /// File descriptors the server also waits on in event mode.
+    fn wait_fds(&self) -> Vec<i32> {
+        Vec::new()
+    }
+    /// Registered memory of the server's the app may hand out as reply payloads without
+    /// copying (`bytes` at `device_addr` under `lkey`); taken back (`None`) before it is freed.
+    fn set_source(&mut self, _source: Option<(&'static [u8], u64, u32)>) {}
+    /// The app's own counters for the exit report (its `app` field, see
+    /// [`Report`](super::Report)); `null` unless the app says otherwise. Serialise a typed
+    /// struct (`serde_json::to_value`) that readers of the report can deserialise again, as the
+    /// gateway does with [`rpcrdma_report::GatewayApp`].
+    fn report(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+impl App for ExampleService {
+    type Answer = ();
+
+    fn set_source(&mut self, source: Option<(&'static [u8], u64, u32)>) {
+        match source {
+            Some((bytes, addr, lkey)) => ExampleService::set_source(self, bytes, addr, lkey),
+            None => self.clear_source(),
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        // Its counters are plain integers: serialising them cannot fail.
+        serde_json::to_value(self.stats).unwrap_or_default()
+    }
+}

@@ -1,0 +1,91 @@
+//! What the server holds per connection ([`Conn`], by QP number in a [`ConnMap`]) and for all
+//! of them ([`Shared`]), and the [`Resources`] a connection's responder works with.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rpcrdma_core::responder::Resources;
+use rpcrdma_core::srq::SharedSlot;
+
+use super::{MAX_CALLS, MAX_PAGES, MAX_RECV};
+use crate::cm::CmId;
+use crate::memory::{Pages, RecvBuffers, ResponderMemory, SourceMemory};
+use crate::verbs::{CompChannel, Context, Cq, Pd, QueuePair, Srq};
+
+/// Connections by QP number. QP numbers are small distinct integers, so the map hashes them with
+/// the identity instead of SipHash: the lookup is on every completion.
+pub(super) type ConnMap = HashMap<u32, Conn, std::hash::BuildHasherDefault<QpNumHasher>>;
+
+/// The identity hash of a `u32` key.
+#[derive(Default)]
+pub(super) struct QpNumHasher(u64);
+
+impl std::hash::Hasher for QpNumHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        // Spread the low bits into the high ones hashbrown uses for its control bytes.
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// One connection: its queue pair, rdma_cm id, responder and (without an SRQ) receive buffers.
+pub(super) struct Conn {
+    // Field order is drop order: the QP first (the device stops touching memory), then the id,
+    // then the responder and its send slots, then the connection's own receive buffers.
+    pub(super) qp: QueuePair,
+    pub(super) id: CmId,
+    pub(super) responder: Box<ResponderMemory<MAX_CALLS>>,
+    pub(super) recv: Option<Box<RecvBuffers<MAX_RECV>>>,
+    /// Its row in the shared queue's credit ledger (every connection has one: the table
+    /// also bounds how many are open; only SRQ connections share credits).
+    pub(super) slot: SharedSlot,
+    pub(super) disconnecting: Option<Instant>,
+    pub(super) failed: bool,
+}
+
+/// Verbs resources shared by all connections, made on the first connection request (the
+/// listener may be bound to every device). Field order is drop order.
+pub(super) struct Shared {
+    pub(super) srq: Option<Srq>,
+    #[allow(dead_code)] // owned: the memory behind the service's SOURCE payloads
+    pub(super) source: SourceMemory,
+    pub(super) srq_recv: Option<Box<RecvBuffers<MAX_RECV>>>,
+    pub(super) sinks: Box<Pages<MAX_PAGES>>,
+    pub(super) payloads: Box<Pages<MAX_PAGES>>,
+    pub(super) recv_cq: Cq,
+    pub(super) send_cq: Cq,
+    pub(super) channel: Option<CompChannel>,
+    pub(super) pd: Pd,
+    /// The device all of this was made on (a handle; rdma_cm owns the context). A connection
+    /// request that arrives on another device is refused with both names: its QP could not
+    /// use this PD and these CQs.
+    pub(super) ctx: Context,
+}
+
+/// Starts a connection's teardown (once): `rdma_disconnect`, and the clock for the reaper.
+pub(super) fn start_disconnect(conn: &mut Conn) {
+    if conn.disconnecting.is_none() {
+        conn.id.disconnect();
+        conn.disconnecting = Some(Instant::now());
+    }
+}
+
+/// The resources a connection's responder works with: its own pool or the shared one (a
+/// connection without its own pool exists only with an SRQ, whose pool is made first).
+pub(super) fn resources<'r>(
+    sh: &'r mut Shared,
+    own: Option<&'r mut RecvBuffers<MAX_RECV>>,
+) -> Option<Resources<'r, 'static, MAX_RECV, MAX_PAGES>> {
+    let (sinks, payloads) = (sh.sinks.pool_mut(), sh.payloads.pool_mut());
+    Some(match own {
+        Some(side) => Resources::own(side.pool_mut(), sinks, payloads),
+        None => Resources::shared(sh.srq_recv.as_mut()?.pool_mut(), sinks, payloads),
+    })
+}
