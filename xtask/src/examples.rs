@@ -2,20 +2,13 @@
 //! `kv_verbs`, the key-value service of `examples/kv.rs` served by `rpcrdma-hosted` and called
 //! by its verbs client over rxe0.
 
-use crate::util::{self, Result};
+use crate::util::Result;
 use crate::vm;
 
 /// Builds the verbs example and runs it inside the VM (cargo's runner is the VM).
 pub fn vm_examples() -> Result<()> {
-    vm::ensure_ready()?;
-    let sh = util::shell()?;
-    util::cargo(&sh)
-        .args(["build", "-q", "-p", "xtask"])
-        .run()?;
-    let (var, value) = vm::runner_env();
-    util::cargo(&sh)
-        .env(var, value)
-        .args([
+    vm::cargo_in_vm(
+        &[
             "run",
             "-q",
             "--release",
@@ -26,7 +19,7 @@ pub fn vm_examples() -> Result<()> {
             "--",
             "--addr",
             vm::VM_ADDR,
-        ])
-        .run()?;
-    Ok(())
+        ],
+        300,
+    )
 }

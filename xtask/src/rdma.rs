@@ -155,26 +155,20 @@ echo "demo-status null=$A read=$B nomsg=$C write=$E reply=$F malformed=$G serve=
 
 /// The verbs end-to-end tests inside the VM (a step of `cargo xtask test`).
 pub fn vm_tests() -> Result<()> {
-    vm::ensure_ready()?;
-    let sh = util::shell()?;
-    util::cargo(&sh)
-        .args(["build", "-q", "-p", "xtask"])
-        .run()?;
-    let (var, value) = vm::runner_env();
-    let value = value.replacen(" vm --", " vm --timeout 900 --", 1);
-    util::cargo(&sh)
-        .env(var, value)
-        .args([
+    vm::cargo_in_vm(
+        &[
             "test",
             "--release",
             "-p",
             "rpcrdma-hosted",
             "--test",
             "verbs_e2e",
-        ])
-        .args(["--", "--ignored", "--test-threads=1"])
-        .run()?;
-    Ok(())
+            "--",
+            "--ignored",
+            "--test-threads=1",
+        ],
+        900,
+    )
 }
 
 /// Whether the VM can run here (QEMU and a static busybox present).

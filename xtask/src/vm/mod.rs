@@ -141,6 +141,21 @@ pub fn prepare_image() -> Result<VmImage> {
     })
 }
 
+/// Runs `cargo ARGS…` with every binary it runs (tests, examples) started inside the VM, each
+/// boot allowed `timeout` seconds. Makes sure the VM's kernel is there and the xtask (the
+/// runner) is built first.
+pub fn cargo_in_vm(args: &[&str], timeout: u32) -> crate::util::Result<()> {
+    ensure_ready()?;
+    let sh = crate::util::shell()?;
+    crate::util::cargo(&sh)
+        .args(["build", "-q", "-p", "xtask"])
+        .run()?;
+    let (var, value) = runner_env();
+    let value = value.replacen(" vm --", &format!(" vm --timeout {timeout} --"), 1);
+    crate::util::cargo(&sh).env(var, value).args(args).run()?;
+    Ok(())
+}
+
 /// The cargo runner setting that runs every test binary in the VM: (variable, value).
 /// Cargo splits the value on whitespace, so the xtask path must not contain spaces.
 pub fn runner_env() -> (String, String) {
