@@ -5,44 +5,92 @@
 //!
 //! It is an [`App`] of the [`crate::server::Server`]: the call is copied into a TCP record (Read
 //! chunk data included — that is where NFS WRITE data arrives) and answered later
-//! ([`Verdict::Pending`]). The TCP side is non-blocking and driven from the server's own loop,
-//! so RDMA completions never wait on TCP. Calls of all RDMA connections share the TCP
-//! connections; each gets a gateway xid, so equal xids of two RDMA clients cannot collide, and
-//! the requester's xid is put back into the reply.
+//! ([`Verdict::Pending`]). All TCP work — connect, write, read — is non-blocking and done in
+//! [`App::poll`], driven from the server's own loop, so RDMA completions never wait on TCP.
+//!
+//! # What it promises (a transparent proxy)
+//! - **One backend connection per RDMA connection**, opened when the RDMA connection is
+//!   accepted and closed when it closes. The client's xids pass through unchanged, so the
+//!   server sees each client as one TCP connection with its own xids, and its duplicate
+//!   request cache (keyed on xid, source address and port, procedure, checksum) recognises a
+//!   retransmitted non-idempotent call.
+//! - **A backend that goes away is a delay, not an error.** When the TCP connection breaks
+//!   (reset, close, a failed write), the gateway reconnects with a backoff (100 ms doubling to
+//!   2 s) **from the same local port** (bind before connect, as the kernel's client does, so
+//!   the server's reply cache still matches), and resends every call still waiting, byte for
+//!   byte, same xid. A call is answered with SYSTEM_ERR only when its deadline passes
+//!   ([`GatewayConfig::call_timeout`], default 10 minutes); a Linux client on a hard mount then
+//!   returns EIO to the application, which is why the default is far above an nfsd restart.
+//! - **Connect never blocks**: the socket is non-blocking from the start and its completion is
+//!   checked on later turns of the loop (a backend host that drops SYNs delays only the calls
+//!   that wait for it; the connect is abandoned after 5 s and retried).
+//! - With [`GatewayConfig::reserved_port`], the first connect binds a port below 1024 (665–1023,
+//!   the kernel client's range) when the process may (root or CAP_NET_BIND_SERVICE), so the
+//!   export needs no `insecure`; without the privilege it falls back to an ephemeral port and
+//!   says so once.
 //!
 //! Replies go back through the core's reply rules, with one piece of NFS knowledge
 //! ([`rpcrdma_services::nfs3`], RFC 8267): the data of an NFSv3 READ reply and the path of a
 //! READLINK reply are DDP-eligible payloads (into the client's write chunk); any other reply
 //! larger than a send slot becomes body plus a non-DDP payload, which the core sends whole
 //! through the client's reply chunk (READDIR, READDIRPLUS).
-//!
-//! A backend that goes away (connection refused, reset, closed): every call waiting on it is
-//! answered with an RPC SYSTEM_ERR reply, and the next call tries to reconnect.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use rpcrdma_core::responder::{Call, CallHandle, ReplyWriter, Service, Verdict};
-use rpcrdma_core::wire::{put_xdr_u32, xdr_u32};
+use rpcrdma_core::wire::xdr_u32;
 use rpcrdma_services::nfs3;
 use rpcrdma_services::oncrpc::{self, AcceptStat};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::server::App;
 
-pub use rpcrdma_report::{GatewayApp, GatewayStats};
+pub use rpcrdma_report::GatewayStats;
 
 /// Largest record accepted from the backend (a 1 MiB READ plus headers, with room).
 pub const MAX_RECORD: usize = 2 << 20;
 /// Last-fragment bit of a record mark.
 const LAST_FRAGMENT: u32 = 0x8000_0000;
+/// The kernel client's reserved-port range (`xprt_min_resvport` … `xprt_max_resvport`).
+const RESERVED_PORTS: std::ops::RangeInclusive<u16> = 665..=1023;
+/// A connect that has not completed by then is abandoned and retried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First reconnect delay; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How the gateway reaches its backend.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The ONC RPC server to forward to.
+    pub backend: SocketAddr,
+    /// How long a call may wait for the backend (reconnects included) before it is answered
+    /// with SYSTEM_ERR.
+    pub call_timeout: Duration,
+    /// Connect from a reserved port (< 1024) when the process may.
+    pub reserved_port: bool,
+}
+
+impl GatewayConfig {
+    /// Forward to `backend`, calls wait up to 10 minutes, reserved ports when allowed.
+    pub fn new(backend: SocketAddr) -> GatewayConfig {
+        GatewayConfig {
+            backend,
+            call_timeout: Duration::from_secs(600),
+            reserved_port: true,
+        }
+    }
+}
 
 /// What a pending call gets back.
 #[derive(Debug)]
 pub enum Answer {
-    /// The backend's reply record, with the requester's xid restored.
+    /// The backend's reply record (the client's own xid: nothing is rewritten).
     Record {
         /// The RPC reply.
         record: Vec<u8>,
@@ -51,182 +99,120 @@ pub enum Answer {
         /// Whether the reply may carry a DDP-eligible item (NFSv3 READ, READLINK).
         ddp: bool,
     },
-    /// The backend failed: answer SYSTEM_ERR.
+    /// The call's deadline passed without a reply: answer SYSTEM_ERR.
     Failed {
         /// The requester's xid.
         xid: u32,
     },
 }
 
+/// A call waiting for the backend: its record (mark included) is kept until the reply comes,
+/// so it can be sent again after a reconnect.
 struct Waiting {
     handle: CallHandle,
     xid: u32,
     proc_: u32,
     ddp: bool,
-    backend: usize,
+    record: Vec<u8>,
+    deadline: Instant,
 }
 
+enum Link {
+    /// Not connected; the next attempt at `retry_at`.
+    Down { retry_at: Instant },
+    /// A non-blocking connect in progress since `since`.
+    Connecting { socket: Socket, since: Instant },
+    /// Connected.
+    Up(TcpStream),
+}
+
+/// The backend connection of one RDMA connection.
 struct Backend {
-    stream: Option<TcpStream>,
-    out: Vec<u8>,
-    out_at: usize,
+    link: Link,
+    /// The local port of the first connection, bound again on every reconnect.
+    local_port: Option<u16>,
+    backoff: Duration,
+    /// Calls in the order they arrived; the first `sent` are fully written on this link, the
+    /// next has `sent_at` bytes written.
+    waiting: VecDeque<Waiting>,
+    sent: usize,
+    sent_at: usize,
+    /// Bytes read and not parsed yet (from `in_at`); the fragments of the record being read.
     inbuf: Vec<u8>,
+    in_at: usize,
     record: Vec<u8>,
-    last_attempt: Option<Instant>,
+    /// Connections made so far (the first is not a reconnect).
+    connects: u64,
 }
 
 impl Backend {
     fn new() -> Backend {
         Backend {
-            stream: None,
-            out: Vec::with_capacity(1 << 20),
-            out_at: 0,
-            inbuf: Vec::with_capacity(1 << 20),
-            record: Vec::with_capacity(1 << 20),
-            last_attempt: None,
+            link: Link::Down {
+                retry_at: Instant::now(),
+            },
+            local_port: None,
+            backoff: MIN_BACKOFF,
+            waiting: VecDeque::new(),
+            sent: 0,
+            sent_at: 0,
+            inbuf: Vec::with_capacity(64 * 1024),
+            in_at: 0,
+            record: Vec::new(),
+            connects: 0,
         }
+    }
+
+    /// Bytes of calls held for the backend.
+    fn held_bytes(&self) -> usize {
+        self.waiting.iter().map(|w| w.record.len()).sum()
     }
 }
 
 /// The gateway app.
 pub struct Gateway {
-    addr: SocketAddr,
-    backends: Vec<Backend>,
-    next_backend: usize,
-    waiting: HashMap<u32, Waiting>,
+    cfg: GatewayConfig,
+    /// Backend connections by the RDMA connection's epoch (what a [`CallHandle`] names).
+    backends: HashMap<u16, Backend>,
     ready: VecDeque<(CallHandle, Answer)>,
-    next_xid: u32,
     scratch: Vec<u8>,
+    reserved_refused: bool,
     /// What it did.
     pub stats: GatewayStats,
 }
 
 impl Gateway {
-    /// A gateway to the ONC RPC server at `addr` over `connections` TCP connections (made on
-    /// first use, and again after a failure).
-    pub fn new(addr: SocketAddr, connections: usize) -> Gateway {
+    /// A gateway as `cfg` says.
+    pub fn new(cfg: GatewayConfig) -> Gateway {
         Gateway {
-            addr,
-            backends: (0..connections.max(1)).map(|_| Backend::new()).collect(),
-            next_backend: 0,
-            waiting: HashMap::new(),
+            cfg,
+            backends: HashMap::new(),
             ready: VecDeque::new(),
-            next_xid: 0x6777_0000,
             scratch: vec![0u8; 256 * 1024],
+            reserved_refused: false,
             stats: GatewayStats::default(),
         }
     }
 
     /// Calls waiting for the backend.
     pub fn waiting(&self) -> usize {
-        self.waiting.len()
+        self.backends.values().map(|b| b.waiting.len()).sum()
     }
 
-    /// A connected backend, connecting one if needed (at most every 100 ms per backend).
-    fn backend(&mut self) -> Option<usize> {
-        let n = self.backends.len();
-        for k in 0..n {
-            let i = (self.next_backend + k) % n;
-            let b = &mut self.backends[i];
-            if b.stream.is_none() {
-                if b.last_attempt
-                    .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
-                {
-                    continue;
-                }
-                b.last_attempt = Some(Instant::now());
-                match TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        if s.set_nonblocking(true).is_err() {
-                            continue;
-                        }
-                        log::info!("gateway: connected to the backend {}", self.addr);
-                        self.stats.backend_connects += 1;
-                        b.stream = Some(s);
-                        b.out.clear();
-                        b.out_at = 0;
-                        b.inbuf.clear();
-                        b.record.clear();
-                    }
-                    Err(e) => {
-                        log::warn!("gateway: backend {} unreachable: {e}", self.addr);
-                        continue;
-                    }
-                }
-            }
-            self.next_backend = (i + 1) % n;
-            return Some(i);
-        }
-        None
+    /// Bytes of calls held for the backend (all connections).
+    pub fn held_bytes(&self) -> usize {
+        self.backends.values().map(Backend::held_bytes).sum()
     }
 
-    /// The backend failed: its waiting calls get SYSTEM_ERR.
-    fn fail_backend(&mut self, i: usize, why: &str) {
-        log::warn!("gateway: backend connection lost ({why}); failing its calls");
-        if let Some(b) = self.backends.get_mut(i) {
-            b.stream = None;
-            b.out.clear();
-            b.out_at = 0;
-            b.inbuf.clear();
-            b.record.clear();
-        }
-        let lost: Vec<u32> = self
-            .waiting
+    /// The local port of each open backend connection, by RDMA connection epoch.
+    pub fn backend_ports(&self) -> Vec<(u16, u16)> {
+        let mut v: Vec<(u16, u16)> = self
+            .backends
             .iter()
-            .filter(|(_, w)| w.backend == i)
-            .map(|(k, _)| *k)
+            .filter_map(|(e, b)| b.local_port.map(|p| (*e, p)))
             .collect();
-        for k in lost {
-            if let Some(w) = self.waiting.remove(&k) {
-                self.stats.backend_errors += 1;
-                self.ready
-                    .push_back((w.handle, Answer::Failed { xid: w.xid }));
-            }
-        }
-    }
-
-    /// Takes complete records out of backend `i`'s input.
-    fn parse_records(&mut self, i: usize) -> std::result::Result<(), &'static str> {
-        loop {
-            let b = &mut self.backends[i];
-            let Some(mark) = xdr_u32(&b.inbuf, 0) else {
-                return Ok(());
-            };
-            let len = (mark & !LAST_FRAGMENT) as usize;
-            if b.record.len() + len > MAX_RECORD {
-                return Err("a reply record larger than the gateway accepts");
-            }
-            if b.inbuf.len() < 4 + len {
-                return Ok(());
-            }
-            b.record.extend_from_slice(&b.inbuf[4..4 + len]);
-            b.inbuf.drain(..4 + len);
-            if mark & LAST_FRAGMENT == 0 {
-                continue;
-            }
-            let mut record = std::mem::take(&mut b.record);
-            b.record = Vec::with_capacity(4096);
-            self.stats.bytes_in += record.len() as u64;
-            let Some(gw_xid) = xdr_u32(&record, 0) else {
-                continue;
-            };
-            match self.waiting.remove(&gw_xid) {
-                Some(w) => {
-                    put_xdr_u32(&mut record, 0, w.xid);
-                    self.stats.replies += 1;
-                    self.ready.push_back((
-                        w.handle,
-                        Answer::Record {
-                            record,
-                            proc_: w.proc_,
-                            ddp: w.ddp,
-                        },
-                    ));
-                }
-                None => self.stats.unmatched += 1,
-            }
-        }
+        v.sort_unstable();
+        v
     }
 
     fn system_err(reply: &mut ReplyWriter<'_>, xid: u32) -> Verdict {
@@ -235,10 +221,331 @@ impl Gateway {
         reply.set_len(n);
         Verdict::Reply
     }
+
+    /// A socket bound for the backend: the port of the first connection again, else a reserved
+    /// port when asked and allowed, else an ephemeral one.
+    fn bind(&mut self, local_port: Option<u16>) -> std::io::Result<Socket> {
+        let addr = self.cfg.backend;
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket.set_reuse_address(true)?;
+        socket.set_tcp_nodelay(true)?;
+        let any = |port: u16| -> SockAddr {
+            match addr {
+                SocketAddr::V4(_) => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+                SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port),
+            }
+            .into()
+        };
+        if let Some(port) = local_port {
+            socket.bind(&any(port))?;
+            return Ok(socket);
+        }
+        if self.cfg.reserved_port && !self.reserved_refused {
+            for port in RESERVED_PORTS.rev() {
+                match socket.bind(&any(port)) {
+                    Ok(()) => return Ok(socket),
+                    Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                        log::warn!(
+                            "gateway: no privilege for a reserved port (run as root or with \
+                             CAP_NET_BIND_SERVICE); connecting from an ephemeral port, so the \
+                             export needs `insecure`"
+                        );
+                        self.reserved_refused = true;
+                        break;
+                    }
+                    Err(_) => continue, // taken
+                }
+            }
+        }
+        Ok(socket)
+    }
+
+    /// Starts (or restarts) backend `epoch`'s connection when its retry time has come.
+    fn start_connect(&mut self, epoch: u16, now: Instant) {
+        let local_port = match self.backends.get(&epoch) {
+            Some(b) if matches!(b.link, Link::Down { retry_at } if retry_at <= now) => b.local_port,
+            _ => return,
+        };
+        let result = self.bind(local_port).and_then(|socket| {
+            match socket.connect(&self.cfg.backend.into()) {
+                Ok(()) => Ok(socket),
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
+                Err(e) => Err(e),
+            }
+        });
+        let Some(b) = self.backends.get_mut(&epoch) else {
+            return;
+        };
+        match result {
+            Ok(socket) => b.link = Link::Connecting { socket, since: now },
+            Err(e) => {
+                log::warn!("gateway: backend {} unreachable: {e}", self.cfg.backend);
+                down(b, now);
+            }
+        }
+    }
+
+    /// Checks a connect in progress.
+    fn finish_connect(&mut self, epoch: u16, now: Instant) -> usize {
+        let Some(b) = self.backends.get_mut(&epoch) else {
+            return 0;
+        };
+        let Link::Connecting { socket, since } = &b.link else {
+            return 0;
+        };
+        let since = *since;
+        let outcome = match socket.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match socket.peer_addr() {
+                Ok(_) => Ok(true),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
+                Err(e) => Err(e),
+            },
+        };
+        match outcome {
+            Ok(false) if now.duration_since(since) < CONNECT_TIMEOUT => 0,
+            Ok(false) => {
+                log::warn!(
+                    "gateway: connect to {} did not complete in {CONNECT_TIMEOUT:?}; retrying",
+                    self.cfg.backend
+                );
+                down(b, now);
+                1
+            }
+            Err(e) => {
+                log::warn!("gateway: connect to {} failed: {e}", self.cfg.backend);
+                down(b, now);
+                1
+            }
+            Ok(true) => {
+                let Link::Connecting { socket, .. } =
+                    std::mem::replace(&mut b.link, Link::Down { retry_at: now })
+                else {
+                    return 0;
+                };
+                let stream: TcpStream = socket.into();
+                let port = stream.local_addr().map(|a| a.port()).ok();
+                b.local_port = b.local_port.or(port);
+                b.link = Link::Up(stream);
+                b.backoff = MIN_BACKOFF;
+                b.sent = 0;
+                b.sent_at = 0;
+                b.inbuf.clear();
+                b.in_at = 0;
+                b.record.clear();
+                if b.connects > 0 {
+                    self.stats.reconnects += 1;
+                    self.stats.resent += b.waiting.len() as u64;
+                    log::info!(
+                        "gateway: reconnected to {} from port {:?}; resending {} calls",
+                        self.cfg.backend,
+                        b.local_port,
+                        b.waiting.len()
+                    );
+                } else {
+                    log::info!(
+                        "gateway: connected to {} from port {:?}",
+                        self.cfg.backend,
+                        b.local_port
+                    );
+                }
+                b.connects += 1;
+                self.stats.backend_connects += 1;
+                1
+            }
+        }
+    }
+
+    /// Writes and reads backend `epoch`'s connection; takes complete replies.
+    fn pump(&mut self, epoch: u16, now: Instant) -> usize {
+        let Some(b) = self.backends.get_mut(&epoch) else {
+            return 0;
+        };
+        let Link::Up(stream) = &mut b.link else {
+            return 0;
+        };
+        let mut work = 0;
+        let mut failure: Option<String> = None;
+        // Write what is not sent yet, several records per call.
+        while b.sent < b.waiting.len() {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
+            for (k, w) in b.waiting.iter().skip(b.sent).take(16).enumerate() {
+                let from = if k == 0 { b.sent_at } else { 0 };
+                slices.push(IoSlice::new(&w.record[from..]));
+            }
+            match stream.write_vectored(&slices) {
+                Ok(0) => {
+                    failure = Some("the backend closed the connection".into());
+                    break;
+                }
+                Ok(mut n) => {
+                    work += 1;
+                    self.stats.bytes_out += n as u64;
+                    while n > 0 {
+                        let Some(w) = b.waiting.get(b.sent) else {
+                            break;
+                        };
+                        let left = w.record.len() - b.sent_at;
+                        if n >= left {
+                            n -= left;
+                            b.sent += 1;
+                            b.sent_at = 0;
+                        } else {
+                            b.sent_at += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failure = Some(format!("write to the backend failed: {e}"));
+                    break;
+                }
+            }
+        }
+        // Read what arrived.
+        while failure.is_none() {
+            match stream.read(&mut self.scratch) {
+                Ok(0) => failure = Some("the backend closed the connection".into()),
+                Ok(n) => {
+                    if b.in_at > 0 && b.in_at * 2 >= b.inbuf.len() {
+                        // Parsed bytes are dropped in one move once they are half the
+                        // buffer: linear over any number of small records.
+                        b.inbuf.drain(..b.in_at);
+                        b.in_at = 0;
+                    }
+                    b.inbuf.extend_from_slice(&self.scratch[..n]);
+                    self.stats.bytes_in += n as u64;
+                    work += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => failure = Some(format!("read from the backend failed: {e}")),
+            }
+        }
+        if let Err(why) = take_records(b, &mut self.ready, &mut self.stats) {
+            failure = Some(why.into());
+        }
+        if let Some(why) = failure {
+            log::warn!(
+                "gateway: backend connection lost ({why}); {} calls wait for the reconnect",
+                b.waiting.len()
+            );
+            self.stats.backend_failures += 1;
+            down(b, now);
+            work += 1;
+        }
+        work
+    }
+
+    /// Calls whose deadline passed: answered SYSTEM_ERR.
+    fn expire(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        for b in self.backends.values_mut() {
+            let mut k = 0;
+            while k < b.waiting.len() {
+                if b.waiting[k].deadline > now {
+                    k += 1;
+                    continue;
+                }
+                if let Some(w) = remove_waiting(b, k) {
+                    log::warn!(
+                        "gateway: call xid {:#x} got no reply within {:?}: SYSTEM_ERR",
+                        w.xid,
+                        self.cfg.call_timeout
+                    );
+                    self.stats.expired += 1;
+                    self.stats.backend_errors += 1;
+                    self.ready
+                        .push_back((w.handle, Answer::Failed { xid: w.xid }));
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// The link goes down; the next attempt after the backoff, which doubles.
+fn down(b: &mut Backend, now: Instant) {
+    b.link = Link::Down {
+        retry_at: now + b.backoff,
+    };
+    b.backoff = (b.backoff * 2).min(MAX_BACKOFF);
+    b.sent = 0;
+    b.sent_at = 0;
+    b.inbuf.clear();
+    b.in_at = 0;
+    b.record.clear();
+}
+
+/// Removes waiting call `k`, keeping the sent / partly-sent bookkeeping right.
+fn remove_waiting(b: &mut Backend, k: usize) -> Option<Waiting> {
+    if k < b.sent {
+        b.sent -= 1;
+    } else if k == b.sent && b.sent_at > 0 {
+        // A call half written can only be removed by its deadline: the rest of its record
+        // would be missing from the stream, so the link starts over (everything is resent).
+        b.sent = 0;
+        b.sent_at = 0;
+        b.link = Link::Down {
+            retry_at: Instant::now(),
+        };
+    }
+    b.waiting.remove(k)
+}
+
+/// Takes complete records out of `b`'s input and matches each to the first sent call with its
+/// xid.
+fn take_records(
+    b: &mut Backend,
+    ready: &mut VecDeque<(CallHandle, Answer)>,
+    stats: &mut GatewayStats,
+) -> Result<(), &'static str> {
+    loop {
+        let input = &b.inbuf[b.in_at..];
+        let Some(mark) = xdr_u32(input, 0) else {
+            return Ok(());
+        };
+        let len = (mark & !LAST_FRAGMENT) as usize;
+        if b.record.len() + len > MAX_RECORD {
+            return Err("a reply record larger than the gateway accepts");
+        }
+        let Some(fragment) = input.get(4..4 + len) else {
+            return Ok(());
+        };
+        b.record.extend_from_slice(fragment);
+        b.in_at += 4 + len;
+        if mark & LAST_FRAGMENT == 0 {
+            continue;
+        }
+        let record = std::mem::take(&mut b.record);
+        let Some(xid) = xdr_u32(&record, 0) else {
+            stats.unmatched += 1;
+            continue;
+        };
+        let found = b.waiting.iter().take(b.sent).position(|w| w.xid == xid);
+        match found.and_then(|k| remove_waiting(b, k)) {
+            Some(w) => {
+                stats.replies += 1;
+                ready.push_back((
+                    w.handle,
+                    Answer::Record {
+                        record,
+                        proc_: w.proc_,
+                        ddp: w.ddp,
+                    },
+                ));
+            }
+            None => stats.unmatched += 1,
+        }
+    }
 }
 
 impl Service for Gateway {
-    fn serve(&mut self, call: &Call<'_>, reply: &mut ReplyWriter<'_>) -> Verdict {
+    fn serve(&mut self, call: &Call<'_>, _reply: &mut ReplyWriter<'_>) -> Verdict {
         let view = &call.view;
         let len = view.len();
         let (Some(xid), Some(msg_type)) = (view.word(0), view.word(4)) else {
@@ -252,34 +559,24 @@ impl Service for Gateway {
             view.word(16).unwrap_or(0),
             view.word(20).unwrap_or(0),
         );
-        let Some(i) = self.backend() else {
-            self.stats.backend_errors += 1;
-            return Self::system_err(reply, xid);
-        };
-        let gw_xid = self.next_xid;
-        self.next_xid = self.next_xid.wrapping_add(1);
-        let b = &mut self.backends[i];
-        let start = b.out.len();
-        b.out
-            .extend_from_slice(&(LAST_FRAGMENT | len as u32).to_be_bytes());
-        view.for_each_slice(0, len, |part| b.out.extend_from_slice(part));
-        if b.out.len() - start != 4 + len {
-            b.out.truncate(start);
-            return Self::system_err(reply, xid);
-        }
-        put_xdr_u32(&mut b.out, start + 4, gw_xid);
+        let mut record = Vec::with_capacity(4 + len);
+        record.extend_from_slice(&(LAST_FRAGMENT | len as u32).to_be_bytes());
+        view.for_each_slice(0, len, |part| record.extend_from_slice(part));
         self.stats.forwarded += 1;
-        self.stats.bytes_out += 4 + len as u64;
-        self.waiting.insert(
-            gw_xid,
-            Waiting {
-                handle: call.handle,
-                xid,
-                proc_,
-                ddp: nfs3::reply_has_ddp_item(prog, vers, proc_),
-                backend: i,
-            },
-        );
+        let deadline = Instant::now() + self.cfg.call_timeout;
+        let b = self
+            .backends
+            .entry(call.handle.epoch)
+            .or_insert_with(Backend::new);
+        b.waiting.push_back(Waiting {
+            handle: call.handle,
+            xid,
+            proc_,
+            ddp: nfs3::reply_has_ddp_item(prog, vers, proc_),
+            record,
+            deadline,
+        });
+        // The write happens in `poll`, on this turn of the loop: no syscall here.
         Verdict::Pending
     }
 }
@@ -287,67 +584,33 @@ impl Service for Gateway {
 impl App for Gateway {
     type Answer = Answer;
 
-    fn poll(&mut self) -> usize {
-        let mut work = 0;
-        for i in 0..self.backends.len() {
-            let mut failure = None;
-            {
-                let b = &mut self.backends[i];
-                let Some(stream) = b.stream.as_mut() else {
-                    continue;
-                };
-                while b.out_at < b.out.len() {
-                    match stream.write(&b.out[b.out_at..]) {
-                        Ok(0) => {
-                            failure = Some("the backend closed the connection");
-                            break;
-                        }
-                        Ok(n) => {
-                            b.out_at += n;
-                            work += 1;
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            failure = Some("write to the backend failed");
-                            break;
-                        }
-                    }
-                }
-                if b.out_at == b.out.len() && b.out_at > 0 {
-                    b.out.clear();
-                    b.out_at = 0;
-                }
-                if failure.is_none() {
-                    loop {
-                        match stream.read(&mut self.scratch) {
-                            Ok(0) => {
-                                failure = Some("the backend closed the connection");
-                                break;
-                            }
-                            Ok(n) => {
-                                b.inbuf.extend_from_slice(&self.scratch[..n]);
-                                work += 1;
-                            }
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                            Err(_) => {
-                                failure = Some("read from the backend failed");
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            if let Err(why) = self.parse_records(i) {
-                failure = Some(why);
-            }
-            if let Some(why) = failure {
-                self.fail_backend(i, why);
-                work += 1;
+    fn connection_opened(&mut self, epoch: u16) {
+        // Connect now, so the first call does not wait for the handshake.
+        self.backends.entry(epoch).or_insert_with(Backend::new);
+    }
+
+    fn connection_closed(&mut self, epoch: u16) {
+        if let Some(b) = self.backends.remove(&epoch) {
+            if !b.waiting.is_empty() {
+                log::info!(
+                    "gateway: connection closed with {} calls waiting; closing its backend \
+                     connection",
+                    b.waiting.len()
+                );
             }
         }
-        work
+    }
+
+    fn poll(&mut self) -> usize {
+        let now = Instant::now();
+        let epochs: Vec<u16> = self.backends.keys().copied().collect();
+        let mut work = 0;
+        for epoch in epochs {
+            self.start_connect(epoch, now);
+            work += self.finish_connect(epoch, now);
+            work += self.pump(epoch, now);
+        }
+        work + self.expire(now)
     }
 
     fn next_answer(&mut self) -> Option<(CallHandle, Answer)> {
@@ -409,17 +672,20 @@ impl App for Gateway {
 
     fn wait_fds(&self) -> Vec<i32> {
         self.backends
-            .iter()
-            .filter_map(|b| b.stream.as_ref().map(|s| s.as_raw_fd()))
+            .values()
+            .filter_map(|b| match &b.link {
+                Link::Up(s) => Some(s.as_raw_fd()),
+                Link::Connecting { socket, .. } => Some(socket.as_raw_fd()),
+                Link::Down { .. } => None,
+            })
             .collect()
     }
 
     fn report(&self) -> serde_json::Value {
-        let app = GatewayApp {
+        let app = rpcrdma_report::GatewayApp {
             stats: self.stats,
-            waiting: self.waiting.len() as u64,
+            waiting: self.waiting() as u64,
         };
-        // Plain integers: serialising them cannot fail.
         serde_json::to_value(app).unwrap_or_default()
     }
 }

@@ -95,8 +95,20 @@ pub struct GatewayStats {
     pub forwarded: u64,
     /// Replies from the backend handed back.
     pub replies: u64,
-    /// Calls answered with SYSTEM_ERR because the backend was unreachable or went away.
+    /// Calls answered with SYSTEM_ERR (their deadline passed without a reply).
     pub backend_errors: u64,
+    /// Calls whose deadline passed (answered SYSTEM_ERR).
+    #[serde(default)]
+    pub expired: u64,
+    /// Backend connections lost (reset, closed, a failed read or write).
+    #[serde(default)]
+    pub backend_failures: u64,
+    /// Backend connections made again after a loss (from the same local port).
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Calls sent again, byte for byte with the client's xid, after a reconnect.
+    #[serde(default)]
+    pub resent: u64,
     /// Backend connections made.
     pub backend_connects: u64,
     /// Bytes of calls sent to the backend (record marks included).

@@ -197,6 +197,11 @@ impl<'a, const C: usize> Connection<'a, C> {
         self.counters
     }
 
+    /// The epoch of this connection's wr_ids and call handles ([`CallHandle::epoch`]).
+    pub fn epoch(&self) -> u16 {
+        self.epoch
+    }
+
     /// Credits this connection grants at most.
     pub fn credits(&self) -> u16 {
         self.credits

@@ -15,9 +15,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use clap::Parser;
-use rpcrdma_hosted::gateway::Gateway;
+use rpcrdma_hosted::gateway::{Gateway, GatewayConfig};
 use rpcrdma_hosted::server::{program_exit, program_init, Server, ServerConfig};
 
 #[derive(Parser, Debug)]
@@ -35,9 +36,14 @@ struct Args {
     /// The ONC RPC server to forward to.
     #[arg(long, default_value = "127.0.0.1:2049")]
     backend: SocketAddr,
-    /// TCP connections to the backend.
-    #[arg(long, default_value_t = 2)]
-    backend_connections: usize,
+    /// Seconds a call may wait for the backend (reconnects included) before it is answered
+    /// with SYSTEM_ERR (EIO for the client's application).
+    #[arg(long, default_value_t = 600)]
+    call_timeout: u64,
+    /// Connect to the backend from an ephemeral port even when a reserved one (< 1024) could
+    /// be bound (the export then needs `insecure`).
+    #[arg(long)]
+    no_reserved_port: bool,
     /// Credits granted per connection.
     #[arg(long, default_value_t = 64)]
     credits: u16,
@@ -83,7 +89,11 @@ fn main() -> ExitCode {
         extra_receives: args.credits,
         ..ServerConfig::default()
     };
-    let gateway = Gateway::new(args.backend, args.backend_connections);
+    let gateway = Gateway::new(GatewayConfig {
+        backend: args.backend,
+        call_timeout: Duration::from_secs(args.call_timeout),
+        reserved_port: !args.no_reserved_port,
+    });
     let mut server = match Server::with_app(cfg, gateway) {
         Ok(s) => s,
         Err(e) => {

@@ -159,12 +159,20 @@ impl<A: App> Server<A> {
         peer: Option<PrivateData>,
         peer_inline: usize,
     ) -> Result<()> {
-        let epoch = self.next_epoch;
-        self.next_epoch = if epoch >= rpcrdma_core::device::MAX_EPOCH {
-            1
-        } else {
-            epoch + 1
+        // The next epoch no live connection holds: a long-lived connection's answers must never
+        // be routed to a newcomer that wrapped around to the same number.
+        let after = |e: u16| {
+            if e >= rpcrdma_core::device::MAX_EPOCH {
+                1
+            } else {
+                e + 1
+            }
         };
+        let mut epoch = self.next_epoch;
+        while self.epochs.contains_key(&epoch) {
+            epoch = after(epoch);
+        }
+        self.next_epoch = after(epoch);
         // Reads this side may issue: the requester's responder resources, which rdma_cm reports
         // to a listener as the event's initiator depth (from this side's point of view).
         let depth = ev.initiator_depth.clamp(1, 16);
@@ -205,6 +213,7 @@ impl<A: App> Server<A> {
         id.accept(&ours, depth)?;
         let qp_num = qp.qp_num();
         self.epochs.insert(epoch, qp_num);
+        self.service.connection_opened(epoch);
         self.sq_reserved += sq;
         log::info!(
             "accepted qp {qp_num}: peer receives {peer_inline} B inline{}, {depth} Reads in flight, credits {}",

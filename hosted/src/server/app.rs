@@ -12,6 +12,12 @@ use rpcrdma_services::ExampleService;
 pub trait App: Service {
     /// What the app keeps for a pending call until it can answer it.
     type Answer;
+    /// An RDMA connection was accepted; its calls' [`CallHandle::epoch`] is `epoch` until it
+    /// closes (a gateway opens its backend connection here).
+    fn connection_opened(&mut self, _epoch: u16) {}
+    /// The RDMA connection with `epoch` closed: its pending calls are gone (answers for them
+    /// are refused as stale) and the epoch may be given to a later connection.
+    fn connection_closed(&mut self, _epoch: u16) {}
     /// Does the app's own non-blocking I/O. Returns how much work it did (0: idle).
     fn poll(&mut self) -> usize {
         0

@@ -77,7 +77,16 @@ impl<A: App> Server<A> {
         self.stats.leaked += responder.conn().calls_in_progress() as u64;
         self.stats.failed_connections += failed as u64;
         self.sq_reserved -= responder.conn().sq_depth();
-        self.epochs.retain(|_, qp| *qp != qp_num);
+        let closed: Vec<u16> = self
+            .epochs
+            .iter()
+            .filter(|(_, qp)| **qp == qp_num)
+            .map(|(e, _)| *e)
+            .collect();
+        for epoch in closed {
+            self.epochs.remove(&epoch);
+            self.service.connection_closed(epoch);
+        }
         drop(responder);
         drop(recv);
         drop(id);

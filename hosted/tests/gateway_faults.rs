@@ -1,0 +1,283 @@
+//! The gateway under backend faults, without RDMA hardware: the gateway is the service of a
+//! core [`Endpoint`] on the software NIC (the same responder the verbs server runs), and its
+//! backend is a scripted ONC RPC server on loopback TCP that can reset connections, answer late
+//! or never accept.
+//!
+//! What a user of a transparent NFS front end depends on: one backend connection per client,
+//! client xids unchanged, a backend restart is a delay (reconnect from the same local port,
+//! every waiting call resent with its xid), and a backend that never answers a connect does not
+//! stall the loop.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
+use rpcrdma_core::wire::{decode_reply, HeaderRepr, Reply};
+use rpcrdma_hosted::gateway::{Answer, Gateway, GatewayConfig};
+use rpcrdma_hosted::server::App;
+use rpcrdma_services::oncrpc;
+use rpcrdma_softnic::memory::DmaMemory;
+use rpcrdma_softnic::SoftNic;
+
+type Nic = SoftNic<64, 64, 128, 4096, 16>;
+type Ep = Endpoint<'static, 64, 64, 16>;
+
+/// One RDMA connection: its software NIC and its endpoint (epoch = connection number).
+struct Client {
+    nic: Box<Nic>,
+    endpoint: Ep,
+    replies: Vec<(u32, Vec<u8>)>,
+}
+
+impl Client {
+    fn new(epoch: u16) -> Client {
+        let config = EndpointConfig {
+            credits: 16,
+            sink_bytes: 16 * 1024,
+            payload_bytes: 16 * 1024,
+            epoch,
+            ..EndpointConfig::DEFAULT
+        };
+        let memory: &'static mut DmaMemory = DmaMemory::leak(config.region_len());
+        let mut nic: Box<Nic> = Box::new(Nic::new());
+        memory.register(&mut nic, 0x7e00_0000_0000, 1);
+        let mut endpoint = Endpoint::new(memory.region_at(0x7e00_0000_0000, 1), &config).unwrap();
+        endpoint.refill(&mut *nic).unwrap();
+        Client {
+            nic,
+            endpoint,
+            replies: Vec::new(),
+        }
+    }
+
+    /// The requester sends an ONC RPC call (program 100003 v3, `proc_`) with `xid`.
+    fn call(&mut self, xid: u32, proc_: u32) {
+        let mut msg = vec![0u8; 28 + 40];
+        let h = HeaderRepr::reply(xid, 16).emit(&mut msg).unwrap();
+        let c = oncrpc::emit_call(&mut msg[h..], xid, 100_003, 3, proc_).unwrap();
+        msg.truncate(h + c);
+        self.nic.deliver(&msg).expect("a Receive is posted");
+    }
+}
+
+/// Runs the endpoints and the gateway's loop for `for_how_long`; returns the longest single
+/// `Gateway::poll`.
+fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) -> Duration {
+    let end = Instant::now() + for_how_long;
+    let mut longest = Duration::ZERO;
+    let mut later: Vec<(rpcrdma_core::responder::CallHandle, Answer)> = Vec::new();
+    while Instant::now() < end {
+        for c in clients.iter_mut() {
+            c.endpoint.poll(&mut *c.nic, gw).unwrap();
+        }
+        let t = Instant::now();
+        gw.poll();
+        longest = longest.max(t.elapsed());
+        while let Some(a) = gw.next_answer() {
+            later.push(a);
+        }
+        later.retain(|(handle, answer)| {
+            let Some(c) = clients
+                .iter_mut()
+                .find(|c| c.endpoint.connection().epoch() == handle.epoch)
+            else {
+                return false;
+            };
+            let done = c
+                .endpoint
+                .complete_pending(*handle, |call, w| gw.write_answer(answer, call, w));
+            !matches!(done, Ok(true) | Err(_))
+        });
+        for c in clients.iter_mut() {
+            while let Some(sent) = c.nic.take_sent() {
+                if let Ok(Reply::Rpc(r)) = decode_reply(&sent.bytes) {
+                    c.replies.push((r.xid, r.rpc_message.to_vec()));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    longest
+}
+
+/// What the scripted backend saw: per connection, the client's port and the xids it received.
+#[derive(Default)]
+struct Seen {
+    connections: Vec<(u16, Vec<u32>)>,
+}
+
+/// An ONC RPC server on loopback that answers every call (result: the connection's number),
+/// except on its first connection when `reset_first` is given: that one answers nothing and is
+/// reset once it has read that many calls (a restart with every call in flight).
+fn backend(reset_first: Option<usize>) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { break };
+            let seen = Arc::clone(&seen2);
+            let reset_after = if n == 0 { reset_first } else { None };
+            std::thread::spawn(move || serve_backend(stream, n, reset_after, seen));
+        }
+    });
+    (addr, seen)
+}
+
+fn serve_backend(mut s: TcpStream, n: usize, reset_after: Option<usize>, seen: Arc<Mutex<Seen>>) {
+    let port = s.peer_addr().unwrap().port();
+    let index = {
+        let mut seen = seen.lock().unwrap();
+        seen.connections.push((port, Vec::new()));
+        seen.connections.len() - 1
+    };
+    let mut got = 0;
+    loop {
+        let mut mark = [0u8; 4];
+        if s.read_exact(&mut mark).is_err() {
+            return;
+        }
+        let len = (u32::from_be_bytes(mark) & 0x7fff_ffff) as usize;
+        let mut call = vec![0u8; len];
+        if s.read_exact(&mut call).is_err() {
+            return;
+        }
+        let xid = u32::from_be_bytes(call[..4].try_into().unwrap());
+        seen.lock().unwrap().connections[index].1.push(xid);
+        got += 1;
+        if let Some(limit) = reset_after {
+            if got == limit {
+                // A restart: the connection is reset with every call unanswered.
+                let sock = socket2::SockRef::from(&s);
+                let _ = sock.set_linger(Some(Duration::ZERO));
+                return;
+            }
+            continue;
+        }
+        let mut reply = vec![0u8; 28];
+        let r = oncrpc::emit_accepted_reply(&mut reply, xid, oncrpc::AcceptStat::Success).unwrap();
+        reply.truncate(r);
+        reply.extend_from_slice(&(n as u32).to_be_bytes());
+        let mut out = (0x8000_0000u32 | reply.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        if s.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+fn gateway(addr: SocketAddr, call_timeout: Duration) -> Gateway {
+    Gateway::new(GatewayConfig {
+        backend: addr,
+        call_timeout,
+        reserved_port: false,
+    })
+}
+
+/// The result word of a reply from the scripted backend: which backend connection answered.
+fn answered_by(rpc: &[u8]) -> u32 {
+    let (_, stat, at) = oncrpc::parse_accepted_reply(rpc).unwrap();
+    assert_eq!(stat, 0);
+    u32::from_be_bytes(rpc[at..at + 4].try_into().unwrap())
+}
+
+#[test]
+fn a_backend_reset_is_a_delay_calls_are_resent_with_their_xids_from_the_same_port() {
+    let (addr, seen) = backend(Some(8));
+    let mut gw = gateway(addr, Duration::from_secs(30));
+    let mut c = Client::new(5);
+    let xids: Vec<u32> = (0..8).map(|k| 0x1000 + k).collect();
+    for &xid in &xids {
+        c.call(xid, 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.replies.len() < xids.len() && Instant::now() < deadline {
+        run(&mut [&mut c], &mut gw, Duration::from_millis(50));
+    }
+    let mut got: Vec<u32> = c.replies.iter().map(|(x, _)| *x).collect();
+    got.sort_unstable();
+    assert_eq!(got, xids, "every call answered once, after the reconnect");
+    assert!(c.replies.iter().all(|(_, rpc)| answered_by(rpc) == 1));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.connections.len(), 2, "one reconnect");
+    let (first, second) = (&seen.connections[0], &seen.connections[1]);
+    assert_eq!(first.0, second.0, "the reconnect binds the same local port");
+    assert_eq!(first.1, xids, "the client's xids, unchanged");
+    assert_eq!(
+        second.1, xids,
+        "every waiting call resent, same xid, same order"
+    );
+    assert_eq!((gw.stats.reconnects, gw.stats.resent), (1, 8));
+    assert_eq!(gw.stats.backend_errors, 0, "no call failed");
+    assert_eq!(gw.waiting(), 0);
+}
+
+#[test]
+fn each_client_gets_its_own_backend_connection_and_keeps_its_xids() {
+    let (addr, seen) = backend(None);
+    let mut gw = gateway(addr, Duration::from_secs(30));
+    let (mut a, mut b) = (Client::new(1), Client::new(2));
+    // Both clients use the same xids: a shared xid space would confuse them.
+    for xid in 1..=4 {
+        a.call(xid, 0);
+        b.call(xid, 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (a.replies.len() < 4 || b.replies.len() < 4) && Instant::now() < deadline {
+        run(&mut [&mut a, &mut b], &mut gw, Duration::from_millis(50));
+    }
+    assert_eq!((a.replies.len(), b.replies.len()), (4, 4));
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.connections.len(),
+        2,
+        "one backend connection per client"
+    );
+    assert_ne!(seen.connections[0].0, seen.connections[1].0);
+    for (_, xids) in &seen.connections {
+        assert_eq!(xids, &vec![1, 2, 3, 4], "xids pass through unchanged");
+    }
+    // Each client's replies came from one backend connection, not the other's.
+    let by = |c: &Client| {
+        let mut v: Vec<u32> = c.replies.iter().map(|(_, r)| answered_by(r)).collect();
+        v.dedup();
+        v
+    };
+    let (ba, bb) = (by(&a), by(&b));
+    assert_eq!((ba.len(), bb.len()), (1, 1));
+    assert_ne!(ba, bb);
+    let ports: Vec<u16> = gw.backend_ports().iter().map(|(_, p)| *p).collect();
+    assert_eq!(ports.len(), 2);
+}
+
+#[test]
+fn a_backend_that_never_answers_the_connect_does_not_stall_the_loop() {
+    // A listener that never accepts, with its accept queue filled: further SYNs are dropped,
+    // so a connect to it neither completes nor fails (a black hole, on loopback).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let _fill: Vec<TcpStream> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .collect();
+    let mut gw = gateway(addr, Duration::from_millis(800));
+    let mut c = Client::new(3);
+    c.call(0x77, 0);
+    let longest = run(&mut [&mut c], &mut gw, Duration::from_millis(1500));
+    assert!(
+        longest < Duration::from_millis(50),
+        "the loop stalled for {longest:?} on a connect"
+    );
+    // The call's deadline passed: SYSTEM_ERR, which the client sees as an error, not a hang.
+    assert_eq!(c.replies.len(), 1);
+    let (_, stat, _) = oncrpc::parse_accepted_reply(&c.replies[0].1).unwrap();
+    assert_eq!(stat, 5, "SYSTEM_ERR");
+    assert_eq!(gw.stats.expired, 1);
+    drop(socket);
+}
