@@ -374,6 +374,13 @@ impl<'a, const N: usize, const C: usize, const P: usize> Endpoint<'a, N, C, P> {
         self.conn.complete_pending(&mut res, handle, f)
     }
 
+    /// Caps the credit grant of the replies sent from now on (see
+    /// [`Connection::set_grant_cap`]): the brake for a service that holds too much for this
+    /// requester.
+    pub fn set_grant_cap(&mut self, cap: u16) {
+        self.conn.set_grant_cap(cap);
+    }
+
     /// Stops admitting work (a disconnect): nothing is posted any more; work requests still
     /// in the device come back as flushes on later polls.
     pub fn close(&mut self) {

@@ -21,6 +21,12 @@
 //!   byte, same xid. A call is answered with SYSTEM_ERR only when its deadline passes
 //!   ([`GatewayConfig::call_timeout`], default 10 minutes); a Linux client on a hard mount then
 //!   returns EIO to the application, which is why the default is far above an nfsd restart.
+//! - **Memory is bounded by what is in flight, and the brake is the credit grant.** A call's
+//!   record is held until its reply comes (it may have to be resent); when the bytes held for
+//!   one connection reach [`GatewayConfig::max_held_per_connection`], or for all of them
+//!   [`GatewayConfig::max_held`], that connection's grant drops to 1 (RFC 8166 §3.3) until the
+//!   backend catches up — no call is dropped or failed for it. Calls the client sent under its
+//!   earlier grant still arrive, so the bound is the cap plus one grant's worth of calls.
 //! - **Connect never blocks**: the socket is non-blocking from the start and its completion is
 //!   checked on later turns of the loop (a backend host that drops SYNs delays only the calls
 //!   that wait for it; the connect is abandoned after 5 s and retried).
@@ -74,15 +80,23 @@ pub struct GatewayConfig {
     pub call_timeout: Duration,
     /// Connect from a reserved port (< 1024) when the process may.
     pub reserved_port: bool,
+    /// Bytes of calls held for the backend (sent and waiting for their reply, or not sent yet)
+    /// per RDMA connection above which its credit grant is lowered to 1.
+    pub max_held_per_connection: usize,
+    /// The same for all connections together.
+    pub max_held: usize,
 }
 
 impl GatewayConfig {
-    /// Forward to `backend`, calls wait up to 10 minutes, reserved ports when allowed.
+    /// Forward to `backend`, calls wait up to 10 minutes, reserved ports when allowed, the
+    /// brake at 32 MiB held per connection and 256 MiB in all.
     pub fn new(backend: SocketAddr) -> GatewayConfig {
         GatewayConfig {
             backend,
             call_timeout: Duration::from_secs(600),
             reserved_port: true,
+            max_held_per_connection: 32 << 20,
+            max_held: 256 << 20,
         }
     }
 }
@@ -143,6 +157,8 @@ struct Backend {
     record: Vec<u8>,
     /// Connections made so far (the first is not a reconnect).
     connects: u64,
+    /// Bytes of the records in `waiting`.
+    held: usize,
 }
 
 impl Backend {
@@ -160,12 +176,8 @@ impl Backend {
             in_at: 0,
             record: Vec::new(),
             connects: 0,
+            held: 0,
         }
-    }
-
-    /// Bytes of calls held for the backend.
-    fn held_bytes(&self) -> usize {
-        self.waiting.iter().map(|w| w.record.len()).sum()
     }
 }
 
@@ -177,6 +189,8 @@ pub struct Gateway {
     ready: VecDeque<(CallHandle, Answer)>,
     scratch: Vec<u8>,
     reserved_refused: bool,
+    /// Bytes of calls held for the backend, all connections.
+    held: usize,
     /// What it did.
     pub stats: GatewayStats,
 }
@@ -190,6 +204,7 @@ impl Gateway {
             ready: VecDeque::new(),
             scratch: vec![0u8; 256 * 1024],
             reserved_refused: false,
+            held: 0,
             stats: GatewayStats::default(),
         }
     }
@@ -201,7 +216,7 @@ impl Gateway {
 
     /// Bytes of calls held for the backend (all connections).
     pub fn held_bytes(&self) -> usize {
-        self.backends.values().map(Backend::held_bytes).sum()
+        self.held
     }
 
     /// The local port of each open backend connection, by RDMA connection epoch.
@@ -425,7 +440,10 @@ impl Gateway {
                 Err(e) => failure = Some(format!("read from the backend failed: {e}")),
             }
         }
-        if let Err(why) = take_records(b, &mut self.ready, &mut self.stats) {
+        let before = b.held;
+        let taken = take_records(b, &mut self.ready, &mut self.stats);
+        self.held -= before - b.held;
+        if let Err(why) = taken {
             failure = Some(why.into());
         }
         if let Some(why) = failure {
@@ -451,6 +469,7 @@ impl Gateway {
                     continue;
                 }
                 if let Some(w) = remove_waiting(b, k) {
+                    self.held -= w.record.len();
                     log::warn!(
                         "gateway: call xid {:#x} got no reply within {:?}: SYSTEM_ERR",
                         w.xid,
@@ -494,7 +513,9 @@ fn remove_waiting(b: &mut Backend, k: usize) -> Option<Waiting> {
             retry_at: Instant::now(),
         };
     }
-    b.waiting.remove(k)
+    let w = b.waiting.remove(k)?;
+    b.held -= w.record.len();
+    Some(w)
 }
 
 /// Takes complete records out of `b`'s input and matches each to the first sent call with its
@@ -568,6 +589,12 @@ impl Service for Gateway {
             .backends
             .entry(call.handle.epoch)
             .or_insert_with(Backend::new);
+        b.held += record.len();
+        self.held += record.len();
+        if b.held > self.stats.peak_held_per_connection as usize {
+            self.stats.peak_held_per_connection = b.held as u64;
+        }
+        self.stats.peak_held = self.stats.peak_held.max(self.held as u64);
         b.waiting.push_back(Waiting {
             handle: call.handle,
             xid,
@@ -591,6 +618,7 @@ impl App for Gateway {
 
     fn connection_closed(&mut self, epoch: u16) {
         if let Some(b) = self.backends.remove(&epoch) {
+            self.held -= b.held;
             if !b.waiting.is_empty() {
                 log::info!(
                     "gateway: connection closed with {} calls waiting; closing its backend \
@@ -599,6 +627,11 @@ impl App for Gateway {
                 );
             }
         }
+    }
+
+    fn credit_cap(&self, epoch: u16) -> Option<u16> {
+        let held = self.backends.get(&epoch).map_or(0, |b| b.held);
+        (held >= self.cfg.max_held_per_connection || self.held >= self.cfg.max_held).then_some(1)
     }
 
     fn poll(&mut self) -> usize {

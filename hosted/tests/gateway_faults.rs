@@ -29,6 +29,8 @@ struct Client {
     nic: Box<Nic>,
     endpoint: Ep,
     replies: Vec<(u32, Vec<u8>)>,
+    /// The grant of each reply, in order.
+    grants: Vec<u32>,
 }
 
 impl Client {
@@ -49,6 +51,7 @@ impl Client {
             nic,
             endpoint,
             replies: Vec::new(),
+            grants: Vec::new(),
         }
     }
 
@@ -70,6 +73,9 @@ fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) ->
     let mut later: Vec<(rpcrdma_core::responder::CallHandle, Answer)> = Vec::new();
     while Instant::now() < end {
         for c in clients.iter_mut() {
+            // As the hosted server does before every batch: the gateway's brake on the grant.
+            let cap = gw.credit_cap(c.endpoint.connection().epoch());
+            c.endpoint.set_grant_cap(cap.unwrap_or(u16::MAX));
             c.endpoint.poll(&mut *c.nic, gw).unwrap();
         }
         let t = Instant::now();
@@ -94,6 +100,7 @@ fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) ->
             while let Some(sent) = c.nic.take_sent() {
                 if let Ok(Reply::Rpc(r)) = decode_reply(&sent.bytes) {
                     c.replies.push((r.xid, r.rpc_message.to_vec()));
+                    c.grants.push(r.credits);
                 }
             }
         }
@@ -112,6 +119,14 @@ struct Seen {
 /// except on its first connection when `reset_first` is given: that one answers nothing and is
 /// reset once it has read that many calls (a restart with every call in flight).
 fn backend(reset_first: Option<usize>) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    backend_with_delay(reset_first, Duration::ZERO)
+}
+
+/// [`backend`], answering each call `delay` after reading it (a slow server).
+fn backend_with_delay(
+    reset_first: Option<usize>,
+    delay: Duration,
+) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -121,13 +136,19 @@ fn backend(reset_first: Option<usize>) -> (SocketAddr, Arc<Mutex<Seen>>) {
             let Ok(stream) = stream else { break };
             let seen = Arc::clone(&seen2);
             let reset_after = if n == 0 { reset_first } else { None };
-            std::thread::spawn(move || serve_backend(stream, n, reset_after, seen));
+            std::thread::spawn(move || serve_backend(stream, n, reset_after, delay, seen));
         }
     });
     (addr, seen)
 }
 
-fn serve_backend(mut s: TcpStream, n: usize, reset_after: Option<usize>, seen: Arc<Mutex<Seen>>) {
+fn serve_backend(
+    mut s: TcpStream,
+    n: usize,
+    reset_after: Option<usize>,
+    delay: Duration,
+    seen: Arc<Mutex<Seen>>,
+) {
     let port = s.peer_addr().unwrap().port();
     let index = {
         let mut seen = seen.lock().unwrap();
@@ -157,6 +178,7 @@ fn serve_backend(mut s: TcpStream, n: usize, reset_after: Option<usize>, seen: A
             }
             continue;
         }
+        std::thread::sleep(delay);
         let mut reply = vec![0u8; 28];
         let r = oncrpc::emit_accepted_reply(&mut reply, xid, oncrpc::AcceptStat::Success).unwrap();
         reply.truncate(r);
@@ -171,9 +193,9 @@ fn serve_backend(mut s: TcpStream, n: usize, reset_after: Option<usize>, seen: A
 
 fn gateway(addr: SocketAddr, call_timeout: Duration) -> Gateway {
     Gateway::new(GatewayConfig {
-        backend: addr,
         call_timeout,
         reserved_port: false,
+        ..GatewayConfig::new(addr)
     })
 }
 
@@ -280,4 +302,47 @@ fn a_backend_that_never_answers_the_connect_does_not_stall_the_loop() {
     assert_eq!(stat, 5, "SYSTEM_ERR");
     assert_eq!(gw.stats.expired, 1);
     drop(socket);
+}
+
+#[test]
+fn a_slow_backend_lowers_the_grant_instead_of_holding_without_bound() {
+    let (addr, _) = backend_with_delay(None, Duration::from_millis(15));
+    // Calls here are 44-byte records: the brake after 4 held.
+    let cap = 4 * 44;
+    let mut gw = Gateway::new(GatewayConfig {
+        reserved_port: false,
+        max_held_per_connection: cap,
+        ..GatewayConfig::new(addr)
+    });
+    let mut c = Client::new(4);
+    // A requester that keeps within the grant it last received (1 before the first reply).
+    let (total, mut sent, mut granted) = (60u32, 0u32, 1u32);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (c.replies.len() as u32) < total && Instant::now() < deadline {
+        while sent < total && sent - (c.replies.len() as u32) < granted {
+            c.call(0x5000 + sent, 0);
+            sent += 1;
+        }
+        run(&mut [&mut c], &mut gw, Duration::from_millis(5));
+        granted = c.grants.last().copied().unwrap_or(1);
+    }
+    assert_eq!(c.replies.len() as u32, total, "every call answered");
+    assert!(
+        c.grants.contains(&1),
+        "the grant dropped to 1 while the backend lagged: {:?}",
+        c.grants
+    );
+    assert_eq!(
+        c.grants.last(),
+        Some(&16),
+        "full grant again once it caught up"
+    );
+    // Held bytes never exceed the cap plus one full grant of calls.
+    let bound = (cap + 16 * 44) as u64;
+    assert!(
+        gw.stats.peak_held_per_connection <= bound,
+        "peak held {} > {bound}",
+        gw.stats.peak_held_per_connection
+    );
+    assert_eq!(gw.held_bytes(), 0);
 }

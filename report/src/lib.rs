@@ -109,6 +109,12 @@ pub struct GatewayStats {
     /// Calls sent again, byte for byte with the client's xid, after a reconnect.
     #[serde(default)]
     pub resent: u64,
+    /// Most bytes of calls held for the backend at once, all connections.
+    #[serde(default)]
+    pub peak_held: u64,
+    /// Most bytes of calls held for the backend at once by one connection.
+    #[serde(default)]
+    pub peak_held_per_connection: u64,
     /// Backend connections made.
     pub backend_connects: u64,
     /// Bytes of calls sent to the backend (record marks included).

@@ -109,3 +109,26 @@ fn a_connection_through_the_endpoint_leaves_nothing_held() {
     assert_eq!(rig.endpoint.held(), 0);
     assert_eq!(rig.endpoint.pool().in_flight(), 0);
 }
+
+#[test]
+fn a_grant_cap_lowers_the_grant_of_the_next_replies_and_lifts_again() {
+    let mut rig = Rig::new(RigConfig::default(), ExampleService::default());
+    let null = |xid: u32| {
+        call_message(
+            xid,
+            Proc::Msg,
+            &[],
+            None,
+            None,
+            &rpc_call(xid, NFS_PROG, 3, 0, &[]),
+        )
+    };
+    assert_eq!(rig.round_trip(&null(1)).credits, 32);
+    rig.endpoint.set_grant_cap(3);
+    assert_eq!(rig.round_trip(&null(2)).credits, 3);
+    rig.endpoint.set_grant_cap(0); // never below 1: the requester must be able to go on
+    assert_eq!(rig.round_trip(&null(3)).credits, 1);
+    rig.endpoint.set_grant_cap(u16::MAX);
+    assert_eq!(rig.round_trip(&null(4)).credits, 32);
+    assert_eq!(rig.grant_violations, 0);
+}

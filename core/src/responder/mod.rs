@@ -103,6 +103,8 @@ pub struct Connection<'a, const C: usize> {
     waiting: Deque<CallId, C>,
     chain: Vec<SendWr, CHAIN>,
     credits: u16,
+    /// The service's brake on the grant ([`Connection::set_grant_cap`]); `credits` when off.
+    grant_cap: u16,
     peer_inline: usize,
     initiator_depth: u8,
     reads_in_flight: u8,
@@ -178,6 +180,7 @@ impl<'a, const C: usize> Connection<'a, C> {
             waiting: Deque::new(),
             chain: Vec::new(),
             credits: config.credits,
+            grant_cap: config.credits,
             peer_inline: peer_inline.clamp(MIN_SEND_SIZE, MAX_SEND_SIZE),
             initiator_depth: config.initiator_depth,
             reads_in_flight: 0,
@@ -200,6 +203,15 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// The epoch of this connection's wr_ids and call handles ([`CallHandle::epoch`]).
     pub fn epoch(&self) -> u16 {
         self.epoch
+    }
+
+    /// Caps the grant of the replies sent from now on at `cap` (at least 1; `credits` or more
+    /// lifts the cap): the brake a service uses when it holds too much for this requester
+    /// (RFC 8166 §3.3: a requester may not exceed the grant it last received, so lowering it
+    /// slows the requester without dropping a call). Calls sent under an earlier, larger grant
+    /// still arrive and are served.
+    pub fn set_grant_cap(&mut self, cap: u16) {
+        self.grant_cap = cap.max(1);
     }
 
     /// Credits this connection grants at most.
@@ -647,7 +659,7 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// shared pool's limit for this connection), at least 1.
     fn grant<const N: usize, const P: usize>(&mut self, res: &Resources<'_, 'a, N, P>) -> u32 {
         let limit = res.grant_limit.unwrap_or(res.pool.posted() as u32);
-        let grant = (self.credits as u32).min(limit).max(1);
+        let grant = (self.credits.min(self.grant_cap) as u32).min(limit).max(1);
         if grant < self.credits as u32 {
             self.counters.reduced_grants += 1;
         }

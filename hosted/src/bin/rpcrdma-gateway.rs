@@ -40,6 +40,12 @@ struct Args {
     /// with SYSTEM_ERR (EIO for the client's application).
     #[arg(long, default_value_t = 600)]
     call_timeout: u64,
+    /// MiB of calls held for the backend per RDMA connection before its credit grant drops to 1.
+    #[arg(long, default_value_t = 32)]
+    max_held_mib: usize,
+    /// MiB of calls held for the backend by all connections before their grants drop to 1.
+    #[arg(long, default_value_t = 256)]
+    max_held_total_mib: usize,
     /// Connect to the backend from an ephemeral port even when a reserved one (< 1024) could
     /// be bound (the export then needs `insecure`).
     #[arg(long)]
@@ -93,6 +99,8 @@ fn main() -> ExitCode {
         backend: args.backend,
         call_timeout: Duration::from_secs(args.call_timeout),
         reserved_port: !args.no_reserved_port,
+        max_held_per_connection: args.max_held_mib << 20,
+        max_held: args.max_held_total_mib << 20,
     });
     let mut server = match Server::with_app(cfg, gateway) {
         Ok(s) => s,

@@ -18,6 +18,13 @@ pub trait App: Service {
     /// The RDMA connection with `epoch` closed: its pending calls are gone (answers for them
     /// are refused as stale) and the epoch may be given to a later connection.
     fn connection_closed(&mut self, _epoch: u16) {}
+    /// The most credits the connection with `epoch` may be granted now (`None`: no brake).
+    /// Asked before every batch of replies; an app that holds too much for one requester (a
+    /// gateway whose backend is slow) lowers it, and the requester slows down instead of a
+    /// call being dropped (RFC 8166 §3.3).
+    fn credit_cap(&self, _epoch: u16) -> Option<u16> {
+        None
+    }
     /// Does the app's own non-blocking I/O. Returns how much work it did (0: idle).
     fn poll(&mut self) -> usize {
         0

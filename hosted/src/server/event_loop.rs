@@ -173,12 +173,16 @@ fn dispatch<A: Service>(
 /// End of a batch for one connection: with its own receive queue, refill, grant, one chained
 /// post; with an SRQ, the shared queue's sequence (refill the shared pool, grant within what
 /// the other connections were not granted, post, record).
-fn flush<A: Service>(
+fn flush<A: App>(
     conn: &mut Conn,
     sh: &mut Shared,
     service: &mut A,
     queue: &mut SharedQueue<MAX_CONNECTIONS>,
 ) {
+    // The app's brake on this requester's grant (a gateway holding too much for it).
+    let responder = conn.responder.conn_mut();
+    let cap = service.credit_cap(responder.epoch());
+    responder.set_grant_cap(cap.unwrap_or(u16::MAX));
     let (sinks, payloads) = (sh.sinks.pool_mut(), sh.payloads.pool_mut());
     let result = match (conn.recv.as_deref_mut(), sh.srq_recv.as_deref_mut()) {
         (Some(side), _) => {
