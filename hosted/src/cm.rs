@@ -235,6 +235,22 @@ impl CmId {
         unsafe { crate::verbs::Context::from_raw((*self.as_raw()).verbs) }
     }
 
+    /// The peer's IPv4 address and port (a CONNECT_REQUEST's id: the requester's); `None` for
+    /// another address family.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddrV4> {
+        // SAFETY: live id; rdma_cm filled its route's destination for a connect request.
+        let sa = unsafe { rdma_get_peer_addr(&*self.as_raw()) };
+        if i32::from(sa.sa_family) != libc::AF_INET {
+            return None;
+        }
+        // SAFETY: the family says it is a sockaddr_in, which the union's storage holds.
+        let sin = unsafe { &*(sa as *const libc::sockaddr).cast::<libc::sockaddr_in>() };
+        Some(std::net::SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        ))
+    }
+
     /// The id's QP (after [`crate::verbs::QueuePair::create`]).
     pub fn qp(&self) -> *mut ibv_qp {
         // SAFETY: live id.

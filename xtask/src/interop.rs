@@ -13,7 +13,8 @@
 //! must read back with the same SHA-256 and the client's RDMA connection must stay up (the
 //! gateway reconnects to nfsd from the same port and resends what was waiting); `sync`;
 //! unmount. Then the gateway's counters: no decode error, no leak, no failed work request, no
-//! call failed, calls resent after the reconnect.
+//! call failed, calls resent after the reconnect. Last, a second gateway whose `--allow` list
+//! leaves the client out: the mount fails and the gateway logs the refusal.
 //!
 //! The kernel modules come from the VM's own kernel package (`modprobe -d`), the NFS programs
 //! (`rpc.nfsd`, `rpc.mountd`, `exportfs`, `rpcbind`, `mount.nfs`) from the host's packages
@@ -65,7 +66,7 @@ pub fn interop() -> Result<()> {
 FAILED=0
 fail() {{ echo "INTEROP-FAIL: $*"; FAILED=1; }}
 step() {{ echo "interop: $*"; }}
-RPCRDMA_LOG=info {gateway} --addr 10.0.2.15 > /tmp/gw.out 2> /tmp/gw.err &
+RPCRDMA_LOG=info {gateway} --addr 10.0.2.15 --allow 10.0.2.0/24 > /tmp/gw.out 2> /tmp/gw.err &
 G=$!
 for i in $(seq 50); do grep -q ready /tmp/gw.out 2>/dev/null && break; sleep 0.1; done
 step mount
@@ -117,6 +118,15 @@ grep -E 'reconnected|connection lost' /tmp/gw.err | head -5
 sync
 END=$(date +%s%N)
 umount /mnt/nfs && step unmount || fail unmount
+# A client outside the allow-list is refused and mounts nothing.
+{gateway} --addr 10.0.2.15 --port 20050 --allow 192.0.2.0/24 > /tmp/gw2.out 2> /tmp/gw2.err & G2=$!
+for i in $(seq 50); do grep -q ready /tmp/gw2.out 2>/dev/null && break; sleep 0.1; done
+if timeout 60 mount -t nfs -o vers=3,proto=rdma,port=20050,mountproto=tcp,nolock,retry=0 10.0.2.15:/export /mnt/nfs 2>/tmp/mount2.err; then
+  fail "a client outside --allow mounted"; umount /mnt/nfs
+else
+  grep -q 'not in the allow-list' /tmp/gw2.err && step "a client outside --allow is refused: $(grep -o 'peer .* rejected' /tmp/gw2.err | head -1)" || fail "refusal not logged: $(tail -3 /tmp/gw2.err)"
+fi
+kill -INT $G2; wait $G2
 kill -INT $G; wait $G || fail "gateway exit status $?"
 cat /tmp/gw.out
 grep -E 'accepted qp|WARN|ERROR' /tmp/gw.err | head -20

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rpcrdma_hosted::gateway::{Gateway, GatewayConfig};
-use rpcrdma_hosted::server::{program_exit, program_init, Server, ServerConfig};
+use rpcrdma_hosted::server::{program_exit, program_init, AllowRule, Server, ServerConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +46,11 @@ struct Args {
     /// MiB of calls held for the backend by all connections before their grants drop to 1.
     #[arg(long, default_value_t = 256)]
     max_held_total_mib: usize,
+    /// Peers allowed to connect, ADDR/PREFIX (repeatable; default: every peer). nfsd sees
+    /// every client through the gateway as the gateway itself, so the export's host rules can
+    /// no longer tell clients apart: this list is where that decision moves.
+    #[arg(long = "allow", value_name = "ADDR/PREFIX")]
+    allow: Vec<AllowRule>,
     /// Connect to the backend from an ephemeral port even when a reserved one (< 1024) could
     /// be bound (the export then needs `insecure`).
     #[arg(long)]
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
         payload_bytes: args.payload_mib << 20,
         // Calls wait for the backend with their Receive held: keep the grant backed.
         extra_receives: args.credits,
+        allow: args.allow.clone(),
         ..ServerConfig::default()
     };
     let gateway = Gateway::new(GatewayConfig {

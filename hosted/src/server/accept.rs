@@ -118,6 +118,17 @@ impl<A: App> Server<A> {
     }
 
     fn accept(&mut self, id: CmId, ev: &CmEvent) -> Result<()> {
+        if !self.cfg.allow.is_empty() {
+            let peer = id.peer_addr();
+            let allowed = peer.is_some_and(|p| self.cfg.allow.iter().any(|r| r.contains(*p.ip())));
+            if !allowed {
+                id.reject();
+                return Err(Error::Protocol(format!(
+                    "peer {} is not in the allow-list (--allow): rejected",
+                    peer.map_or("(not IPv4)".to_string(), |p| p.to_string())
+                )));
+            }
+        }
         // RFC 8797: absent or unrecognised private data means the RFC 8166 defaults.
         let peer = ev.private_data();
         let peer_inline = peer.map_or(DEFAULT_INLINE_THRESHOLD, |p| p.recv_size as usize);

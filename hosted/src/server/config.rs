@@ -14,6 +14,9 @@ use super::{MAX_CALLS, MAX_RECV};
 pub struct ServerConfig {
     /// Address to listen on (0.0.0.0: every RDMA device).
     pub addr: Ipv4Addr,
+    /// The peers that may connect (empty: every peer). A refused peer gets a connection
+    /// reject, and the reason is logged.
+    pub allow: Vec<AllowRule>,
     /// Port (20049, NFS/RDMA's).
     pub port: u16,
     /// Required device name, if any.
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             sink_bytes: 8 << 20,
             payload_bytes: 8 << 20,
             extra_receives: 0,
+            allow: Vec::new(),
         }
     }
 }
@@ -122,5 +126,61 @@ impl ServerConfig {
     fn sq_depth(&self, credits: u16) -> u16 {
         // A Send per call plus room for Writes and Reads; the responder never exceeds it.
         (credits as usize * 4 + 64).min(u16::MAX as usize) as u16
+    }
+}
+
+/// A range of IPv4 peers allowed to connect: `ADDR/PREFIX` (or `ADDR`, a /32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowRule {
+    /// The network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+impl AllowRule {
+    /// Whether `peer` is in the range.
+    pub fn contains(&self, peer: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        u32::from(peer) & mask == u32::from(self.addr) & mask
+    }
+}
+
+impl std::str::FromStr for AllowRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("`{s}`: not an IPv4 address (ADDR/PREFIX, e.g. 10.0.2.0/24)"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("`{s}`: the prefix length must be 0..=32"))?;
+        Ok(AllowRule { addr, prefix })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_rules_parse_and_match_their_range_only() {
+        let r: AllowRule = "10.0.2.0/24".parse().unwrap();
+        assert!(r.contains("10.0.2.15".parse().unwrap()));
+        assert!(!r.contains("10.0.3.15".parse().unwrap()));
+        let one: AllowRule = "192.0.2.7".parse().unwrap();
+        assert_eq!(one.prefix, 32);
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        let all: AllowRule = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.1".parse().unwrap()));
+        assert!("10.0.2.0/33".parse::<AllowRule>().is_err());
+        assert!("host/24".parse::<AllowRule>().is_err());
     }
 }

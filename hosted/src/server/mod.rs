@@ -40,7 +40,7 @@ use rpcrdma_core::srq::SharedQueue;
 use rpcrdma_services::ExampleService;
 
 pub use app::App;
-pub use config::ServerConfig;
+pub use config::{AllowRule, ServerConfig};
 pub use program::{program_exit, program_init, rss_kib};
 pub use rpcrdma_report::{Memory, Report, ServerStats};
 
