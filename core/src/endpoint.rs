@@ -69,7 +69,8 @@ pub struct EndpointConfig {
     /// What the requester receives inline (its RFC 8797 `recv_size`, or 1024 without
     /// private data).
     pub peer_inline: usize,
-    /// RDMA Reads in flight at most (the initiator depth negotiated); ≥ 1.
+    /// RDMA Reads in flight at most (the initiator depth negotiated); 0: Read chunks are
+    /// answered ERR_CHUNK.
     pub initiator_depth: u8,
     /// Send-queue work requests the device holds at most (its `max_send_wr`).
     pub sq_depth: u16,

@@ -586,6 +586,38 @@ fn reads_in_flight_stay_within_the_initiator_depth() {
 }
 
 #[test]
+fn a_requester_without_responder_resources_gets_err_chunk_and_no_read() {
+    // Initiator depth 0: the requester advertised no responder resources, so an RDMA Read
+    // from this side would be refused by its NIC (and tear the connection down).
+    let config = RigConfig {
+        initiator_depth: 0,
+        ..RigConfig::default()
+    };
+    let mut rig = Rig::new(config, ExampleService::default());
+    let data = pattern(3, 4096);
+    let msg = checksum_msg(&mut rig, 24, &data, 1);
+    let r = rig.round_trip(&msg);
+    assert_eq!(
+        (r.xid, r.proc_, r.error),
+        (24, Proc::Error, Some(2)),
+        "ERR_CHUNK"
+    );
+    assert_eq!(rig.nic.counters.reads, 0, "no Read issued");
+    assert!(!rig.endpoint.is_closing(), "the connection goes on");
+    // Calls without Read chunks are served as ever.
+    let null = call_message(
+        25,
+        Proc::Msg,
+        &[],
+        None,
+        None,
+        &rpc_call(25, NFS_PROG, 3, 0, &[]),
+    );
+    assert_eq!(rig.round_trip(&null).proc_, Proc::Msg);
+    rig.assert_quiet();
+}
+
+#[test]
 fn message_longer_than_the_receive_closes_only_this_connection() {
     let mut rig = rig();
     let big = vec![0u8; 5000];

@@ -19,7 +19,9 @@ pub struct ResponderConfig {
     pub credits: u16,
     /// Bytes per send slot: the largest inline reply this side sends (1024..=65536).
     pub send_size: usize,
-    /// RDMA Reads in flight at most (the initiator depth rdma_cm negotiated); ≥ 1.
+    /// RDMA Reads in flight at most (the initiator depth rdma_cm negotiated: the requester's
+    /// responder resources). 0: the requester accepts no RDMA Read from this side, so a call
+    /// with Read chunks is answered ERR_CHUNK instead of being read.
     pub initiator_depth: u8,
     /// Send-queue work requests the device holds at most (its `max_send_wr`).
     pub sq_depth: u16,
@@ -98,7 +100,7 @@ pub enum ResponderError {
         /// Bytes given.
         len: usize,
     },
-    /// `initiator_depth` or `sq_depth` is 0, or the epoch does not fit 14 bits.
+    /// `sq_depth` is 0, or the epoch does not fit 14 bits.
     Limits,
 }
 
@@ -120,8 +122,7 @@ impl core::fmt::Display for ResponderError {
             ),
             ResponderError::Limits => write!(
                 f,
-                "initiator depth and send-queue depth must be at least 1 and the epoch at most \
-                 {MAX_EPOCH}"
+                "the send-queue depth must be at least 1 and the epoch at most {MAX_EPOCH}"
             ),
         }
     }

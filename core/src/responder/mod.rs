@@ -143,7 +143,7 @@ impl<'a, const C: usize> Connection<'a, C> {
                 size: config.send_size,
             });
         }
-        if config.initiator_depth == 0 || config.sq_depth == 0 || config.epoch > MAX_EPOCH {
+        if config.sq_depth == 0 || config.epoch > MAX_EPOCH {
             return Err(ResponderError::Limits);
         }
         let needed = config.send_region_len();

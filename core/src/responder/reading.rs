@@ -27,15 +27,19 @@ impl<'a, const C: usize> Connection<'a, C> {
         };
         let layout = SinkLayout::of(&message);
         let segments = message.read_list().len();
-        if !res.sinks.fits(layout.total) {
-            // The pool can never hold this call: answer ERR_CHUNK rather than wait forever.
+        if self.initiator_depth == 0 || !res.sinks.fits(layout.total) {
+            // The requester accepts no RDMA Read from this side (it advertised no responder
+            // resources), or the pool can never hold this call: answer ERR_CHUNK rather than
+            // issue a Read the requester refuses, or wait forever.
             let reply = ErrorReply {
                 xid: message.xid(),
                 vers: crate::wire::RPCRDMA_VERSION,
                 credits: 0,
                 kind: crate::wire::ErrorReplyKind::Chunk,
             };
-            warn!("rpcrdma: Read chunks larger than the sink pages; ERR_CHUNK");
+            warn!(
+                "rpcrdma: Read chunks this side cannot read (no Read credit or no room); ERR_CHUNK"
+            );
             if let Some(rx) = self.call_mut(i).and_then(|c| c.rx.take()) {
                 let _ = res.pool.release(rx);
             }

@@ -170,23 +170,12 @@ impl<A: App> Server<A> {
         peer: Option<PrivateData>,
         peer_inline: usize,
     ) -> Result<()> {
-        // The next epoch no live connection holds: a long-lived connection's answers must never
-        // be routed to a newcomer that wrapped around to the same number.
-        let after = |e: u16| {
-            if e >= rpcrdma_core::device::MAX_EPOCH {
-                1
-            } else {
-                e + 1
-            }
-        };
-        let mut epoch = self.next_epoch;
-        while self.epochs.contains_key(&epoch) {
-            epoch = after(epoch);
-        }
-        self.next_epoch = after(epoch);
+        let epoch = free_epoch(self.next_epoch, |e| self.epochs.contains_key(&e));
+        self.next_epoch = after_epoch(epoch);
         // Reads this side may issue: the requester's responder resources, which rdma_cm reports
         // to a listener as the event's initiator depth (from this side's point of view).
-        let depth = ev.initiator_depth.clamp(1, 16);
+        // 0: the requester takes no RDMA Read from us, and its Read chunks get ERR_CHUNK.
+        let depth = ev.initiator_depth.min(16);
         let rcfg = self.cfg.responder_config(depth, epoch);
         let pool_cfg = self.cfg.pool_config(self.cfg.credits, epoch);
         let sq = rcfg.sq_depth as usize;
@@ -244,5 +233,41 @@ impl<A: App> Server<A> {
             },
         );
         Ok(())
+    }
+}
+
+/// The epoch after `e`, wrapping from [`MAX_EPOCH`](rpcrdma_core::device::MAX_EPOCH) to 1
+/// (0 is the shared receive queue's).
+fn after_epoch(e: u16) -> u16 {
+    if e >= rpcrdma_core::device::MAX_EPOCH {
+        1
+    } else {
+        e + 1
+    }
+}
+
+/// The first epoch from `from` on that no live connection holds: a long-lived connection's
+/// answers must never be routed to a newcomer that wrapped around to the same number. There
+/// are far fewer connections than epochs, so one is always free.
+fn free_epoch(from: u16, live: impl Fn(u16) -> bool) -> u16 {
+    let mut epoch = from.max(1);
+    while live(epoch) {
+        epoch = after_epoch(epoch);
+    }
+    epoch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpcrdma_core::device::MAX_EPOCH;
+
+    #[test]
+    fn epochs_wrap_past_the_live_ones() {
+        // The counter wrapped while connections 1 and 2 are still open: the newcomer gets 3.
+        assert_eq!(free_epoch(1, |e| e == 1 || e == 2), 3);
+        assert_eq!(free_epoch(MAX_EPOCH, |e| e == MAX_EPOCH || e == 1), 2);
+        assert_eq!(after_epoch(MAX_EPOCH), 1);
+        assert_eq!(free_epoch(7, |_| false), 7);
     }
 }
