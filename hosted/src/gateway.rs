@@ -191,6 +191,8 @@ pub struct Gateway {
     reserved_refused: bool,
     /// Bytes of calls held for the backend, all connections.
     held: usize,
+    /// The backends' epochs, reused by every turn of `poll`.
+    epochs: Vec<u16>,
     /// What it did.
     pub stats: GatewayStats,
 }
@@ -205,6 +207,7 @@ impl Gateway {
             scratch: vec![0u8; 256 * 1024],
             reserved_refused: false,
             held: 0,
+            epochs: Vec::new(),
             stats: GatewayStats::default(),
         }
     }
@@ -384,12 +387,17 @@ impl Gateway {
         let mut failure: Option<String> = None;
         // Write what is not sent yet, several records per call.
         while b.sent < b.waiting.len() {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(16);
-            for (k, w) in b.waiting.iter().skip(b.sent).take(16).enumerate() {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let mut n_slices = 0;
+            for (slot, (k, w)) in slices
+                .iter_mut()
+                .zip(b.waiting.iter().skip(b.sent).enumerate())
+            {
                 let from = if k == 0 { b.sent_at } else { 0 };
-                slices.push(IoSlice::new(&w.record[from..]));
+                *slot = IoSlice::new(&w.record[from..]);
+                n_slices += 1;
             }
-            match stream.write_vectored(&slices) {
+            match stream.write_vectored(&slices[..n_slices]) {
                 Ok(0) => {
                     failure = Some("the backend closed the connection".into());
                     break;
@@ -636,13 +644,17 @@ impl App for Gateway {
 
     fn poll(&mut self) -> usize {
         let now = Instant::now();
-        let epochs: Vec<u16> = self.backends.keys().copied().collect();
+        // The epochs are copied into a buffer kept between turns: no allocation per turn.
+        let mut epochs = std::mem::take(&mut self.epochs);
+        epochs.clear();
+        epochs.extend(self.backends.keys().copied());
         let mut work = 0;
-        for epoch in epochs {
+        for &epoch in &epochs {
             self.start_connect(epoch, now);
             work += self.finish_connect(epoch, now);
             work += self.pump(epoch, now);
         }
+        self.epochs = epochs;
         work + self.expire(now)
     }
 
