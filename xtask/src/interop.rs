@@ -13,7 +13,10 @@
 //! must read back with the same SHA-256 and the client's RDMA connection must stay up (the
 //! gateway reconnects to nfsd from the same port and resends what was waiting); `sync`;
 //! unmount. Then the gateway's counters: no decode error, no leak, no failed work request, no
-//! call failed, calls resent after the reconnect. Last, a second gateway whose `--allow` list
+//! call failed, calls resent after the reconnect. Then a slow backend (3 ms each way on
+//! loopback, netem) under a 512 MiB write: the gateway's RSS is sampled while it streams and
+//! what it holds for nfsd must stay within its cap plus one grant. Last, a second gateway whose
+//! `--allow` list
 //! leaves the client out: the mount fails and the gateway logs the refusal.
 //!
 //! The kernel modules come from the VM's own kernel package (`modprobe -d`), the NFS programs
@@ -116,6 +119,25 @@ a=$(sha256sum < /tmp/src-big); b=$(sha256sum < /mnt/nfs/big) || fail "read big"
 rm -f /mnt/nfs/big /tmp/src-big
 grep -E 'reconnected|connection lost' /tmp/gw.err | head -5
 sync
+# A slow backend: 3 ms each way on loopback (netem) while 512 MiB stream through the gateway.
+# What it holds for nfsd is bounded by its cap and the credit grant; its RSS is sampled.
+if modprobe -d "$KROOT" -S "$KVER" sch_netem && tc qdisc add dev lo root netem delay 3ms; then
+  R0=$(awk '/VmRSS/ {{print $2}}' /proc/$G/status)
+  dd if=/dev/zero of=/mnt/nfs/slow bs=1M count=512 conv=fsync 2>/tmp/dd-slow.err & D=$!
+  RMAX=$R0
+  while kill -0 $D 2>/dev/null; do
+    r=$(awk '/VmRSS/ {{print $2}}' /proc/$G/status); [ "$r" -gt "$RMAX" ] && RMAX=$r; sleep 0.5
+  done
+  wait $D && step "512 MiB through a slow backend: $(tail -1 /tmp/dd-slow.err)" || fail "dd through the slow backend exited $?"
+  tc qdisc del dev lo root
+  HWM=$(awk '/VmHWM/ {{print $2}}' /proc/$G/status)
+  step "slow backend: gateway RSS $R0 KiB before, at most $RMAX KiB while streaming (VmHWM $HWM KiB)"
+  echo "interop-rss before_kib=$R0 max_kib=$RMAX hwm_kib=$HWM"
+  rm -f /mnt/nfs/slow
+else
+  fail "netem is not available: the slow-backend run cannot be made"
+fi
+sync
 END=$(date +%s%N)
 umount /mnt/nfs && step unmount || fail unmount
 # A client outside the allow-list is refused and mounts nothing.
@@ -138,10 +160,9 @@ echo "interop-time ms=$(( (END - START) / 1000000 ))"
         "interop: booting the VM (the kernel's nfsd and NFS client, rpcrdma-gateway between)"
     );
     let (status, out) = run_script("interop.sh", &script, Duration::from_secs(1200))?;
-    for line in out
-        .lines()
-        .filter(|l| l.starts_with("interop: ") || l.contains("INTEROP-FAIL"))
-    {
+    for line in out.lines().filter(|l| {
+        l.starts_with("interop: ") || l.starts_with("interop-rss ") || l.contains("INTEROP-FAIL")
+    }) {
         println!("{line}");
     }
     let mut problems = Vec::new();
@@ -184,6 +205,10 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
     }
     for (n, what) in [
         (g.reconnects, "no reconnect to nfsd after its restart"),
+        (
+            g.peak_held,
+            "nothing held for the backend (the slow-backend run did not run)",
+        ),
         (g.resent, "no call resent after the reconnect"),
         (c.read_bytes, "no data through Read chunks"),
         (c.write_chunk_bytes, "no data through write chunks"),
@@ -192,6 +217,15 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
         if n == 0 {
             problems.push(what.to_string());
         }
+    }
+    // What the gateway holds for nfsd is bounded by its cap (32 MiB per connection by default)
+    // plus one grant's worth of calls already sent (64 calls of at most 1 MiB and headers).
+    let bound = (32u64 << 20) + 64 * ((1 << 20) + 4096);
+    if g.peak_held_per_connection > bound {
+        problems.push(format!(
+            "the gateway held {} bytes for one connection, above its bound of {bound}",
+            g.peak_held_per_connection
+        ));
     }
     problems
 }
@@ -226,8 +260,9 @@ fn report(r: &GatewayReport) {
         g.backend_errors,
     );
     println!(
-        "  backend: {} connections made, {} lost, {} reconnects, {} calls resent (same xids), {} calls past their deadline",
+        "  backend: {} connections made, {} lost, {} reconnects, {} calls resent (same xids), {} calls past their deadline; held for nfsd at most {} KiB ({} KiB one connection)",
         g.backend_connects, g.backend_failures, g.reconnects, g.resent, g.expired,
+        g.peak_held / 1024, g.peak_held_per_connection / 1024,
     );
 }
 
