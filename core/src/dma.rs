@@ -118,6 +118,25 @@ impl<'a> DmaRegion<'a> {
 
     /// Describes a CPU buffer the device addresses at `device`.
     ///
+    /// ```
+    /// use rpcrdma_core::dma::DmaRegion;
+    /// use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
+    ///
+    /// const CONFIG: EndpointConfig = EndpointConfig::DEFAULT;
+    /// const LEN: usize = CONFIG.region_len();
+    ///
+    /// #[repr(C, align(64))]
+    /// struct Memory([u8; LEN]);
+    /// let mut memory = Box::new(Memory([0; LEN]));
+    /// // SAFETY: on this platform the device addresses the memory at its CPU address, under
+    /// // local key 1, and writes it only through the work requests the endpoint posts.
+    /// let device_addr = memory.0.as_ptr() as u64;
+    /// let region = unsafe { DmaRegion::from_slice(&mut memory.0, device_addr, 1) }.unwrap();
+    /// // The endpoint carves it (no `unsafe` from here on).
+    /// let endpoint: Endpoint<'_, 64, 128, 128> = Endpoint::new(region, &CONFIG).unwrap();
+    /// assert_eq!(endpoint.pool().buffer_count(), 40); // credits + batch
+    /// ```
+    ///
     /// # Safety
     /// As [`DmaRegion::new`]: `device` must be how the NIC addresses `memory`, and the device
     /// writes only into Receives the pool posted. The exclusive borrow keeps the rest of the

@@ -12,24 +12,18 @@
 //! front end is a loop of [`Endpoint::poll`] over any [`Device`] and any [`Service`]:
 //!
 //! ```
-//! use rpcrdma_core::dma::DmaRegion;
-//! use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
+//! use rpcrdma_core::endpoint::EndpointConfig;
 //!
-//! // The endpoint's memory needs: one figure, known at compile time.
+//! // The endpoint's memory needs: one figure, known at compile time, so firmware can size a
+//! // static DMA buffer for it.
 //! const CONFIG: EndpointConfig = EndpointConfig::DEFAULT;
-//! const LEN: usize = CONFIG.region_len();
-//!
-//! #[repr(C, align(64))]
-//! struct Memory([u8; LEN]);
-//! let mut memory = Box::new(Memory([0; LEN]));
-//! // SAFETY (of the one `unsafe` a front end writes): on this platform the device addresses
-//! // the memory at its CPU address, under local key 1, and writes it only through the work
-//! // requests the endpoint posts.
-//! let device_addr = memory.0.as_ptr() as u64;
-//! let region = unsafe { DmaRegion::from_slice(&mut memory.0, device_addr, 1) }.unwrap();
-//! let endpoint: Endpoint<'_, 64, 128, 128> = Endpoint::new(region, &CONFIG).unwrap();
-//! assert_eq!(endpoint.pool().buffer_count(), 40); // credits + batch
+//! static_assertions::const_assert_eq!(CONFIG.region_len(), 40 * 4096 + 32 * 4096 + 64 + 2 * 65536);
 //! ```
+//!
+//! The region itself is described once by the front end — the one `unsafe` it writes, in which
+//! it vouches for how the device addresses the memory ([`DmaRegion::from_slice`] has the whole
+//! example, endpoint included) — or comes from a helper that does it, as the software NIC's
+//! `DmaMemory::region_at` does for the examples in `examples/`.
 //!
 //! The const generics are capacities, checked against the configuration when the endpoint is
 //! built: `N` Receive descriptors (≥ the buffers the configuration carves), `C` call slots
