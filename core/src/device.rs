@@ -41,6 +41,18 @@ pub enum WrKind {
     Write = 3,
 }
 
+impl WrKind {
+    /// The work request's name, for logs: `receive`, `send`, `read`, `write`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WrKind::Recv => "receive",
+            WrKind::Send => "send",
+            WrKind::Read => "read",
+            WrKind::Write => "write",
+        }
+    }
+}
+
 /// Largest epoch (14 bits).
 pub const MAX_EPOCH: u16 = (1 << 14) - 1;
 

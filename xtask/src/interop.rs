@@ -194,7 +194,10 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
         (c.err_chunk, "ERR_CHUNK replies (decode errors)"),
         (c.reply_too_large, "replies that fit nowhere"),
         (s.leaked, "leaked descriptors, calls or pages"),
-        (c.failed_completions, "failed work requests"),
+        (
+            c.failed_completions,
+            "failed work requests (flushed ones are not counted here)",
+        ),
         (s.failed_connections, "connections that failed"),
         (g.backend_errors, "calls answered SYSTEM_ERR"),
         (s.pool.rejected(), "refused completions"),
@@ -251,11 +254,12 @@ fn report(r: &GatewayReport) {
         c.requested_credits, c.last_grant, c.calls_with_write_chunk, c.calls_with_reply_chunk,
     );
     println!(
-        "  decode errors {} + {}; leaked {}; failed work requests {}; refused completions {}; backend errors {}",
+        "  decode errors {} + {}; leaked {}; failed work requests {} (flushed {}); refused completions {}; backend errors {}",
         c.err_vers,
         c.err_chunk,
         s.leaked,
         c.failed_completions,
+        c.flushed_completions,
         s.pool.rejected(),
         g.backend_errors,
     );

@@ -41,8 +41,14 @@ pub struct ResponderCounters {
     pub reply_chunk_bytes: u64,
     /// Completions refused (unknown, stale or foreign wr_id).
     pub refused_completions: u64,
-    /// Send-queue completions in error or flushed.
+    /// Send-queue completions in error (a status other than success or flushed): the device or
+    /// the peer refused a work request. The connection closes.
     pub failed_completions: u64,
+    /// Send-queue completions flushed: the queue pair was already in error (the peer
+    /// disconnected, or an earlier work request failed). At a peer's orderly disconnect the last
+    /// replies' Sends can be flushed while their acknowledgements are still on the way; these
+    /// are not failures of their own.
+    pub flushed_completions: u64,
     /// Doorbells rung for the send queue.
     pub send_doorbells: u64,
     /// Sends posted unsignaled (their completion was implied by a later signaled one).
@@ -85,6 +91,7 @@ impl ResponderCounters {
         self.reply_chunk_bytes += o.reply_chunk_bytes;
         self.refused_completions += o.refused_completions;
         self.failed_completions += o.failed_completions;
+        self.flushed_completions += o.flushed_completions;
         self.send_doorbells += o.send_doorbells;
         self.unsignaled_sends += o.unsignaled_sends;
         self.last_grant = self.last_grant.max(o.last_grant);

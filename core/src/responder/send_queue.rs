@@ -103,16 +103,22 @@ impl<'a, const C: usize> Connection<'a, C> {
             // this one whose Sends were unsignaled are done.
             self.retire_before(res, i);
         }
-        let failed = wc.status != CompletionStatus::Success;
-        if failed {
-            self.counters.failed_completions += 1;
-            if let CompletionStatus::Error { code } = wc.status {
+        let failed = match wc.status {
+            CompletionStatus::Success => false,
+            CompletionStatus::Flushed => {
+                self.counters.flushed_completions += 1;
+                true
+            }
+            CompletionStatus::Error { code } => {
+                self.counters.failed_completions += 1;
                 warn!(
-                    "rpcrdma: a send-queue work request failed with status {}",
+                    "rpcrdma: a send-queue work request ({}) failed with status {}",
+                    kind.name(),
                     code
                 );
+                true
             }
-        }
+        };
         let Some(c) = self.calls.get_mut(i.index()) else {
             return;
         };
