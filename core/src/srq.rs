@@ -1,17 +1,33 @@
 //! Connections that share one receive queue (an SRQ): the credit side of sharing, once.
 //!
 //! With a shared receive queue every connection's Receives come from one pool, so a grant is
-//! not a connection's own business any more: the grants of all connections together must stay
-//! within the Receives posted on the shared queue when each reply is sent, or a requester that
-//! keeps within its grant meets RNR (fatal for a Linux client, which sets its RNR retry count
-//! to 0). [`SharedQueue`] keeps that promise with one sequence at the end of every batch, for
-//! each connection that has replies to send:
+//! not a connection's own business any more. What every requester may still send (its
+//! *demand*: [`Connection::credit_demand`]), summed over the connections, must stay within the
+//! Receives posted on the shared queue at every instant, or a requester that keeps within its
+//! grant meets RNR (fatal for a Linux client, which sets its RNR retry count to 0).
+//! [`SharedQueue`] keeps that invariant:
 //!
-//! ```text
-//! refill the shared pool  ──▶  limit = what is posted − the others' grants (fair share)
-//!                         ──▶  the connection flushes with its grant ≤ limit
-//!                         ──▶  record the grant it sent
-//! ```
+//! - **Admission** ([`SharedQueue::open`]): a new connection's requester may send one call
+//!   before any reply, so it is admitted only if a posted Receive is not promised to anyone;
+//!   otherwise it is refused with [`AdmitError`] (the front end rejects the connection and says
+//!   why). Grants keep a fair share free for one more connection, so under load the next
+//!   newcomer normally finds its Receive.
+//! - **Each batch** ([`SharedQueue::flush`]), for each connection with replies to send:
+//!
+//!   ```text
+//!   build the replies (their calls' Receives come free) ──▶ refill the shared queue
+//!     ──▶ grant ≤ posted − the others' demands + the calls it still holds (fair share)
+//!     ──▶ post the chain ──▶ record the connection's demand
+//!   ```
+//!
+//!   A grant that was cut frees its share only as replies go out under the new grant (the
+//!   requester may still act on the old one until it reads them).
+//! - **A requester that breaks its grant** ([`SharedQueue::handle`]): a message that arrives
+//!   when its connection's demand is 0 took a Receive promised to someone else. It is counted
+//!   (`grant_overruns`) and the connection is closed at once (RFC 8166 §3.3.1 allows it; the
+//!   Linux server does the same); the front end disconnects it, so the rest of its burst finds
+//!   a queue pair in error instead of the others' Receives. What the excess consumed before
+//!   that is covered by the free fair share.
 //!
 //! The memory stays the front end's (the pool, the page pools and each connection's send
 //! slots are registered by it, with its own lifetimes); every call borrows it as
@@ -29,8 +45,42 @@ use crate::dma::DmaSync;
 use crate::pool::Completed;
 use crate::responder::{
     Call, CallHandle, Connection, ConnectionDrain, CreditLedger, ReplyWriter, Resources, Service,
-    StaleHandle, Verdict,
+    Share, StaleHandle, Verdict, SPARE,
 };
+
+/// Why [`SharedQueue::open`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum AdmitError {
+    /// `M` connections share the queue already.
+    Full {
+        /// Connections the queue was built for.
+        connections: usize,
+    },
+    /// Every posted Receive is promised to the connections already open: the newcomer's first
+    /// call could meet RNR.
+    NoReceive {
+        /// Receives posted on the shared queue.
+        posted: usize,
+        /// Receives promised to the open connections.
+        promised: u64,
+    },
+}
+
+impl core::fmt::Display for AdmitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AdmitError::Full { connections } => write!(
+                f,
+                "the shared receive queue serves {connections} connections already (its                  configured maximum): raise it, or spread clients over more servers"
+            ),
+            AdmitError::NoReceive { posted, promised } => write!(
+                f,
+                "all {posted} Receives posted on the shared receive queue are promised to the                  open connections ({promised}): a newcomer's first call could meet RNR; retry                  when calls drain, or give the shared queue more Receives"
+            ),
+        }
+    }
+}
 
 /// A connection's place in a [`SharedQueue`]: its row in the credit ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,13 +120,20 @@ impl<const M: usize> SharedQueue<M> {
         }
     }
 
-    /// Admits a connection: until its first reply the requester may send one call (RFC 8166
-    /// §3.3.1), so it starts holding one credit. `None` when `M` connections share the queue
-    /// already: refuse the connection (its first call could meet RNR).
-    pub fn open(&mut self) -> Option<SharedSlot> {
-        let i = self.free.pop()?;
+    /// Admits a connection, with `posted` Receives on the shared queue (refill it first):
+    /// until its first reply the requester may send one call (RFC 8166 §3.3.1), so a posted
+    /// Receive must be free of promises for it.
+    ///
+    /// # Errors
+    /// [`AdmitError`] says why the connection must be refused.
+    pub fn open(&mut self, posted: usize) -> Result<SharedSlot, AdmitError> {
+        let promised = self.ledger.total();
+        if promised + 1 + SPARE > posted as u64 {
+            return Err(AdmitError::NoReceive { posted, promised });
+        }
+        let i = self.free.pop().ok_or(AdmitError::Full { connections: M })?;
         self.ledger.open(i as usize);
-        Some(SharedSlot(i))
+        Ok(SharedSlot(i))
     }
 
     /// Gives back a slot whose connection was never set up (its accept failed after
@@ -93,16 +150,19 @@ impl<const M: usize> SharedQueue<M> {
         self.ledger.connections()
     }
 
-    /// The grants of all connections together (never above the Receives posted when the last
-    /// reply went out).
-    pub fn granted(&self) -> u64 {
+    /// Receives promised: the demands of all connections together (never above the Receives
+    /// posted).
+    pub fn promised(&self) -> u64 {
         self.ledger.total()
     }
 
-    /// Hands one completion to its connection (`wc.qp` named it): a Receive from the shared
-    /// pool, or one of the connection's Sends, RDMA Reads or RDMA Writes.
+    /// Hands one completion to its connection in `slot` (`wc.qp` named it): a Receive from the
+    /// shared pool, or one of the connection's Sends, RDMA Reads or RDMA Writes. A message its
+    /// requester was not allowed to send closes the connection (see the module docs): the
+    /// front end disconnects a connection that [`Connection::is_closing`].
     pub fn handle<'a, const N: usize, const P: usize, const C: usize, S, Y>(
         &mut self,
+        slot: SharedSlot,
         res: &mut Resources<'_, 'a, N, P>,
         conn: &mut Connection<'a, C>,
         sync: &mut Y,
@@ -113,7 +173,13 @@ impl<const M: usize> SharedQueue<M> {
         Y: DmaSync + ?Sized,
     {
         debug_assert!(res.is_shared());
+        let overruns = conn.counters().grant_overruns;
         conn.handle(res, sync, service, wc);
+        if conn.counters().grant_overruns != overruns && !conn.is_closing() {
+            warn!("rpcrdma: a requester sent more calls than its credit grant: closing it");
+            conn.close(res);
+        }
+        self.ledger.record(slot.index(), conn.credit_demand());
     }
 
     /// A completion for a connection that is gone (torn down, its queue pair destroyed): a
@@ -162,11 +228,17 @@ impl<const M: usize> SharedQueue<M> {
         } else {
             res.pool.refill(device)
         };
-        res.set_grant_limit(self.ledger.limit(slot.index(), res.pool.posted()));
+        res.set_share(Share {
+            others: self.ledger.others(slot.index()),
+            connections: self.ledger.connections() as u32,
+        });
+        res.refill_error = None;
         let flushed = conn.flush(res, device, service);
-        self.ledger
-            .record(slot.index(), conn.counters().last_grant.max(1));
-        flushed.and(refilled.map(|_| ()))
+        self.ledger.record(slot.index(), conn.credit_demand());
+        let late = res.refill_error.take();
+        flushed
+            .and(refilled.map(|_| ()))
+            .and(late.map_or(Ok(()), Err))
     }
 
     /// Answers a call the service left pending on the connection in `slot`; the reply goes out

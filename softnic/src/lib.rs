@@ -48,7 +48,7 @@ pub const ENOMEM: i32 = 12;
 pub const EINVAL: i32 = 22;
 
 /// Memory regions registered on each side, at most.
-pub const REGIONS: usize = 8;
+pub const REGIONS: usize = 16;
 
 /// Why the requester side could not do something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -697,7 +697,7 @@ mod shared_pool {
                 let iova = 0x30_0000_0000 + ((k as u64) << 32);
                 send.register(&mut nic, iova, 10 + k as u32);
                 let conn = Connection::new(send.region_at(iova, 10 + k as u32), rc, 1024).unwrap();
-                let slot = queue.open().expect("room for the connection");
+                let slot = queue.open(usize::MAX).expect("room for the connection");
                 conns.push((slot, conn));
             }
             let mut pool = RecvPool::new(recv.region(), cfg).unwrap();
@@ -736,9 +736,15 @@ mod shared_pool {
                     touched[k] = true;
                     let mut res =
                         Resources::shared(&mut self.pool, &mut self.sinks, &mut self.payloads);
-                    let conn = &mut self.conns[k].1;
-                    self.queue
-                        .handle(&mut res, conn, &mut CoherentDma, &mut self.service, wc);
+                    let (slot, conn) = &mut self.conns[k];
+                    self.queue.handle(
+                        *slot,
+                        &mut res,
+                        conn,
+                        &mut CoherentDma,
+                        &mut self.service,
+                        wc,
+                    );
                 }
                 for k in (0..CONNS).filter(|k| touched[*k]) {
                     let mut res =
@@ -816,7 +822,7 @@ mod shared_pool {
         }
         // Connection 1 goes away (its queue pair destroyed): its calls give back what they
         // hold, its grant stops counting, the shared pool stays open for the others.
-        let granted_before = s.queue.granted();
+        let promised_before = s.queue.promised();
         let (slot, conn) = &mut s.conns[1];
         let mut res = Resources::shared(&mut s.pool, &mut s.sinks, &mut s.payloads);
         let drain = s.queue.close(*slot, &mut res, conn);
@@ -826,7 +832,7 @@ mod shared_pool {
             "the shared pool is not the connection's to close"
         );
         assert_eq!(s.queue.connections(), CONNS - 1);
-        assert!(s.queue.granted() < granted_before);
+        assert!(s.queue.promised() < promised_before);
         // Its requester is gone with it: it holds no credits any more.
         s.granted[1] = 0;
         let before = s.replies;
@@ -836,9 +842,13 @@ mod shared_pool {
         assert!(s.replies[0] > before[0] && s.replies[2] > before[2]);
         assert_eq!((s.violations, s.nic.counters.rnr), (0, 0));
         // The freed row takes a newcomer; beyond M connections the queue refuses.
-        let newcomer = s.queue.open().expect("the closed connection's row");
-        assert!(
-            s.queue.open().is_none(),
+        let newcomer = s
+            .queue
+            .open(s.pool.posted())
+            .expect("the closed connection's row");
+        assert_eq!(
+            s.queue.open(usize::MAX),
+            Err(rpcrdma_core::srq::AdmitError::Full { connections: CONNS }),
             "M connections share the queue already"
         );
         s.queue.cancel(newcomer);

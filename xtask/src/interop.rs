@@ -201,6 +201,10 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
         (s.failed_connections, "connections that failed"),
         (g.backend_errors, "calls answered SYSTEM_ERR"),
         (s.pool.rejected(), "refused completions"),
+        (
+            c.grant_overruns,
+            "calls beyond the client's credit grant (the ledger's bound is wrong, or the client)",
+        ),
     ] {
         if n != 0 {
             problems.push(format!("{n} {what}"));

@@ -328,7 +328,11 @@ impl<'a, const N: usize> RecvPool<'a, N> {
     /// free descriptors. If the device refuses some of them, hand those back with
     /// [`RecvPool::cancel`].
     pub fn post(&mut self, out: &mut [RecvWr]) -> usize {
-        if !self.needs_post() {
+        self.post_some(out, false)
+    }
+
+    fn post_some(&mut self, out: &mut [RecvWr], eager: bool) -> usize {
+        if !self.wants_post(eager) {
             return 0;
         }
         let want = (self.post_target() - self.posted as usize).min(self.free_len as usize);
@@ -386,10 +390,39 @@ impl<'a, const N: usize> RecvPool<'a, N> {
         &mut self,
         device: &mut D,
     ) -> Result<usize, crate::device::PostError> {
+        self.fill(device, false)
+    }
+
+    /// As [`RecvPool::refill`], but posts every free descriptor up to
+    /// [`RecvPool::post_target`] whatever the watermark says. A shared receive queue uses it
+    /// before computing a grant, so the Receives of the calls just answered count as posted.
+    ///
+    /// # Errors
+    /// As [`RecvPool::refill`].
+    pub fn top_up<D: Device + ?Sized>(
+        &mut self,
+        device: &mut D,
+    ) -> Result<usize, crate::device::PostError> {
+        self.fill(device, true)
+    }
+
+    fn wants_post(&self, eager: bool) -> bool {
+        if eager {
+            !self.closing && (self.posted as usize) < self.post_target()
+        } else {
+            self.needs_post()
+        }
+    }
+
+    fn fill<D: Device + ?Sized>(
+        &mut self,
+        device: &mut D,
+        eager: bool,
+    ) -> Result<usize, crate::device::PostError> {
         let mut total = 0;
         let mut wrs = [RecvWr::default(); REFILL_CHAIN];
-        while self.needs_post() {
-            let n = self.post(&mut wrs);
+        while self.wants_post(eager) {
+            let n = self.post_some(&mut wrs, eager);
             if n == 0 {
                 break;
             }
@@ -404,7 +437,7 @@ impl<'a, const N: usize> RecvPool<'a, N> {
             total += n;
             if n < REFILL_CHAIN {
                 // Either the watermark holds or no descriptor is free.
-                if !self.needs_post() || self.free_len == 0 {
+                if !self.wants_post(eager) || self.free_len == 0 {
                     break;
                 }
             }

@@ -56,6 +56,8 @@ pub(super) struct CallSlot {
     pub(super) reads_posted: u8,
     pub(super) reads_total: u8,
     pub(super) failed: bool,
+    /// The call counts among the requester's calls in hand (arrived, reply not posted yet).
+    pub(super) counted: bool,
     /// In the list of replies whose Send is posted, in posting order (`prev`/`next`: call
     /// indices, [`NO_SLOT`] at the ends).
     pub(super) posted: bool,
@@ -77,6 +79,7 @@ impl CallSlot {
         reads_posted: 0,
         reads_total: 0,
         failed: false,
+        counted: false,
         posted: false,
         prev: NO_CALL,
         next: NO_CALL,

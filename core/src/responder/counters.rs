@@ -67,6 +67,9 @@ pub struct ResponderCounters {
     pub calls_with_reply_chunk: u64,
     /// Replies sent with a grant below the configured credits (Receives were short).
     pub reduced_grants: u64,
+    /// Messages that arrived when the requester had no credit left (it sent more calls than
+    /// its grant allowed): with a shared receive queue the connection is closed at the first.
+    pub grant_overruns: u64,
 }
 
 impl ResponderCounters {
@@ -101,5 +104,6 @@ impl ResponderCounters {
         self.calls_with_write_chunk += o.calls_with_write_chunk;
         self.calls_with_reply_chunk += o.calls_with_reply_chunk;
         self.reduced_grants += o.reduced_grants;
+        self.grant_overruns += o.grant_overruns;
     }
 }

@@ -1,11 +1,23 @@
 //! Credit bookkeeping for connections that share one receive pool.
 
-/// Credit bookkeeping for connections that share one receive pool (SRQ): the grants of all
-/// connections together never exceed the Receives posted when a reply is sent. Used through
+/// Credit bookkeeping for connections that share one receive pool (SRQ).
+///
+/// It keeps, per connection, the connection's *demand*
+/// ([`Connection::credit_demand`](super::Connection::credit_demand)): how many more messages its
+/// requester may send before it sees a reply it has not seen yet. The invariant, which is what
+/// keeps every requester that obeys its grant clear of RNR:
+///
+/// ```text
+/// sum over connections of demand  <=  Receives posted on the shared queue
+/// ```
+///
+/// A message that arrives lowers both sides by one; a reply raises its connection's demand by
+/// at most what the grant limit allows (the share [`crate::srq::SharedQueue`] computes); a new connection is
+/// admitted only with a posted Receive for its first call. Used through
 /// [`crate::srq::SharedQueue`], which runs it in the right order.
 #[derive(Debug)]
 pub struct CreditLedger<const M: usize> {
-    grants: [u32; M],
+    demand: [u32; M],
     live: [bool; M],
 }
 
@@ -19,18 +31,17 @@ impl<const M: usize> CreditLedger<M> {
     /// An empty ledger for up to `M` connections.
     pub const fn new() -> Self {
         CreditLedger {
-            grants: [0; M],
+            demand: [0; M],
             live: [false; M],
         }
     }
 
     /// Registers connection `slot`: until its first reply a requester may send one call
-    /// (RFC 8166 §3.3.1), so it starts holding one credit. Returns false if the slot is out
-    /// of range.
+    /// (RFC 8166 §3.3.1), so its demand starts at 1. Returns false if the slot is out of range.
     pub fn open(&mut self, slot: usize) -> bool {
-        match (self.grants.get_mut(slot), self.live.get_mut(slot)) {
-            (Some(g), Some(l)) => {
-                *g = 1;
+        match (self.demand.get_mut(slot), self.live.get_mut(slot)) {
+            (Some(d), Some(l)) => {
+                *d = 1;
                 *l = true;
                 true
             }
@@ -38,10 +49,10 @@ impl<const M: usize> CreditLedger<M> {
         }
     }
 
-    /// Forgets connection `slot`.
+    /// Forgets connection `slot` (its queue pair is gone: it sends nothing more).
     pub fn close(&mut self, slot: usize) {
-        if let (Some(g), Some(l)) = (self.grants.get_mut(slot), self.live.get_mut(slot)) {
-            *g = 0;
+        if let (Some(d), Some(l)) = (self.demand.get_mut(slot), self.live.get_mut(slot)) {
+            *d = 0;
             *l = false;
         }
     }
@@ -51,25 +62,20 @@ impl<const M: usize> CreditLedger<M> {
         self.live.iter().filter(|l| **l).count()
     }
 
-    /// Sum of the grants outstanding.
+    /// The demands of all connections, summed: Receives promised.
     pub fn total(&self) -> u64 {
-        self.grants.iter().map(|g| *g as u64).sum()
+        self.demand.iter().map(|d| *d as u64).sum()
     }
 
-    /// The most connection `slot` may be granted now, with `posted` Receives in the shared
-    /// pool: what is posted less the other connections' grants, and no more than a fair share
-    /// (`posted / connections`), so no connection starves the others; at least 1.
-    pub fn limit(&self, slot: usize, posted: usize) -> u32 {
-        let others = self.total() - self.grants.get(slot).copied().unwrap_or(0) as u64;
-        let available = (posted as u64).saturating_sub(others);
-        let fair = posted as u64 / self.connections().max(1) as u64;
-        available.min(fair).clamp(1, u32::MAX as u64) as u32
+    /// The demands of the connections other than `slot`, summed.
+    pub fn others(&self, slot: usize) -> u64 {
+        self.total() - self.demand.get(slot).copied().unwrap_or(0) as u64
     }
 
-    /// Records the grant connection `slot` was sent.
-    pub fn record(&mut self, slot: usize, grant: u32) {
-        if let Some(g) = self.grants.get_mut(slot) {
-            *g = grant;
+    /// Records connection `slot`'s demand, as its connection computes it.
+    pub fn record(&mut self, slot: usize, demand: u32) {
+        if let (Some(d), Some(true)) = (self.demand.get_mut(slot), self.live.get(slot)) {
+            *d = demand;
         }
     }
 }

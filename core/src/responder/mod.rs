@@ -75,6 +75,7 @@ pub use counters::ResponderCounters;
 pub use credits::CreditLedger;
 use reply::CREDITS_OFFSET;
 pub use resources::Resources;
+pub(crate) use resources::{Share, SPARE};
 pub use service::{
     Call, CallHandle, PayloadError, PayloadPages, ReplyWriter, Service, StaleHandle, Verdict,
 };
@@ -116,6 +117,12 @@ pub struct Connection<'a, const C: usize> {
     signal_all: bool,
     epoch: u16,
     closing: bool,
+    /// The most calls the requester may have outstanding, as far as this side can know: the
+    /// largest of the grants it may still be acting on less the replies sent after each
+    /// (see [`Connection::credit_demand`]). 1 before the first reply (RFC 8166 §3.3.1).
+    peer_limit: u32,
+    /// Calls that arrived and whose reply is not posted yet.
+    in_hand: u32,
     counters: ResponderCounters,
 }
 
@@ -191,8 +198,29 @@ impl<'a, const C: usize> Connection<'a, C> {
             signal_all: config.signal_all,
             epoch: config.epoch,
             closing: false,
+            peer_limit: 1,
+            in_hand: 0,
             counters: ResponderCounters::default(),
         })
+    }
+
+    /// The most messages the requester may still send that this connection has not seen: its
+    /// grant less the calls it has outstanding, bounded from what this side knows. A requester
+    /// acts on the grant of the last reply it has processed; replies arrive in order, so if it
+    /// is acting on reply *j*'s grant, every reply sent after *j* is still outstanding for it.
+    /// Hence the bound `max over j (grant_j − replies sent after j) − calls in hand`, kept in
+    /// O(1): each reply sent with grant `g` makes the first term `max(term − 1, g)`.
+    ///
+    /// With a shared receive queue these demands, summed over the connections, must stay
+    /// within the Receives posted, or a requester that obeys its grant meets RNR
+    /// ([`crate::srq::SharedQueue`] keeps that invariant).
+    pub fn credit_demand(&self) -> u32 {
+        self.peer_limit.saturating_sub(self.in_hand)
+    }
+
+    /// Calls that arrived and whose reply is not posted yet.
+    pub fn in_hand(&self) -> u32 {
+        self.in_hand
     }
 
     /// Counters so far.
@@ -362,7 +390,17 @@ impl<'a, const C: usize> Connection<'a, C> {
         S: Service + ?Sized,
         Y: DmaSync + ?Sized,
     {
-        match res.pool.complete(wc, sync) {
+        let completed = res.pool.complete(wc, sync);
+        if matches!(
+            completed,
+            Ok(Completed::Message(_) | Completed::Rejected { .. })
+        ) && self.in_hand >= self.peer_limit
+        {
+            // A message this requester was not allowed to send: it took a Receive that was
+            // promised to someone (with a shared queue, possibly another connection).
+            self.counters.grant_overruns += 1;
+        }
+        match completed {
             Ok(Completed::Message(rx)) => self.on_call(res, service, rx),
             Ok(Completed::Rejected { error, reply }) => {
                 debug!("rpcrdma: malformed message rejected");
@@ -388,6 +426,10 @@ impl<'a, const C: usize> Connection<'a, C> {
             c.reads_posted = 0;
             c.reads_total = 0;
             c.send_slot = NO_SLOT;
+            if !c.counted {
+                c.counted = true;
+                self.in_hand += 1;
+            }
         }
         Some(i)
     }
@@ -524,6 +566,14 @@ impl<'a, const C: usize> Connection<'a, C> {
 
     fn free_call(&mut self, i: CallId) {
         self.unlink_posted(i);
+        if let Some(c) = self.calls.get_mut(i.index()) {
+            if c.counted {
+                // Finished without a reply (dropped): the requester still counts it as
+                // outstanding, so its demand stays lower than this bound says (safe).
+                c.counted = false;
+                self.in_hand = self.in_hand.saturating_sub(1);
+            }
+        }
         if let Some(c) = self.call_mut(i) {
             c.state = CallState::Free;
             c.generation = c.generation.wrapping_add(1);
@@ -595,7 +645,25 @@ impl<'a, const C: usize> Connection<'a, C> {
                     return Err(e);
                 }
             }
-            let grant = self.grant(res);
+            if res.shared_pool && !res.pool.is_closing() {
+                // The Receives of the calls answered in this batch go back to the shared queue
+                // before the grant is computed from what is posted.
+                if let Err(e) = res.pool.top_up(device) {
+                    res.refill_error = Some(e);
+                }
+            }
+            // The replies of this chain: their calls leave the hand once posted.
+            let replies = self
+                .chain
+                .iter()
+                .filter(|wr| wr.op == SendOp::Send)
+                .filter(|wr| {
+                    self.calls
+                        .get(WrId(wr.wr_id).index() as usize)
+                        .is_some_and(|c| c.counted)
+                })
+                .count() as u32;
+            let grant = self.grant(res, self.in_hand - replies.min(self.in_hand));
             for wr in self.chain.iter() {
                 if wr.op != SendOp::Send {
                     continue;
@@ -617,13 +685,25 @@ impl<'a, const C: usize> Connection<'a, C> {
                 Err(e) => e.index.min(self.chain.len()),
             };
             self.sq_in_flight += posted as u16;
+            let mut sent = 0u32;
             for k in 0..posted {
                 let Some(wr) = self.chain.get(k).copied() else {
                     break;
                 };
                 if wr.op == SendOp::Send {
-                    self.link_posted(CallId(WrId(wr.wr_id).index()));
+                    let i = CallId(WrId(wr.wr_id).index());
+                    if let Some(c) = self.calls.get_mut(i.index()) {
+                        if c.counted {
+                            c.counted = false;
+                            sent += 1;
+                        }
+                    }
+                    self.link_posted(i);
                 }
+            }
+            self.in_hand = self.in_hand.saturating_sub(sent);
+            if sent > 0 {
+                self.peer_limit = self.peer_limit.saturating_sub(sent).max(grant);
             }
             if let Err(e) = result {
                 // What the device refused never completes: treat it as flushed. Replies posted
@@ -656,9 +736,17 @@ impl<'a, const C: usize> Connection<'a, C> {
     }
 
     /// The grant to send now: the configured credits, lowered to what is posted (or to the
-    /// shared pool's limit for this connection), at least 1.
-    fn grant<const N: usize, const P: usize>(&mut self, res: &Resources<'_, 'a, N, P>) -> u32 {
-        let limit = res.grant_limit.unwrap_or(res.pool.posted() as u32);
+    /// shared pool's share for this connection, given the calls it will still hold once this
+    /// chain is posted), at least 1.
+    fn grant<const N: usize, const P: usize>(
+        &mut self,
+        res: &Resources<'_, 'a, N, P>,
+        in_hand_after: u32,
+    ) -> u32 {
+        let limit = match res.share {
+            Some(share) => share.limit(res.pool.posted(), in_hand_after),
+            None => res.pool.posted() as u32,
+        };
         let grant = (self.credits.min(self.grant_cap) as u32).min(limit).max(1);
         if grant < self.credits as u32 {
             self.counters.reduced_grants += 1;

@@ -7,7 +7,7 @@ use rpcrdma_core::srq::SharedSlot;
 use rpcrdma_core::wire::{PrivateData, DEFAULT_INLINE_THRESHOLD};
 
 use super::conn::{start_disconnect, Conn, Shared};
-use super::{App, Server, CQ_DEPTH, MAX_CONNECTIONS, PAGE_SIZE};
+use super::{App, Server, CQ_DEPTH, PAGE_SIZE};
 use crate::cm::{private_data_for, CmEvent, CmId};
 use crate::error::{Error, Result};
 use crate::memory::{Pages, RecvBuffers, ResponderMemory, SourceMemory};
@@ -147,11 +147,19 @@ impl<A: App> Server<A> {
                 )));
             }
         }
-        let Some(slot) = self.shared_queue.open() else {
-            id.reject();
-            return Err(Error::Protocol(format!(
-                "{MAX_CONNECTIONS} connections already open"
-            )));
+        // With an SRQ, the newcomer's first call needs a posted Receive no one else is
+        // promised; without one (or before the shared queue exists) only the count limits.
+        let posted = self
+            .shared
+            .as_ref()
+            .and_then(|sh| sh.srq_recv.as_ref())
+            .map_or(usize::MAX, |r| r.pool().posted());
+        let slot = match self.shared_queue.open(posted) {
+            Ok(slot) => slot,
+            Err(why) => {
+                id.reject();
+                return Err(Error::Protocol(format!("connection refused: {why}")));
+            }
         };
         match self.accept_on(id, ev, slot, peer, peer_inline) {
             Ok(()) => Ok(()),

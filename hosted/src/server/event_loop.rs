@@ -155,12 +155,25 @@ fn dispatch<A: Service>(
         stats.stray_completions += 1;
         return;
     };
+    let shared = conn.recv.is_none();
     let Some(mut res) = resources(sh, conn.recv.as_deref_mut()) else {
         return;
     };
-    conn.responder
-        .conn_mut()
-        .handle(&mut res, &mut CoherentDma, service, &completion);
+    if shared {
+        // The shared queue's rules: a requester over its grant is closed at once.
+        queue.handle(
+            conn.slot,
+            &mut res,
+            conn.responder.conn_mut(),
+            &mut CoherentDma,
+            service,
+            &completion,
+        );
+    } else {
+        conn.responder
+            .conn_mut()
+            .handle(&mut res, &mut CoherentDma, service, &completion);
+    }
     if WrId(wc.wr_id).kind() == WrKind::Recv {
         if let Some(side) = conn.recv.as_mut() {
             side.completed(wc.wr_id);
