@@ -151,10 +151,8 @@ struct Backend {
     waiting: VecDeque<Waiting>,
     sent: usize,
     sent_at: usize,
-    /// Bytes read and not parsed yet (from `in_at`); the fragments of the record being read.
-    inbuf: Vec<u8>,
-    in_at: usize,
-    record: Vec<u8>,
+    /// Replies being read.
+    reader: RecordReader,
     /// Connections made so far (the first is not a reconnect).
     connects: u64,
     /// Bytes of the records in `waiting`.
@@ -172,9 +170,7 @@ impl Backend {
             waiting: VecDeque::new(),
             sent: 0,
             sent_at: 0,
-            inbuf: Vec::with_capacity(64 * 1024),
-            in_at: 0,
-            record: Vec::new(),
+            reader: RecordReader::new(),
             connects: 0,
             held: 0,
         }
@@ -187,7 +183,6 @@ pub struct Gateway {
     /// Backend connections by the RDMA connection's epoch (what a [`CallHandle`] names).
     backends: HashMap<u16, Backend>,
     ready: VecDeque<(CallHandle, Answer)>,
-    scratch: Vec<u8>,
     reserved_refused: bool,
     /// Bytes of calls held for the backend, all connections.
     held: usize,
@@ -204,7 +199,6 @@ impl Gateway {
             cfg,
             backends: HashMap::new(),
             ready: VecDeque::new(),
-            scratch: vec![0u8; 256 * 1024],
             reserved_refused: false,
             held: 0,
             epochs: Vec::new(),
@@ -349,9 +343,7 @@ impl Gateway {
                 b.backoff = MIN_BACKOFF;
                 b.sent = 0;
                 b.sent_at = 0;
-                b.inbuf.clear();
-                b.in_at = 0;
-                b.record.clear();
+                b.reader.reset();
                 if b.connects > 0 {
                     self.stats.reconnects += 1;
                     self.stats.resent += b.waiting.len() as u64;
@@ -428,32 +420,25 @@ impl Gateway {
                 }
             }
         }
-        // Read what arrived.
+        // Read what arrived; match each complete reply to its call.
+        let before = b.held;
         while failure.is_none() {
-            match stream.read(&mut self.scratch) {
-                Ok(0) => failure = Some("the backend closed the connection".into()),
-                Ok(n) => {
-                    if b.in_at > 0 && b.in_at * 2 >= b.inbuf.len() {
-                        // Parsed bytes are dropped in one move once they are half the
-                        // buffer: linear over any number of small records.
-                        b.inbuf.drain(..b.in_at);
-                        b.in_at = 0;
-                    }
-                    b.inbuf.extend_from_slice(&self.scratch[..n]);
-                    self.stats.bytes_in += n as u64;
+            let Link::Up(stream) = &b.link else {
+                break;
+            };
+            let read_before = b.reader.bytes;
+            let next = b.reader.next(stream);
+            self.stats.bytes_in += b.reader.bytes - read_before;
+            match next {
+                Ok(Some(record)) => {
                     work += 1;
+                    match_reply(b, record, &mut self.ready, &mut self.stats);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => failure = Some(format!("read from the backend failed: {e}")),
+                Ok(None) => break,
+                Err(why) => failure = Some(why),
             }
         }
-        let before = b.held;
-        let taken = take_records(b, &mut self.ready, &mut self.stats);
         self.held -= before - b.held;
-        if let Err(why) = taken {
-            failure = Some(why.into());
-        }
         if let Some(why) = failure {
             log::warn!(
                 "gateway: backend connection lost ({why}); {} calls wait for the reconnect",
@@ -503,9 +488,7 @@ fn down(b: &mut Backend, now: Instant) {
     b.backoff = (b.backoff * 2).min(MAX_BACKOFF);
     b.sent = 0;
     b.sent_at = 0;
-    b.inbuf.clear();
-    b.in_at = 0;
-    b.record.clear();
+    b.reader.reset();
 }
 
 /// Removes waiting call `k`, keeping the sent / partly-sent bookkeeping right.
@@ -526,49 +509,144 @@ fn remove_waiting(b: &mut Backend, k: usize) -> Option<Waiting> {
     Some(w)
 }
 
-/// Takes complete records out of `b`'s input and matches each to the first sent call with its
-/// xid.
-fn take_records(
+/// Matches a reply record to the first sent call with its xid.
+fn match_reply(
     b: &mut Backend,
+    record: Vec<u8>,
     ready: &mut VecDeque<(CallHandle, Answer)>,
     stats: &mut GatewayStats,
-) -> Result<(), &'static str> {
-    loop {
-        let input = &b.inbuf[b.in_at..];
-        let Some(mark) = xdr_u32(input, 0) else {
-            return Ok(());
-        };
-        let len = (mark & !LAST_FRAGMENT) as usize;
-        if b.record.len() + len > MAX_RECORD {
-            return Err("a reply record larger than the gateway accepts");
+) {
+    let Some(xid) = xdr_u32(&record, 0) else {
+        stats.unmatched += 1;
+        return;
+    };
+    let found = b.waiting.iter().take(b.sent).position(|w| w.xid == xid);
+    match found.and_then(|k| remove_waiting(b, k)) {
+        Some(w) => {
+            stats.replies += 1;
+            ready.push_back((
+                w.handle,
+                Answer::Record {
+                    record,
+                    proc_: w.proc_,
+                    ddp: w.ddp,
+                },
+            ));
         }
-        let Some(fragment) = input.get(4..4 + len) else {
-            return Ok(());
-        };
-        b.record.extend_from_slice(fragment);
-        b.in_at += 4 + len;
-        if mark & LAST_FRAGMENT == 0 {
-            continue;
+        None => stats.unmatched += 1,
+    }
+}
+
+/// Bytes read into the reader's buffer at a time (record marks and small replies).
+const IN_BUF: usize = 64 * 1024;
+
+/// Reads record-marked replies (RFC 5531 §11) from the backend's socket. Marks and small
+/// replies come through a 64 KiB buffer; the rest of a large fragment is read straight into the
+/// record being assembled, so a 1 MiB READ reply is copied once by the kernel and not again.
+struct RecordReader {
+    /// Bytes received and not parsed yet: `inbuf[at..end]`.
+    inbuf: Box<[u8]>,
+    at: usize,
+    end: usize,
+    /// The record being assembled: `record[..filled]` has arrived; the rest is the fragment
+    /// being read.
+    record: Vec<u8>,
+    filled: usize,
+    /// Whether the fragment being read is the record's last; `None` between fragments.
+    last: Option<bool>,
+    /// Bytes received so far.
+    bytes: u64,
+}
+
+impl RecordReader {
+    fn new() -> RecordReader {
+        RecordReader {
+            inbuf: vec![0; IN_BUF].into_boxed_slice(),
+            at: 0,
+            end: 0,
+            record: Vec::new(),
+            filled: 0,
+            last: None,
+            bytes: 0,
         }
-        let record = std::mem::take(&mut b.record);
-        let Some(xid) = xdr_u32(&record, 0) else {
-            stats.unmatched += 1;
-            continue;
-        };
-        let found = b.waiting.iter().take(b.sent).position(|w| w.xid == xid);
-        match found.and_then(|k| remove_waiting(b, k)) {
-            Some(w) => {
-                stats.replies += 1;
-                ready.push_back((
-                    w.handle,
-                    Answer::Record {
-                        record,
-                        proc_: w.proc_,
-                        ddp: w.ddp,
-                    },
-                ));
+    }
+
+    /// Forgets a half-read record (the connection went down).
+    fn reset(&mut self) {
+        self.at = 0;
+        self.end = 0;
+        self.record.clear();
+        self.filled = 0;
+        self.last = None;
+    }
+
+    /// The next complete record, `None` when the socket has nothing more for now.
+    ///
+    /// # Errors
+    /// Why the connection is unusable: the peer closed it, a read failed, or a record is larger
+    /// than [`MAX_RECORD`].
+    fn next(&mut self, mut socket: &TcpStream) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(last) = self.last {
+                let left = self.record.len() - self.filled;
+                if left == 0 {
+                    self.last = None;
+                    if last {
+                        self.filled = 0;
+                        return Ok(Some(std::mem::take(&mut self.record)));
+                    }
+                    continue;
+                }
+                let dst = &mut self.record[self.filled..];
+                let n = if self.end > self.at {
+                    let n = (self.end - self.at).min(left);
+                    dst[..n].copy_from_slice(&self.inbuf[self.at..self.at + n]);
+                    self.at += n;
+                    n
+                } else {
+                    match socket.read(dst) {
+                        Ok(0) => return Err("the backend closed the connection".into()),
+                        Ok(n) => {
+                            self.bytes += n as u64;
+                            n
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => 0,
+                        Err(e) => return Err(format!("read from the backend failed: {e}")),
+                    }
+                };
+                self.filled += n;
+                continue;
             }
-            None => stats.unmatched += 1,
+            if let Some(mark) = xdr_u32(&self.inbuf[self.at..self.end], 0) {
+                let len = (mark & !LAST_FRAGMENT) as usize;
+                if self.filled + len > MAX_RECORD {
+                    return Err("a reply record larger than the gateway accepts".into());
+                }
+                if self.record.is_empty() {
+                    // A fresh zeroed allocation: large ones come zeroed from the system.
+                    self.record = vec![0; len];
+                } else {
+                    self.record.resize(self.filled + len, 0);
+                }
+                self.at += 4;
+                self.last = Some(mark & LAST_FRAGMENT != 0);
+                continue;
+            }
+            // Fewer than 4 bytes left: keep them at the front and receive more behind them.
+            self.inbuf.copy_within(self.at..self.end, 0);
+            self.end -= self.at;
+            self.at = 0;
+            match socket.read(&mut self.inbuf[self.end..]) {
+                Ok(0) => return Err("the backend closed the connection".into()),
+                Ok(n) => {
+                    self.bytes += n as u64;
+                    self.end += n;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read from the backend failed: {e}")),
+            }
         }
     }
 }
@@ -732,5 +810,104 @@ impl App for Gateway {
             waiting: self.waiting() as u64,
         };
         serde_json::to_value(app).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connected loopback pair: (writer, non-blocking reader).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (r, _) = l.accept().unwrap();
+        r.set_nonblocking(true).unwrap();
+        (w, r)
+    }
+
+    /// Reads until `n` records came or the reader reports an error.
+    fn read_records(
+        reader: &mut RecordReader,
+        r: &TcpStream,
+        n: usize,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < n && Instant::now() < deadline {
+            match reader.next(r)? {
+                Some(rec) => got.push(rec),
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        Ok(got)
+    }
+
+    fn fragment(data: &[u8], last: bool) -> Vec<u8> {
+        let mut v = (data.len() as u32 | if last { LAST_FRAGMENT } else { 0 })
+            .to_be_bytes()
+            .to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn records_of_every_size_and_fragmentation_arrive_whole() {
+        let (mut w, r) = pair();
+        let big: Vec<u8> = (0..(1 << 20) + 123).map(|i| (i * 7 + 3) as u8).collect();
+        let records: Vec<Vec<u8>> = vec![
+            vec![1, 2, 3, 4],
+            big.clone(),
+            vec![],
+            (0..5000u32).map(|i| i as u8).collect(),
+            big[..300_000].to_vec(),
+        ];
+        let mut stream = Vec::new();
+        for (k, rec) in records.iter().enumerate() {
+            if k == 3 {
+                // Three fragments for one record.
+                stream.extend(fragment(&rec[..1000], false));
+                stream.extend(fragment(&rec[1000..1001], false));
+                stream.extend(fragment(&rec[1001..], true));
+            } else {
+                stream.extend(fragment(rec, true));
+            }
+        }
+        // Written in odd pieces, so marks and fragments straddle reads.
+        let writer = std::thread::spawn(move || {
+            for piece in stream.chunks(77_777) {
+                w.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            w
+        });
+        let mut reader = RecordReader::new();
+        let got = read_records(&mut reader, &r, records.len()).unwrap();
+        let _w = writer.join().unwrap();
+        assert_eq!(got.len(), records.len());
+        for (g, e) in got.iter().zip(&records) {
+            assert_eq!(g, e);
+        }
+        assert_eq!(reader.next(&r), Ok(None), "nothing more");
+    }
+
+    #[test]
+    fn an_oversized_record_and_a_closed_peer_are_errors() {
+        let (mut w, r) = pair();
+        w.write_all(&((MAX_RECORD as u32 + 1) | LAST_FRAGMENT).to_be_bytes())
+            .unwrap();
+        let mut reader = RecordReader::new();
+        let err = read_records(&mut reader, &r, 1).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+
+        let (mut w, r) = pair();
+        w.write_all(&fragment(&[9; 100], true)[..50]).unwrap();
+        drop(w);
+        let mut reader = RecordReader::new();
+        let err = read_records(&mut reader, &r, 1).unwrap_err();
+        assert!(err.contains("closed"), "{err}");
+        reader.reset();
+        assert!(reader.record.is_empty() && reader.last.is_none());
     }
 }
