@@ -324,13 +324,13 @@ files() {{ # files NAME PORT REP GATEWAY-PID
   mount -t nfs -o vers=3,proto=rdma,port=$2,mountproto=tcp,nolock $IP:/export /mnt/nfs || {{ echo "RIVAL-FAIL mount $1"; return; }}
   local mb
   for mb in 64 256; do
-    local n0=$(ticks $(nfsd_pids)) g0=$(ticks $4) b0=$(busy) t0=$(date +%s%N)
+    local n0=$(ticks $(nfsd_pids)) g0=$(ticks ${{4:-}}) b0=$(busy) t0=$(date +%s%N)
     dd if=/dev/zero of=/mnt/nfs/f$mb bs=1M count=$mb conv=fsync 2>/dev/null || echo "RIVAL-FAIL write $1 $mb"
-    local t1=$(date +%s%N) n1=$(ticks $(nfsd_pids)) g1=$(ticks $4) b1=$(busy)
+    local t1=$(date +%s%N) n1=$(ticks $(nfsd_pids)) g1=$(ticks ${{4:-}}) b1=$(busy)
     sync; echo 3 > /proc/sys/vm/drop_caches
-    local n2=$(ticks $(nfsd_pids)) g2=$(ticks $4) b2=$(busy) t2=$(date +%s%N)
+    local n2=$(ticks $(nfsd_pids)) g2=$(ticks ${{4:-}}) b2=$(busy) t2=$(date +%s%N)
     dd if=/mnt/nfs/f$mb of=/dev/null bs=1M 2>/dev/null || echo "RIVAL-FAIL read $1 $mb"
-    local t3=$(date +%s%N) n3=$(ticks $(nfsd_pids)) g3=$(ticks $4) b3=$(busy)
+    local t3=$(date +%s%N) n3=$(ticks $(nfsd_pids)) g3=$(ticks ${{4:-}}) b3=$(busy)
     echo "files $1 rep=$3 mib=$mb write_ms=$(( (t1 - t0) / 1000000 )) read_ms=$(( (t3 - t2) / 1000000 )) write_nfsd_ticks=$((n1 - n0)) write_gateway_ticks=$((g1 - g0)) write_busy_ticks=$((b1 - b0)) read_nfsd_ticks=$((n3 - n2)) read_gateway_ticks=$((g3 - g2)) read_busy_ticks=$((b3 - b2))"
     rm -f /mnt/nfs/f$mb
   done
