@@ -230,3 +230,129 @@ fn core() -> Result<()> {
     println!("{table}");
     util::write_section(&util::root().join("BENCHMARKS.md"), "bench-core", &table)
 }
+
+/// `cargo xtask bench core --threads 1,2`: aggregate calls/s of the whole responder cycle with
+/// one event loop per thread, each with its own software NIC (nothing shared), for NULL calls
+/// and 64 KiB Read-chunk calls; the medians of 7 interleaved 2-second runs; the ratio to one
+/// loop; and instructions per call from callgrind (fixed work), which must not change with
+/// the number of loops. Writes section `bench-loops` of BENCHMARKS.md.
+pub fn loops(threads: &str) -> Result<()> {
+    let counts: Vec<usize> = threads
+        .split(',')
+        .map(|t| t.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| format!("--threads wants a list like `1,2`, got `{threads}`"))?;
+    let sh = util::shell()?;
+    util::cargo(&sh)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rpcrdma-tests",
+            "--bin",
+            "rpcrdma-bench-loops",
+        ])
+        .run()?;
+    let bin = util::root().join("target/release/rpcrdma-bench-loops");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let have_valgrind = util::have("valgrind");
+    let mut rates: std::collections::HashMap<(usize, &str), Vec<f64>> = Default::default();
+    let msgs = ["null", "read64k"];
+    // Interleaved: every (loops, message) once per round, 7 rounds.
+    for _round in 0..7 {
+        for &msg in &msgs {
+            for &n in &counts {
+                let out = sh
+                    .cmd(&bin)
+                    .args(["--threads", &n.to_string(), "--msg", msg])
+                    .args(["--secs", "2", "--reps", "1"])
+                    .quiet()
+                    .read()
+                    .context(format_args!("bench loops {n} {msg}"))?;
+                let rate = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("median "))
+                    .and_then(|l| l.split("calls_per_sec=").nth(1))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .ok_or_else(|| format!("bad output from rpcrdma-bench-loops: {out}"))?;
+                eprintln!("bench loops: {n} loop(s) {msg}: {rate:.0} calls/s");
+                rates.entry((n, msg)).or_default().push(rate);
+            }
+        }
+    }
+    // Instructions per call (all threads together / calls): callgrind runs threads one at a
+    // time, so this counts work, not contention.
+    let instr = |n: usize, msg: &str| -> Result<Option<f64>> {
+        if !have_valgrind {
+            return Ok(None);
+        }
+        let count = |calls: u64| -> Result<u64> {
+            let out_file = std::env::temp_dir().join(format!("rpcrdma-cg-loops-{n}-{msg}-{calls}"));
+            let out = sh
+                .cmd("valgrind")
+                .args(["--tool=callgrind"])
+                .arg(format!("--callgrind-out-file={}", out_file.display()))
+                .arg(&bin)
+                .args([
+                    "--threads",
+                    &n.to_string(),
+                    "--msg",
+                    msg,
+                    "--reps",
+                    "1",
+                    "--no-pin",
+                ])
+                .args(["--calls", &calls.to_string()])
+                .quiet()
+                .ignore_status()
+                .output()
+                .context("valgrind (install it: cargo xtask setup)")?;
+            let _ = std::fs::remove_file(&out_file);
+            let text = String::from_utf8_lossy(&out.stderr);
+            text.lines()
+                .find_map(|l| l.split("Collected :").nth(1))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| format!("no callgrind total in valgrind output:\n{text}").into())
+        };
+        // Two lengths: the difference cancels set-up and thread start.
+        let (short, long) = if msg == "null" {
+            (20_000, 60_000)
+        } else {
+            (1_000, 3_000)
+        };
+        let (a, b) = (count(short)?, count(long)?);
+        Ok(Some((b - a) as f64 / ((long - short) as f64 * n as f64)))
+    };
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let mut md = format!(
+        "Command: `cargo xtask bench core --threads {threads}` (host, {cpus} CPUs, threads pinned \
+         to CPUs 0..N; each loop has its own software NIC, endpoint and service and plays its own \
+         requester, keeping its grant's worth of calls in flight; medians of 7 interleaved \
+         2-second runs; instructions per call from callgrind, fixed work, all loops together).\n\n\
+         | call | loops | calls/s (all loops) | vs 1 loop | instructions per call | goal |\n|---|---|---|---|---|---|\n"
+    );
+    for &msg in &msgs {
+        let one = median(rates.get(&(1, msg)).map_or(&[][..], |v| v.as_slice()));
+        for &n in &counts {
+            let r = median(rates.get(&(n, msg)).map_or(&[][..], |v| v.as_slice()));
+            let ir = instr(n, msg)?;
+            let label = if msg == "null" {
+                "NFS NULL"
+            } else {
+                "CHECKSUM, 64 KiB Read chunk"
+            };
+            md.push_str(&format!(
+                "| {label} | {n} | {r:.0} | {:.2} | {} | {} |\n",
+                r / one,
+                ir.map_or("–".to_string(), |v| format!("{v:.0}")),
+                if n == 2 { "≥ 1.8×" } else { "" }
+            ));
+        }
+    }
+    println!("{md}");
+    util::write_section(&util::root().join("BENCHMARKS.md"), "bench-loops", &md)
+}

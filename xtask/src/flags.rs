@@ -41,6 +41,9 @@ xflags::xflags! {
             /// With `vm`: `kernel` compares rpcrdma-serve and rpcrdma-gateway with the kernel's
             /// own NFS/RDMA server in one boot.
             optional --rival rival: String
+            /// With `core`: event loops to compare, e.g. `1,2` — the whole responder cycle with
+            /// one software NIC per loop, one thread per loop (section `bench-loops`).
+            optional --threads threads: String
         }
         /// The core and the firmware examples on 4 bare-metal targets: builds, panic-freedom
         /// proofs, sizes. Toolchain: rustup targets when installed, else Debian's rustc-web with

@@ -407,12 +407,16 @@ done
     )
 }
 
+/// One direction of one file run: (milliseconds, nfsd ticks, gateway ticks, whole-VM busy
+/// ticks).
+type Dir = (f64, f64, f64, f64);
+
 /// One `files …` line of the rival run.
 struct FileRun {
     who: String,
     mib: u64,
-    /// (milliseconds, nfsd ticks, gateway ticks, whole-VM busy ticks) for write, then read.
-    dirs: [(f64, f64, f64, f64); 2],
+    /// Write, then read.
+    dirs: [Dir; 2],
 }
 
 fn file_runs(out: &str) -> Vec<FileRun> {
@@ -422,7 +426,7 @@ fn file_runs(out: &str) -> Vec<FileRun> {
             let who = l.split_whitespace().next()?.to_string();
             let m = crate::rdma::kv(l);
             let f = |k: &str| m.get(k).and_then(|v| v.parse::<f64>().ok());
-            let dir = |d: &str| -> Option<(f64, f64, f64, f64)> {
+            let dir = |d: &str| -> Option<Dir> {
                 Some((
                     f(&format!("{d}_ms"))?,
                     f(&format!("{d}_nfsd_ticks"))?,
@@ -454,7 +458,7 @@ fn files_table(out: &str) -> String {
     const HZ: f64 = 100.0; // USER_HZ on Linux
     let runs = file_runs(out);
     let who = ["kernel", "gateway-busy", "gateway-event"];
-    let sel = |w: &str, mib: u64, d: usize| -> Vec<(f64, f64, f64, f64)> {
+    let sel = |w: &str, mib: u64, d: usize| -> Vec<Dir> {
         runs.iter()
             .filter(|r| r.who == w && r.mib == mib)
             .map(|r| r.dirs[d])
@@ -486,7 +490,7 @@ fn files_table(out: &str) -> String {
     md.push_str("\nCPU seconds per GiB moved (medians over both file sizes and all repetitions): *serving side* is the kernel's nfsd threads for the kernel, and the gateway process plus the nfsd threads behind it for the gateway; *whole VM* is every non-idle tick of the boot's two vCPUs (client, Soft-RoCE, nfsd, gateway), which is what a run costs in all. Soft-RoCE's own work runs in softirq context and is only in the whole-VM figure.\n\n");
     md.push_str("| direction | kernel nfsd | gateway busy-poll: gateway + nfsd | gateway `--event`: gateway + nfsd | kernel whole VM | gateway busy-poll whole VM | gateway `--event` whole VM |\n|---|---|---|---|---|---|---|\n");
     for (d, name) in [(0, "write"), (1, "read")] {
-        let per_gib = |w: &str, f: &dyn Fn(&(f64, f64, f64, f64), f64) -> f64| {
+        let per_gib = |w: &str, f: &dyn Fn(&Dir, f64) -> f64| {
             median(
                 [64u64, 256]
                     .iter()
@@ -499,8 +503,8 @@ fn files_table(out: &str) -> String {
                     .collect(),
             )
         };
-        let serving = |x: &(f64, f64, f64, f64), gib: f64| (x.1 + x.2) / HZ / gib;
-        let vm = |x: &(f64, f64, f64, f64), gib: f64| x.3 / HZ / gib;
+        let serving = |x: &Dir, gib: f64| (x.1 + x.2) / HZ / gib;
+        let vm = |x: &Dir, gib: f64| x.3 / HZ / gib;
         md.push_str(&format!(
             "| {name} | {:.2} | {:.2} + {:.2} | {:.2} + {:.2} | {:.2} | {:.2} | {:.2} |\n",
             per_gib(who[0], &serving),

@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         XtaskCmd::Demo(_) => rdma::demo(),
         XtaskCmd::Interop(_) => interop::interop(),
         XtaskCmd::Bench(f) => match (f.which.as_str(), f.rival.as_deref()) {
+            ("core", None) if f.threads.is_some() => {
+                bench::loops(f.threads.as_deref().unwrap_or("1,2"))
+            }
             ("vm", Some("kernel")) => interop::bench_rival(),
             (_, Some(other)) => Err(format!(
                 "unknown rival `{other}`: `cargo xtask bench vm --rival kernel`"
