@@ -119,6 +119,13 @@ impl EventChannel {
     }
 }
 
+// SAFETY: a channel is a file descriptor and a librdmacm object whose operations
+// (`rdma_get_cm_event`, `rdma_migrate_id` onto it) take its own locks; the server's loops only
+// read events from their own channel and migrate ids onto another loop's.
+unsafe impl Send for EventChannel {}
+// SAFETY: as above.
+unsafe impl Sync for EventChannel {}
+
 impl Drop for EventChannel {
     fn drop(&mut self) {
         // SAFETY: owned; every id on it was destroyed first.
@@ -339,6 +346,19 @@ impl CmId {
         // SAFETY: live id with a QP; param and bytes live across the call.
         check("rdma_connect", unsafe {
             rdma_connect(self.as_raw(), &mut param)
+        })
+    }
+
+    /// Moves this id's future events to `channel` (another event loop's): after this the id's
+    /// ESTABLISHED and DISCONNECTED events arrive there. Every event of the id so far was
+    /// acknowledged ([`EventChannel::get`] acknowledges as it copies).
+    ///
+    /// # Errors
+    /// `rdma_migrate_id` failure.
+    pub fn migrate(&self, channel: &EventChannel) -> Result<()> {
+        // SAFETY: live id and channel; the id has no unacknowledged event.
+        check("rdma_migrate_id", unsafe {
+            rdma_migrate_id(self.as_raw(), channel.as_raw())
         })
     }
 

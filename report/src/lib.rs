@@ -56,6 +56,34 @@ pub struct ServerStats {
     pub responder: ResponderCounters,
 }
 
+impl ServerStats {
+    /// Adds `other` into `self` (summing event loops).
+    pub fn accumulate(&mut self, other: &ServerStats) {
+        let o = other;
+        self.accepted += o.accepted;
+        self.closed += o.closed;
+        self.rejected += o.rejected;
+        self.failed_connections += o.failed_connections;
+        self.stray_completions += o.stray_completions;
+        self.leaked += o.leaked;
+        self.pool.accumulate(&o.pool);
+        self.responder.accumulate(&o.responder);
+    }
+}
+
+/// One event loop's share of a server's work (`--threads`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopSummary {
+    /// Connections the loop accepted.
+    pub accepted: u64,
+    /// Connections it tore down.
+    pub closed: u64,
+    /// Calls it answered.
+    pub calls: u64,
+    /// What it still held after its teardown (must be 0).
+    pub leaked: u64,
+}
+
 /// Memory figures of a server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memory {
@@ -81,6 +109,10 @@ pub struct Report<A = serde_json::Value> {
     pub memory: Memory,
     /// The app's own counters.
     pub app: A,
+    /// Per event loop (`--threads`; one entry per loop, in loop order): the server's figures
+    /// above are their sums.
+    #[serde(default)]
+    pub loops: Vec<LoopSummary>,
 }
 
 /// `rpcrdma-serve`'s report: the example service's counters as the app's.
@@ -255,6 +287,12 @@ mod tests {
                 errors: 1,
                 ..ServiceStats::default()
             },
+            loops: vec![LoopSummary {
+                accepted: 3,
+                closed: 3,
+                calls: 42,
+                leaked: 0,
+            }],
         };
         r.server.pool.posted = u64::MAX; // no precision lost on the way
         r.server.responder.calls = 42;
@@ -276,6 +314,7 @@ mod tests {
             server: r.server,
             memory: r.memory,
             app: serde_json::to_value(r.app).unwrap(),
+            loops: r.loops.clone(),
         };
         let out = format_line("rpcrdma-serve", STATS, &untyped);
         assert_eq!(
@@ -336,6 +375,7 @@ mod tests {
             server: ServerStats::default(),
             memory: Memory::default(),
             app: GatewayApp::default(),
+            loops: Vec::new(),
         };
         let out = format_line("rpcrdma-serve", STATS, &gw);
         let e = parse_last::<ServeReport>(&out, "rpcrdma-serve", STATS).unwrap_err();

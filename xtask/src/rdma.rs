@@ -155,20 +155,27 @@ echo "demo-status null=$A read=$B nomsg=$C write=$E reply=$F malformed=$G serve=
 
 /// The verbs end-to-end tests inside the VM (a step of `cargo xtask test`).
 pub fn vm_tests() -> Result<()> {
-    vm::cargo_in_vm(
-        &[
-            "test",
-            "--release",
-            "-p",
-            "rpcrdma-hosted",
-            "--test",
-            "verbs_e2e",
-            "--",
-            "--ignored",
-            "--test-threads=1",
-        ],
-        900,
-    )
+    // Every server the suite starts runs 2 event loops, then 1 (`--threads`), unless a test
+    // names its own.
+    for threads in ["2", "1"] {
+        eprintln!("verbs tests: servers with {threads} event loop(s)");
+        vm::cargo_in_vm_env(
+            &[
+                "test",
+                "--release",
+                "-p",
+                "rpcrdma-hosted",
+                "--test",
+                "verbs_e2e",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+            ],
+            900,
+            &[("RPCRDMA_TEST_THREADS", threads)],
+        )?;
+    }
+    Ok(())
 }
 
 /// Whether the VM can run here (QEMU and a static busybox present).

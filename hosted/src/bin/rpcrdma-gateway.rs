@@ -14,12 +14,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
 use rpcrdma_hosted::gateway::{Gateway, GatewayConfig};
-use rpcrdma_hosted::server::{program_exit, program_init, AllowRule, Server, ServerConfig};
+use rpcrdma_hosted::server::{
+    default_threads, program_exit_loops, program_init, run_loops, AllowRule, ServerConfig,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,6 +75,10 @@ struct Args {
     /// Sleep on completion channels and sockets instead of busy-polling.
     #[arg(long)]
     event: bool,
+    /// Event loops, one per core; each has its own backend connections, and the caps on held
+    /// bytes are split between them. Default: the cores available.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Exit after this many connections have closed (for tests).
     #[arg(long)]
     exit_after: Option<u64>,
@@ -101,25 +107,35 @@ fn main() -> ExitCode {
         allow: args.allow.clone(),
         ..ServerConfig::default()
     };
-    let gateway = Gateway::new(GatewayConfig {
+    let threads = args.threads.unwrap_or_else(default_threads).max(1);
+    let gateway_cfg = GatewayConfig {
         backend: args.backend,
         call_timeout: Duration::from_secs(args.call_timeout),
         reserved_port: !args.no_reserved_port,
         max_held_per_connection: args.max_held_mib << 20,
-        max_held: args.max_held_total_mib << 20,
-    });
-    let mut server = match Server::with_app(cfg, gateway) {
-        Ok(s) => s,
+        // The total cap holds for the whole process: each loop gets its share.
+        max_held: (args.max_held_total_mib << 20) / threads,
+    };
+    let closed: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let run = run_loops(
+        cfg,
+        threads,
+        |_| Gateway::new(gateway_cfg.clone()),
+        || println!("rpcrdma-gateway: ready (backend {})", args.backend),
+        |i, s| {
+            closed[i].store(s.closed, Ordering::Relaxed);
+            let total: u64 = closed.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            stop.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| total >= n)
+        },
+    );
+    let run = match run {
+        Ok(run) => run,
         Err(e) => {
             eprintln!("rpcrdma-gateway: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!("rpcrdma-gateway: ready (backend {})", args.backend);
-    let result = server.run_until(|s| {
-        stop.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| s.closed >= n)
-    });
-    if program_exit("rpcrdma-gateway", &server, result) {
+    if program_exit_loops("rpcrdma-gateway", &run) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -10,12 +10,15 @@
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use clap::Parser;
 use rpcrdma_hosted::report::{self, Progress};
-use rpcrdma_hosted::server::{program_exit, program_init, rss_kib, Server, ServerConfig};
-use rpcrdma_services::Program;
+use rpcrdma_hosted::server::{
+    default_threads, program_exit_loops, program_init, rss_kib, run_loops, ServerConfig,
+};
+use rpcrdma_services::{ExampleService, Program};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +53,10 @@ struct Args {
     /// Sleep on completion channels instead of busy-polling.
     #[arg(long)]
     event: bool,
+    /// Event loops, one per core: each owns its CQs, completion channel, SRQ and pools, and
+    /// new connections go to the one with the fewest. Default: the cores available.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Signal every Send and Write (default: the last Send of each batch; for comparison).
     #[arg(long)]
     signal_all: bool,
@@ -116,31 +123,51 @@ fn main() -> ExitCode {
     if !args.programs.is_empty() {
         cfg.programs = args.programs;
     }
-    let mut server = match Server::bind(cfg) {
-        Ok(s) => s,
+    let threads = args.threads.unwrap_or_else(default_threads).max(1);
+    let (max_payload, programs) = (cfg.max_read_payload, cfg.programs.clone());
+    // Per loop, what it last reported: the totals decide `--exit-after` and the progress
+    // lines. Read between batches only (when idle or every 256 turns), never per message.
+    let closed: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let leaked: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let next_report = Mutex::new(args.report_every.unwrap_or(u64::MAX));
+    let run = run_loops(
+        cfg,
+        threads,
+        |_| {
+            let mut service = ExampleService::new(&programs);
+            service.max_payload = max_payload;
+            service
+        },
+        || println!("rpcrdma-serve: ready"),
+        |i, s| {
+            closed[i].store(s.closed, Ordering::Relaxed);
+            leaked[i].store(s.leaked, Ordering::Relaxed);
+            let total: u64 = closed.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            if let Ok(mut next) = next_report.lock() {
+                if total >= *next {
+                    let progress = Progress {
+                        closed: total,
+                        rss_kib: rss_kib(),
+                        leaked: leaked.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+                    };
+                    println!(
+                        "{}",
+                        report::format_line("rpcrdma-serve", report::PROGRESS, &progress)
+                    );
+                    *next += args.report_every.unwrap_or(u64::MAX);
+                }
+            }
+            stop.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| total >= n)
+        },
+    );
+    let run = match run {
+        Ok(run) => run,
         Err(e) => {
             eprintln!("rpcrdma-serve: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!("rpcrdma-serve: ready");
-    let mut next_report = args.report_every.unwrap_or(u64::MAX);
-    let result = server.run_until(|s| {
-        if s.closed >= next_report {
-            let progress = Progress {
-                closed: s.closed,
-                rss_kib: rss_kib(),
-                leaked: s.leaked,
-            };
-            println!(
-                "{}",
-                report::format_line("rpcrdma-serve", report::PROGRESS, &progress)
-            );
-            next_report += args.report_every.unwrap_or(u64::MAX);
-        }
-        stop.load(Ordering::Relaxed) || args.exit_after.is_some_and(|n| s.closed >= n)
-    });
-    if program_exit("rpcrdma-serve", &server, result) {
+    if program_exit_loops("rpcrdma-serve", &run) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -7,6 +7,7 @@ use rpcrdma_core::srq::SharedSlot;
 use rpcrdma_core::wire::{PrivateData, DEFAULT_INLINE_THRESHOLD};
 
 use super::conn::{start_disconnect, Conn, Shared};
+use super::loops::Handed;
 use super::{App, Server, CQ_DEPTH, PAGE_SIZE};
 use crate::cm::{private_data_for, CmEvent, CmId};
 use crate::error::{Error, Result};
@@ -17,6 +18,15 @@ use crate::verbs::{
 
 impl<A: App> Server<A> {
     pub(super) fn poll_cm(&mut self) -> Result<()> {
+        // Connections the listening loop handed to this one (their ids are on our channel).
+        let handed: Vec<Handed> = self
+            .loops
+            .as_ref()
+            .map(|l| l.inbox.try_iter().collect())
+            .unwrap_or_default();
+        for h in handed {
+            self.accept_request(h.id, h.private, h.initiator_depth);
+        }
         while let Some(ev) = self.events.get()? {
             match ev.kind {
                 rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST => self.on_connect_request(&ev),
@@ -108,29 +118,65 @@ impl<A: App> Server<A> {
         let Some(id) = CmId::from_event(ev) else {
             return;
         };
-        match self.accept(id, ev) {
+        if !self.cfg.allow.is_empty() {
+            let peer = id.peer_addr();
+            let allowed = peer.is_some_and(|p| self.cfg.allow.iter().any(|r| r.contains(*p.ip())));
+            if !allowed {
+                id.reject();
+                self.stats.rejected += 1;
+                log::warn!(
+                    "connection request refused: peer {} is not in the allow-list (--allow): rejected",
+                    peer.map_or("(not IPv4)".to_string(), |p| p.to_string())
+                );
+                return;
+            }
+        }
+        // RFC 8797: absent or unrecognised private data means the RFC 8166 defaults.
+        let private = ev.private_data();
+        // With several event loops, the connection goes to the one with the fewest.
+        if let Some(link) = &self.loops {
+            let to = link.table.least_loaded();
+            if to != link.index {
+                link.table.assign(to);
+                let req = Handed {
+                    id,
+                    private,
+                    initiator_depth: ev.initiator_depth,
+                };
+                if let Err(e) = link.table.hand(to, req) {
+                    link.table.release(to);
+                    self.stats.rejected += 1;
+                    log::warn!("connection request refused: cannot hand it to event loop {to}: {e}");
+                } else {
+                    log::debug!("connection request handed to event loop {to}");
+                }
+                return;
+            }
+            link.table.assign(link.index);
+        }
+        self.accept_request(id, private, ev.initiator_depth);
+    }
+
+    /// Accepts a connection on this loop (its load was counted by whoever chose the loop).
+    fn accept_request(&mut self, id: CmId, private: Option<PrivateData>, initiator_depth: u8) {
+        match self.accept(id, private, initiator_depth) {
             Ok(()) => self.stats.accepted += 1,
             Err(e) => {
+                if let Some(link) = &self.loops {
+                    link.table.release(link.index);
+                }
                 self.stats.rejected += 1;
                 log::warn!("connection request refused: {e}");
             }
         }
     }
 
-    fn accept(&mut self, id: CmId, ev: &CmEvent) -> Result<()> {
-        if !self.cfg.allow.is_empty() {
-            let peer = id.peer_addr();
-            let allowed = peer.is_some_and(|p| self.cfg.allow.iter().any(|r| r.contains(*p.ip())));
-            if !allowed {
-                id.reject();
-                return Err(Error::Protocol(format!(
-                    "peer {} is not in the allow-list (--allow): rejected",
-                    peer.map_or("(not IPv4)".to_string(), |p| p.to_string())
-                )));
-            }
-        }
-        // RFC 8797: absent or unrecognised private data means the RFC 8166 defaults.
-        let peer = ev.private_data();
+    fn accept(
+        &mut self,
+        id: CmId,
+        peer: Option<PrivateData>,
+        initiator_depth: u8,
+    ) -> Result<()> {
         let peer_inline = peer.map_or(DEFAULT_INLINE_THRESHOLD, |p| p.recv_size as usize);
         if let Err(e) = self.ensure_shared(id.verbs()) {
             id.reject();
@@ -161,7 +207,7 @@ impl<A: App> Server<A> {
                 return Err(Error::Protocol(format!("connection refused: {why}")));
             }
         };
-        match self.accept_on(id, ev, slot, peer, peer_inline) {
+        match self.accept_on(id, initiator_depth, slot, peer, peer_inline) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.shared_queue.cancel(slot);
@@ -173,7 +219,7 @@ impl<A: App> Server<A> {
     fn accept_on(
         &mut self,
         id: CmId,
-        ev: &CmEvent,
+        initiator_depth: u8,
         slot: SharedSlot,
         peer: Option<PrivateData>,
         peer_inline: usize,
@@ -183,7 +229,7 @@ impl<A: App> Server<A> {
         // Reads this side may issue: the requester's responder resources, which rdma_cm reports
         // to a listener as the event's initiator depth (from this side's point of view).
         // 0: the requester takes no RDMA Read from us, and its Read chunks get ERR_CHUNK.
-        let depth = ev.initiator_depth.min(16);
+        let depth = initiator_depth.min(16);
         let rcfg = self.cfg.responder_config(depth, epoch);
         let pool_cfg = self.cfg.pool_config(self.cfg.credits, epoch);
         let sq = rcfg.sq_depth as usize;

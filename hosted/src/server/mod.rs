@@ -27,12 +27,14 @@ mod app;
 mod config;
 mod conn;
 mod event_loop;
+mod loops;
 mod program;
 mod report;
 mod teardown;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rpcrdma_core::responder::CallHandle;
@@ -41,13 +43,15 @@ use rpcrdma_services::ExampleService;
 
 pub use app::App;
 pub use config::{AllowRule, ServerConfig};
-pub use program::{program_exit, program_init, rss_kib};
+pub use loops::{merge_app_reports, run_loops, LoopRun};
+pub use program::{default_threads, program_exit, program_exit_loops, program_init, rss_kib};
 pub use rpcrdma_report::{Memory, Report, ServerStats};
 
 use crate::cm::{CmId, EventChannel};
 use crate::error::Result;
 use crate::verbs::require_device;
 use conn::{ConnMap, Shared};
+use loops::LoopLink;
 
 /// Receive descriptors a pool can track (its buffers follow the credits).
 pub const MAX_RECV: usize = 4096;
@@ -67,9 +71,14 @@ pub const CQ_DEPTH: usize = 16384;
 pub struct Server<A: App = ExampleService> {
     conns: ConnMap,
     shared: Option<Shared>,
+    /// The listening id (the first event loop's; the others have none).
     #[allow(dead_code)] // owned: the listening id lives as long as the server
-    listen: CmId,
-    events: EventChannel,
+    listen: Option<CmId>,
+    /// This loop's rdma_cm event channel (shared with the listening loop, which moves the
+    /// connections it hands over onto it).
+    events: Arc<EventChannel>,
+    /// With several event loops: this loop's place among them.
+    loops: Option<LoopLink>,
     cfg: ServerConfig,
     service: A,
     /// Answers to pending calls that found no room in their connection's send queue yet.
@@ -116,8 +125,19 @@ impl<A: App> Server<A> {
         events.set_nonblocking()?;
         let listen = CmId::new(&events)?;
         listen.listen(cfg.addr, cfg.port, 128)?;
+        Self::log_listening(&cfg, 1);
+        Ok(Self::make(cfg, app, Arc::new(events), Some(listen), None))
+    }
+
+    /// One of several event loops ([`run_loops`]): the first has the listener.
+    fn member(cfg: ServerConfig, app: A, link: LoopLink, listen: Option<CmId>) -> Server<A> {
+        let events = Arc::clone(&link.table.channels[link.index]);
+        Self::make(cfg, app, events, listen, Some(link))
+    }
+
+    fn log_listening(cfg: &ServerConfig, loops: usize) {
         log::info!(
-            "listening on {}:{} (buffers {} B, credits {}, {}{})",
+            "listening on {}:{} (buffers {} B, credits {}, {}{}, {} event loop{})",
             cfg.addr,
             cfg.port,
             cfg.buffer_size,
@@ -127,13 +147,25 @@ impl<A: App> Server<A> {
                 ", register per Receive"
             } else {
                 ""
-            }
+            },
+            loops,
+            if loops == 1 { "" } else { "s" }
         );
-        Ok(Server {
+    }
+
+    fn make(
+        cfg: ServerConfig,
+        app: A,
+        events: Arc<EventChannel>,
+        listen: Option<CmId>,
+        loops: Option<LoopLink>,
+    ) -> Server<A> {
+        Server {
             conns: ConnMap::default(),
             shared: None,
             listen,
             events,
+            loops,
             service: app,
             answers: Vec::new(),
             epochs: HashMap::new(),
@@ -143,7 +175,7 @@ impl<A: App> Server<A> {
             sq_reserved: 0,
             cfg,
             stats: ServerStats::default(),
-        })
+        }
     }
 
     /// The app.

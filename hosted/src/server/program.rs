@@ -3,8 +3,13 @@
 
 use std::sync::atomic::AtomicBool;
 
-use super::{App, Server};
+use super::{App, LoopRun, Report, Server};
 use crate::error::Result;
+
+/// Event loops by default: the cores this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// Resident set size of this process in KiB (from /proc/self/statm).
 pub fn rss_kib() -> u64 {
@@ -38,11 +43,21 @@ pub fn program_init() -> std::io::Result<std::sync::Arc<AtomicBool>> {
 /// [`Report`](super::Report), read back with [`rpcrdma_report::parse_last`]), and says whether
 /// the run succeeded: no error, and nothing held after teardown.
 pub fn program_exit<A: App>(name: &str, server: &Server<A>, result: Result<()>) -> bool {
-    let report = server.report();
+    exit_with(name, &server.report(), result)
+}
+
+/// [`program_exit`] for a server of several event loops ([`super::run_loops`]): one report,
+/// the loops' counters summed, with each loop's line in `loops`; the run succeeded if every
+/// loop ended without error and none held anything after its teardown.
+pub fn program_exit_loops(name: &str, run: &LoopRun) -> bool {
+    exit_with(name, &run.report(), run.result())
+}
+
+fn exit_with(name: &str, report: &Report, result: Result<()>) -> bool {
     let stats = report.server;
     println!(
         "{}",
-        rpcrdma_report::format_line(name, rpcrdma_report::STATS, &report)
+        rpcrdma_report::format_line(name, rpcrdma_report::STATS, report)
     );
     match result {
         Ok(()) if stats.leaked == 0 => true,

@@ -33,6 +33,7 @@ impl<A: App> Server<A> {
                 shared: self.shared_memory() as u64,
             },
             app: self.service.report(),
+            loops: Vec::new(),
         }
     }
 

@@ -91,6 +91,9 @@ impl<A: App> Server<A> {
         drop(recv);
         drop(id);
         self.stats.closed += 1;
+        if let Some(link) = &self.loops {
+            link.table.release(link.index);
+        }
     }
 
     /// Disconnects every connection, waits (at most 2 s) for their work to come back, tears

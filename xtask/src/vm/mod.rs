@@ -145,6 +145,16 @@ pub fn prepare_image() -> Result<VmImage> {
 /// boot allowed `timeout` seconds. Makes sure the VM's kernel is there and the xtask (the
 /// runner) is built first.
 pub fn cargo_in_vm(args: &[&str], timeout: u32) -> crate::util::Result<()> {
+    cargo_in_vm_env(args, timeout, &[])
+}
+
+/// [`cargo_in_vm`] with environment variables set for the commands (the VM's command script
+/// carries the environment in).
+pub fn cargo_in_vm_env(
+    args: &[&str],
+    timeout: u32,
+    env: &[(&str, &str)],
+) -> crate::util::Result<()> {
     ensure_ready()?;
     let sh = crate::util::shell()?;
     crate::util::cargo(&sh)
@@ -152,7 +162,11 @@ pub fn cargo_in_vm(args: &[&str], timeout: u32) -> crate::util::Result<()> {
         .run()?;
     let (var, value) = runner_env();
     let value = value.replacen(" vm --", &format!(" vm --timeout {timeout} --"), 1);
-    crate::util::cargo(&sh).env(var, value).args(args).run()?;
+    let mut cmd = crate::util::cargo(&sh).env(var, value).args(args);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.run()?;
     Ok(())
 }
 
