@@ -225,6 +225,10 @@ pt write_1m ib_write_bw -d rxe0 -x 1 -s 1048576 -n 200
 rl write_1m -- -n 200 -d 8 --proc source --reply-size 1048576 --reply-chunk write --verify len
 rl checksum_1m -- -n 100 -d 8 -s 1048576 --call-chunk read
 rl generate_1m -- -n 100 -d 8 --proc generate --reply-size 1048576 --reply-chunk write
+for d in 16 64; do
+  for t in 1 2; do rl loops${{t}}_d$d --threads $t -- -n 10000 -d $d -c 4 -s 0; done
+  for t in 1 2; do rl loops${{t}}_d${{d}}_again --threads $t -- -n 10000 -d $d -c 4 -s 0; done
+done
 "#
     );
     let (status, out) = run_script("bench.sh", &script, Duration::from_secs(900))?;
@@ -292,6 +296,20 @@ rl generate_1m -- -n 100 -d 8 --proc generate --reply-size 1048576 --reply-chunk
         l64["p99_us"],
         l64["p50_us"] / lat_rt
     ));
+    md.push_str("\nEvent loops (`--threads`), same boot: NULL calls from 4 client connections (`rpcrdma-load -c 4`), busy-polling server; each figure the mean of two runs, 1 and 2 loops interleaved. Soft-RoCE's own work (its kernel threads and softirqs), the four clients and the server's loops all share the VM's 2 vCPUs, so a second busy-polling loop mostly takes CPU from Soft-RoCE and the clients: this measures the VM, not the design's scaling — `cargo xtask bench core --threads 1,2` does that, without Soft-RoCE in the way.\n\n| depth (per connection) | 1 loop calls/s | 2 loops calls/s | ratio |\n|---|---|---|---|\n");
+    for d in [16, 64] {
+        let mean = |t: u32| {
+            let a = ours(&format!("loops{t}_d{d}")).get("calls_per_sec").copied();
+            let b = ours(&format!("loops{t}_d{d}_again")).get("calls_per_sec").copied();
+            match (a, b) {
+                (Some(a), Some(b)) => (a + b) / 2.0,
+                (Some(x), None) | (None, Some(x)) => x,
+                _ => f64::NAN,
+            }
+        };
+        let (one, two) = (mean(1), mean(2));
+        md.push_str(&format!("| {d} | {one:.0} | {two:.0} | {:.2} |\n", two / one));
+    }
     // Bandwidth: perftest's "BW average" column (MB/sec, 2^20 bytes) vs rpcrdma-load's MiB/s
     // over its calls phase.
     let bw = |v: Vec<f64>| v.get(2).copied().unwrap_or(f64::NAN);
