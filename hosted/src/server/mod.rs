@@ -1,5 +1,6 @@
-//! The `rpcrdma-serve` engine: one thread, one event loop, many connections, and the core's
-//! responder doing all the protocol work.
+//! The `rpcrdma-serve` engine: one event loop per thread, many connections per loop, and the
+//! core's responder doing all the protocol work. [`run_loops`] runs one loop per core
+//! (`--threads`): see `loops.rs` for how connections are spread and counters summed.
 //!
 //! This module only moves completions and work requests between verbs and the core: it polls
 //! the shared completion queues, hands each completion to its connection's
@@ -16,7 +17,8 @@
 //! deregistered → memory unmapped. A QP that fails without a CM event is disconnected the
 //! same way, and reaped after at most two seconds.
 //!
-//! One file per idea: [`ServerConfig`] (`config.rs`), the [`App`] trait (`app.rs`), the
+//! One file per idea: [`ServerConfig`] (`config.rs`), the [`App`] trait (`app.rs`), several
+//! loops and the hand-over of connections between them (`loops.rs`), the
 //! connection and shared verbs state (`conn.rs`), the event loop (`event_loop.rs`: poll,
 //! dispatch, flush, wait), connection requests and accept (`accept.rs`), reaping, teardown and
 //! shutdown (`teardown.rs`), counters and the exit report (`report.rs`), and what the programs
