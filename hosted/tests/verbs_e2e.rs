@@ -493,9 +493,8 @@ fn two_loops_share_eight_connections_and_churn_with_srq() {
     // retry count of 0, so an RNR would fail the run), nothing leaked in either loop.
     let s = serve(20120, &["--threads", "2", "--srq", "--credits", "64"]);
     let port = 20120;
-    let busy = std::thread::spawn(move || {
-        load(port, &["-n", "3000", "-d", "8", "-c", "8", "-s", "512"])
-    });
+    let busy =
+        std::thread::spawn(move || load(port, &["-n", "3000", "-d", "8", "-c", "8", "-s", "512"]));
     let (ok, l, text) = load(port, &["-n", "8", "-d", "4", "--cycles", "40"]);
     assert!(ok, "{text}");
     assert_eq!(l["calls"], 320);

@@ -1,7 +1,7 @@
 //! The shared receive queue's credit ledger over the software NIC: no requester that obeys its
-//! grant ever meets RNR — with a newcomer arriving under load, with more connections than
-//! Receives, with a requester that breaks its grant, and with grants cut while calls are in
-//! flight. After every completion and every flush the test checks the invariant itself:
+//! grant ever meets RNR — with busy connections, with a newcomer arriving under load, with more
+//! connections than Receives, with a requester that breaks its grant, with a connection that
+//! closes, and with grants cut while calls are in flight. After every completion and every flush the test checks the invariant itself:
 //! the Receives promised (every connection's demand, summed) never exceed those posted.
 
 use proptest::prelude::*;
@@ -406,6 +406,73 @@ fn a_cut_grant_frees_its_share_only_as_replies_go_out() {
     assert_eq!(s.peers[0].granted, 1);
     assert!(s.queue.promised() <= before + 1);
     assert_eq!((s.rnr_obeying, s.nic.counters.rnr), (0, 0));
+}
+
+#[test]
+fn busy_connections_keep_within_the_shared_receives_and_all_progress() {
+    let mut s = Srq::new(32, 16);
+    for k in 0..3 {
+        s.open(k).unwrap();
+    }
+    let mut replies = [0u32; 3];
+    for _ in 0..200 {
+        for (k, r) in replies.iter_mut().enumerate() {
+            *r += s.fill(k);
+        }
+        s.pump();
+    }
+    assert_eq!((s.rnr_obeying, s.nic.counters.rnr), (0, 0));
+    assert!(replies.iter().all(|r| *r > 500), "{replies:?}");
+}
+
+#[test]
+fn a_closed_connection_gives_back_its_share_and_the_others_go_on() {
+    let mut s = Srq::new(32, 16);
+    for k in 0..3 {
+        s.open(k).unwrap();
+    }
+    let round = |s: &mut Srq, live: &[usize]| {
+        for &k in live {
+            s.fill(k);
+        }
+        s.pump();
+    };
+    for _ in 0..20 {
+        round(&mut s, &[0, 1, 2]);
+    }
+    // Connection 1 goes away (its queue pair destroyed): its calls give back what they hold,
+    // its demand stops counting, the shared pool stays open for the others.
+    let promised = s.queue.promised();
+    s.close(1);
+    assert!(
+        !s.pool.is_closing(),
+        "the shared pool is not the connection's to close"
+    );
+    assert_eq!(s.queue.connections(), 2);
+    assert!(s.queue.promised() < promised);
+    let grants = (s.peers[0].granted, s.peers[2].granted);
+    for _ in 0..20 {
+        round(&mut s, &[0, 2]);
+    }
+    assert!(
+        s.peers[0].granted >= grants.0 && s.peers[2].granted >= grants.1,
+        "the freed share goes to the others"
+    );
+    assert_eq!((s.rnr_obeying, s.nic.counters.rnr), (0, 0));
+    // The freed row takes a newcomer; beyond the table's size the queue refuses.
+    s.open(1).expect("the closed connection's row");
+    for k in 3..QPS {
+        s.open(k).unwrap_or_else(|e| panic!("row {k}: {e}"));
+    }
+    let mut full = SharedQueue::<QPS>::new();
+    for _ in 0..QPS {
+        full.open(usize::MAX).unwrap();
+    }
+    assert_eq!(
+        full.open(usize::MAX),
+        Err(AdmitError::Full { connections: QPS }),
+        "the table is full"
+    );
 }
 
 #[derive(Debug, Clone)]

@@ -48,30 +48,42 @@ fn grid_args(mode: &str, n: usize, buf: usize, shape: &str) -> Vec<String> {
 /// Instructions per message: callgrind counts only `measured_cycles`; two runs of different
 /// lengths cancel the constant entry/exit cost.
 fn instructions(mode: &str, n: usize, buf: usize, shape: &str) -> Result<f64> {
-    let sh = util::shell()?;
     let count = |iters: u64| -> Result<u64> {
-        let out_file =
-            std::env::temp_dir().join(format!("rpcrdma-cg-{mode}-{n}-{buf}-{shape}-{iters}"));
-        let out = sh
-            .cmd("valgrind")
-            .args(["--tool=callgrind", "--toggle-collect=*measured_cycles*"])
-            .arg(format!("--callgrind-out-file={}", out_file.display()))
-            .arg(bench_bin())
-            .args(grid_args(mode, n, buf, shape))
-            .args(["--iters", &iters.to_string(), "--callgrind"])
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("valgrind (install it: cargo xtask setup)")?;
-        let _ = std::fs::remove_file(&out_file);
-        let text = String::from_utf8_lossy(&out.stderr);
-        text.lines()
-            .find_map(|l| l.split("Collected :").nth(1))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| format!("no callgrind total in valgrind output:\n{text}").into())
+        let mut args = grid_args(mode, n, buf, shape);
+        args.extend(["--iters".into(), iters.to_string(), "--callgrind".into()]);
+        callgrind_total(&bench_bin(), &args, Some("*measured_cycles*"))
     };
     let (a, b) = (count(50_000)?, count(150_000)?);
     Ok((b - a) as f64 / 100_000.0)
+}
+
+/// Instructions callgrind counts for one run of `bin args` (within functions matching
+/// `toggle` when given, else the whole run).
+fn callgrind_total(bin: &std::path::Path, args: &[String], toggle: Option<&str>) -> Result<u64> {
+    let sh = util::shell()?;
+    let out_file = std::env::temp_dir().join(format!(
+        "rpcrdma-cg-{}-{}",
+        std::process::id(),
+        args.join("_").replace(['/', ' '], "")
+    ));
+    let mut cmd = sh.cmd("valgrind").arg("--tool=callgrind");
+    if let Some(t) = toggle {
+        cmd = cmd.arg(format!("--toggle-collect={t}"));
+    }
+    let out = cmd
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg(bin)
+        .args(args)
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("valgrind (install it: cargo xtask setup)")?;
+    let _ = std::fs::remove_file(&out_file);
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no callgrind total in valgrind output:\n{text}").into())
 }
 
 /// Median ns per message (11 runs of 10^6 messages; the responder 11 of 2·10^5).
@@ -287,32 +299,21 @@ pub fn loops(threads: &str) -> Result<()> {
             return Ok(None);
         }
         let count = |calls: u64| -> Result<u64> {
-            let out_file = std::env::temp_dir().join(format!("rpcrdma-cg-loops-{n}-{msg}-{calls}"));
-            let out = sh
-                .cmd("valgrind")
-                .args(["--tool=callgrind"])
-                .arg(format!("--callgrind-out-file={}", out_file.display()))
-                .arg(&bin)
-                .args([
-                    "--threads",
-                    &n.to_string(),
-                    "--msg",
-                    msg,
-                    "--reps",
-                    "1",
-                    "--no-pin",
-                ])
-                .args(["--calls", &calls.to_string()])
-                .quiet()
-                .ignore_status()
-                .output()
-                .context("valgrind (install it: cargo xtask setup)")?;
-            let _ = std::fs::remove_file(&out_file);
-            let text = String::from_utf8_lossy(&out.stderr);
-            text.lines()
-                .find_map(|l| l.split("Collected :").nth(1))
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| format!("no callgrind total in valgrind output:\n{text}").into())
+            let args: Vec<String> = [
+                "--threads",
+                &n.to_string(),
+                "--msg",
+                msg,
+                "--reps",
+                "1",
+                "--no-pin",
+                "--calls",
+                &calls.to_string(),
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            callgrind_total(&bin, &args, None)
         };
         // Two lengths: the difference cancels set-up and thread start.
         let (short, long) = if msg == "null" {

@@ -299,8 +299,12 @@ done
     md.push_str("\nEvent loops (`--threads`), same boot: NULL calls from 4 client connections (`rpcrdma-load -c 4`), busy-polling server; each figure the mean of two runs, 1 and 2 loops interleaved. Soft-RoCE's own work (its kernel threads and softirqs), the four clients and the server's loops all share the VM's 2 vCPUs, so a second busy-polling loop mostly takes CPU from Soft-RoCE and the clients: this measures the VM, not the design's scaling — `cargo xtask bench core --threads 1,2` does that, without Soft-RoCE in the way.\n\n| depth (per connection) | 1 loop calls/s | 2 loops calls/s | ratio |\n|---|---|---|---|\n");
     for d in [16, 64] {
         let mean = |t: u32| {
-            let a = ours(&format!("loops{t}_d{d}")).get("calls_per_sec").copied();
-            let b = ours(&format!("loops{t}_d{d}_again")).get("calls_per_sec").copied();
+            let a = ours(&format!("loops{t}_d{d}"))
+                .get("calls_per_sec")
+                .copied();
+            let b = ours(&format!("loops{t}_d{d}_again"))
+                .get("calls_per_sec")
+                .copied();
             match (a, b) {
                 (Some(a), Some(b)) => (a + b) / 2.0,
                 (Some(x), None) | (None, Some(x)) => x,
@@ -308,7 +312,10 @@ done
             }
         };
         let (one, two) = (mean(1), mean(2));
-        md.push_str(&format!("| {d} | {one:.0} | {two:.0} | {:.2} |\n", two / one));
+        md.push_str(&format!(
+            "| {d} | {one:.0} | {two:.0} | {:.2} |\n",
+            two / one
+        ));
     }
     // Bandwidth: perftest's "BW average" column (MB/sec, 2^20 bytes) vs rpcrdma-load's MiB/s
     // over its calls phase.

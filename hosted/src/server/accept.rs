@@ -146,7 +146,9 @@ impl<A: App> Server<A> {
                 if let Err(e) = link.table.hand(to, req) {
                     link.table.release(to);
                     self.stats.rejected += 1;
-                    log::warn!("connection request refused: cannot hand it to event loop {to}: {e}");
+                    log::warn!(
+                        "connection request refused: cannot hand it to event loop {to}: {e}"
+                    );
                 } else {
                     log::debug!("connection request handed to event loop {to}");
                 }
@@ -171,12 +173,7 @@ impl<A: App> Server<A> {
         }
     }
 
-    fn accept(
-        &mut self,
-        id: CmId,
-        peer: Option<PrivateData>,
-        initiator_depth: u8,
-    ) -> Result<()> {
+    fn accept(&mut self, id: CmId, peer: Option<PrivateData>, initiator_depth: u8) -> Result<()> {
         let peer_inline = peer.map_or(DEFAULT_INLINE_THRESHOLD, |p| p.recv_size as usize);
         if let Err(e) = self.ensure_shared(id.verbs()) {
             id.reject();

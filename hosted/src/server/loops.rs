@@ -138,7 +138,9 @@ pub fn merge_app_reports(into: &mut serde_json::Value, from: &serde_json::Value)
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in b {
                 match a.get_mut(k) {
-                    Some(slot @ Value::Number(_)) if k.starts_with("peak") || k.starts_with("last") => {
+                    Some(slot @ Value::Number(_))
+                        if k.starts_with("peak") || k.starts_with("last") =>
+                    {
                         if let (Some(x), Some(y)) = (slot.as_u64(), v.as_u64()) {
                             *slot = Value::from(x.max(y));
                         }
