@@ -116,18 +116,17 @@ struct Point {
     responder: (f64, Option<f64>),
 }
 
-fn core() -> Result<()> {
+/// Builds benchmark binary `name` of `rpcrdma-tests` (release); returns its path.
+fn build_bench(name: &str) -> Result<std::path::PathBuf> {
     let sh = util::shell()?;
     util::cargo(&sh)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "rpcrdma-tests",
-            "--bin",
-            "rpcrdma-bench-core",
-        ])
+        .args(["build", "--release", "-p", "rpcrdma-tests", "--bin", name])
         .run()?;
+    Ok(util::root().join("target/release").join(name))
+}
+
+fn core() -> Result<()> {
+    build_bench("rpcrdma-bench-core")?;
     let have_valgrind = util::have("valgrind");
     if !have_valgrind {
         eprintln!("bench: valgrind not found: instruction counts skipped (cargo xtask setup)");
@@ -255,17 +254,7 @@ pub fn loops(threads: &str) -> Result<()> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| format!("--threads wants a list like `1,2`, got `{threads}`"))?;
     let sh = util::shell()?;
-    util::cargo(&sh)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "rpcrdma-tests",
-            "--bin",
-            "rpcrdma-bench-loops",
-        ])
-        .run()?;
-    let bin = util::root().join("target/release/rpcrdma-bench-loops");
+    let bin = build_bench("rpcrdma-bench-loops")?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let have_valgrind = util::have("valgrind");
     let mut rates: std::collections::HashMap<(usize, &str), Vec<f64>> = Default::default();

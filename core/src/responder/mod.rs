@@ -652,18 +652,24 @@ impl<'a, const C: usize> Connection<'a, C> {
                     res.refill_error = Some(e);
                 }
             }
-            // The replies of this chain: their calls leave the hand once posted.
-            let replies = self
-                .chain
-                .iter()
-                .filter(|wr| wr.op == SendOp::Send)
-                .filter(|wr| {
-                    self.calls
-                        .get(WrId(wr.wr_id).index() as usize)
-                        .is_some_and(|c| c.counted)
-                })
-                .count() as u32;
-            let grant = self.grant(res, self.in_hand - replies.min(self.in_hand));
+            // With a shared queue the grant depends on the calls still in hand once this chain's
+            // replies are posted; a connection with its own pool skips the count.
+            let in_hand_after = if res.share.is_some() {
+                let replies = self
+                    .chain
+                    .iter()
+                    .filter(|wr| wr.op == SendOp::Send)
+                    .filter(|wr| {
+                        self.calls
+                            .get(WrId(wr.wr_id).index() as usize)
+                            .is_some_and(|c| c.counted)
+                    })
+                    .count() as u32;
+                self.in_hand.saturating_sub(replies)
+            } else {
+                self.in_hand
+            };
+            let grant = self.grant(res, in_hand_after);
             for wr in self.chain.iter() {
                 if wr.op != SendOp::Send {
                     continue;

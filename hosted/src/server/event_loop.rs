@@ -222,11 +222,14 @@ fn flush<A: App>(
         log::warn!("qp {}: post failed: {e}", conn.qp.qp_num());
     }
     if conn.responder.conn().is_closing() && conn.disconnecting.is_none() {
-        // A flush or error completion with no CM event: disconnect so the rest flushes.
-        log::warn!(
-            "qp {}: a work request failed or flushed; disconnecting",
-            conn.qp.qp_num()
-        );
+        // A flush or error completion, or a requester over its grant on the shared queue,
+        // with no CM event: disconnect so the rest flushes.
+        let why = if conn.responder.conn().counters().grant_overruns > 0 && conn.recv.is_none() {
+            "the client sent more calls than its credit grant allows"
+        } else {
+            "a work request failed or flushed"
+        };
+        log::warn!("qp {}: {why}; disconnecting", conn.qp.qp_num());
         conn.failed = true;
         start_disconnect(conn);
     }

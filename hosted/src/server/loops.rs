@@ -63,14 +63,21 @@ impl LoopTable {
         }
     }
 
-    /// Hands `req` to loop `to`: its id moves to that loop's event channel first.
+    /// Hands `req` to loop `to`: its id moves to that loop's event channel first. If it cannot,
+    /// the connection request is rejected (the client hears at once instead of timing out).
     pub(super) fn hand(&self, to: usize, req: Handed) -> Result<()> {
         let (Some(ch), Some(tx)) = (self.channels.get(to), self.senders.get(to)) else {
+            req.id.reject();
             return Err(Error::Protocol(format!("no event loop {to}")));
         };
-        req.id.migrate(ch)?;
-        tx.send(req)
-            .map_err(|_| Error::Protocol(format!("event loop {to} has stopped")))
+        if let Err(e) = req.id.migrate(ch) {
+            req.id.reject();
+            return Err(e);
+        }
+        tx.send(req).map_err(|back| {
+            back.0.id.reject();
+            Error::Protocol(format!("event loop {to} has stopped"))
+        })
     }
 }
 
@@ -245,27 +252,27 @@ where
                 Ok(h) => h.join().unwrap_or_else(|_| {
                     (
                         Err(Error::Protocol(format!("event loop {i} panicked"))),
-                        Report {
-                            server: ServerStats::default(),
-                            memory: rpcrdma_report::Memory::default(),
-                            app: serde_json::Value::Null,
-                            loops: Vec::new(),
-                        },
+                        empty_report(),
                     )
                 }),
                 Err(e) => (
                     Err(Error::Protocol(format!("cannot start event loop {i}: {e}"))),
-                    Report {
-                        server: ServerStats::default(),
-                        memory: rpcrdma_report::Memory::default(),
-                        app: serde_json::Value::Null,
-                        loops: Vec::new(),
-                    },
+                    empty_report(),
                 ),
             })
             .collect()
     });
     Ok(LoopRun { loops: results })
+}
+
+/// The report of a loop that never ran (it could not start, or panicked).
+fn empty_report() -> Report {
+    Report {
+        server: ServerStats::default(),
+        memory: rpcrdma_report::Memory::default(),
+        app: serde_json::Value::Null,
+        loops: Vec::new(),
+    }
 }
 
 #[cfg(test)]
