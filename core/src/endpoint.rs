@@ -38,10 +38,11 @@ use crate::dma::{CoherentDma, DmaError, DmaRegion, DmaSync, CACHE_LINE};
 use crate::pages::{PagePool, PagePoolError};
 use crate::pool::{Counters, DrainReport, PoolConfig, PoolError, RecvPool};
 use crate::responder::{
-    Call, CallHandle, Connection, ConnectionDrain, ReplyWriter, Resources, ResponderConfig,
-    ResponderCounters, ResponderError, Service, StaleHandle, Verdict,
+    Call, CallHandle, Connection, ConnectionDrain, PendingCalls, ReplyWriter, Resources,
+    ResponderConfig, ResponderCounters, ResponderError, Service, StaleHandle, Verdict,
 };
 use crate::wire::{DecodeLimits, DEFAULT_INLINE_THRESHOLD};
+use crate::xdr::XdrView;
 
 /// Completions [`Endpoint::poll`] takes from the device per call.
 pub const POLL_BATCH: usize = 16;
@@ -369,6 +370,14 @@ impl<'a, const N: usize, const C: usize, const P: usize> Endpoint<'a, N, C, P> {
         self.conn.complete_pending(&mut res, handle, f)
     }
 
+    /// The view of a call the service left pending (see [`Connection::pending_view`]).
+    ///
+    /// # Errors
+    /// [`StaleHandle`] if the handle names no pending call of this endpoint.
+    pub fn pending_view(&self, handle: CallHandle) -> Result<XdrView<'_>, StaleHandle> {
+        self.conn.pending_view(&self.pool, &self.sinks, handle)
+    }
+
     /// Caps the credit grant of the replies sent from now on (see
     /// [`Connection::set_grant_cap`]): the brake for a service that holds too much for this
     /// requester.
@@ -443,5 +452,11 @@ impl<'a, const N: usize, const C: usize, const P: usize> Endpoint<'a, N, C, P> {
     /// The payload pages.
     pub fn payloads(&self) -> &PagePool<'a, P> {
         &self.payloads
+    }
+}
+
+impl<const N: usize, const C: usize, const P: usize> PendingCalls for Endpoint<'_, N, C, P> {
+    fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
+        Endpoint::pending_view(self, handle).ok()
     }
 }

@@ -3,10 +3,14 @@
 //! puts it in front of the kernel's nfsd, so the Linux NFS/RDMA client can mount through this
 //! project's transport.
 //!
-//! It is an [`App`] of the [`crate::server::Server`]: the call is copied into a TCP record (Read
-//! chunk data included — that is where NFS WRITE data arrives) and answered later
-//! ([`Verdict::Pending`]). All TCP work — connect, write, read — is non-blocking and done in
-//! [`App::poll`], driven from the server's own loop, so RDMA completions never wait on TCP.
+//! It is an [`App`] of the [`crate::server::Server`]: each call is answered later
+//! ([`Verdict::Pending`]) and forwarded as a TCP record written with `writev` straight from the
+//! pending call's view — the Receive buffer and the sink pages that hold its Read chunk data
+//! (where NFS WRITE data arrives), which the core keeps until the call is answered — so the
+//! gateway copies no call byte, and resends from the same memory. All TCP work — connect,
+//! write, read — is non-blocking and done in [`App::poll`], driven from the server's own loop,
+//! so RDMA completions never wait on TCP; in event mode the loop also wakes when a socket with
+//! calls still to write has room again.
 //!
 //! # What it promises (a transparent proxy)
 //! - **One backend connection per RDMA connection**, opened when the RDMA connection is
@@ -47,16 +51,18 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use rpcrdma_core::responder::{Call, CallHandle, ReplyWriter, Service, Verdict};
+use rpcrdma_core::responder::{Call, CallHandle, PendingCalls, ReplyWriter, Service, Verdict};
 use rpcrdma_core::wire::xdr_u32;
 use rpcrdma_services::nfs3;
 use rpcrdma_services::oncrpc::{self, AcceptStat};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::server::App;
+use crate::server::{App, WaitFd};
 
 pub use rpcrdma_report::GatewayStats;
 
+/// Slices per `writev` to the backend (a record is its mark and its view's four parts).
+const WRITE_SLICES: usize = 64;
 /// Largest record accepted from the backend (a 1 MiB READ plus headers, with room).
 pub const MAX_RECORD: usize = 2 << 20;
 /// Last-fragment bit of a record mark.
@@ -120,14 +126,19 @@ pub enum Answer {
     },
 }
 
-/// A call waiting for the backend: its record (mark included) is kept until the reply comes,
-/// so it can be sent again after a reconnect.
+/// A call waiting for the backend. Its bytes are not copied: the record is the mark and then
+/// the pending call's view (the Receive buffer and the sink pages with its Read chunk data,
+/// which the core keeps until the call is answered), so it can be sent again after a
+/// reconnect.
 struct Waiting {
     handle: CallHandle,
     xid: u32,
     proc_: u32,
     ddp: bool,
-    record: Vec<u8>,
+    /// The record mark (one fragment: the whole call).
+    mark: [u8; 4],
+    /// Bytes of the record, mark included.
+    len: usize,
     deadline: Instant,
 }
 
@@ -367,29 +378,58 @@ impl Gateway {
         }
     }
 
-    /// Writes and reads backend `epoch`'s connection; takes complete replies.
-    fn pump(&mut self, epoch: u16, now: Instant) -> usize {
+    /// Writes and reads backend `epoch`'s connection; takes complete replies. Calls are
+    /// written straight from their views (`calls`), several records per `writev`.
+    fn pump(&mut self, epoch: u16, now: Instant, calls: &dyn PendingCalls) -> usize {
         let Some(b) = self.backends.get_mut(&epoch) else {
-            return 0;
-        };
-        let Link::Up(stream) = &mut b.link else {
             return 0;
         };
         let mut work = 0;
         let mut failure: Option<String> = None;
-        // Write what is not sent yet, several records per call.
         while b.sent < b.waiting.len() {
-            let mut slices = [IoSlice::new(&[]); 16];
+            let Link::Up(stream) = &b.link else {
+                break;
+            };
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
             let mut n_slices = 0;
-            for (slot, (k, w)) in slices
-                .iter_mut()
-                .zip(b.waiting.iter().skip(b.sent).enumerate())
-            {
-                let from = if k == 0 { b.sent_at } else { 0 };
-                *slot = IoSlice::new(&w.record[from..]);
-                n_slices += 1;
+            let mut gone = None;
+            for (k, w) in b.waiting.iter().enumerate().skip(b.sent) {
+                // The mark and the view's four parts.
+                if n_slices + 5 > WRITE_SLICES {
+                    break;
+                }
+                let Some(view) = calls.pending_view(w.handle) else {
+                    gone = Some(k);
+                    break;
+                };
+                let mut skip = if k == b.sent { b.sent_at } else { 0 };
+                let [head, pages, pad, tail] = view.parts();
+                for part in [&w.mark[..], head, pages, pad, tail] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    if let Some(slot) = slices.get_mut(n_slices) {
+                        *slot = IoSlice::new(part.get(skip..).unwrap_or_default());
+                        n_slices += 1;
+                    }
+                    skip = 0;
+                }
             }
-            match stream.write_vectored(&slices[..n_slices]) {
+            if n_slices == 0 {
+                // The first unsent call has no view any more: its connection is closing (the
+                // core let its pending calls go). Nothing to send for it.
+                if let Some(k) = gone {
+                    if let Some(w) = remove_waiting(b, k) {
+                        self.held -= w.len;
+                    }
+                    work += 1;
+                    continue;
+                }
+                break;
+            }
+            let mut writer: &TcpStream = stream;
+            match writer.write_vectored(&slices[..n_slices]) {
                 Ok(0) => {
                     failure = Some("the backend closed the connection".into());
                     break;
@@ -401,7 +441,7 @@ impl Gateway {
                         let Some(w) = b.waiting.get(b.sent) else {
                             break;
                         };
-                        let left = w.record.len() - b.sent_at;
+                        let left = w.len - b.sent_at;
                         if n >= left {
                             n -= left;
                             b.sent += 1;
@@ -462,7 +502,7 @@ impl Gateway {
                     continue;
                 }
                 if let Some(w) = remove_waiting(b, k) {
-                    self.held -= w.record.len();
+                    self.held -= w.len;
                     log::warn!(
                         "gateway: call xid {:#x} got no reply within {:?}: SYSTEM_ERR",
                         w.xid,
@@ -505,7 +545,7 @@ fn remove_waiting(b: &mut Backend, k: usize) -> Option<Waiting> {
         };
     }
     let w = b.waiting.remove(k)?;
-    b.held -= w.record.len();
+    b.held -= w.len;
     Some(w)
 }
 
@@ -666,17 +706,20 @@ impl Service for Gateway {
             view.word(16).unwrap_or(0),
             view.word(20).unwrap_or(0),
         );
-        let mut record = Vec::with_capacity(4 + len);
-        record.extend_from_slice(&(LAST_FRAGMENT | len as u32).to_be_bytes());
-        view.for_each_slice(0, len, |part| record.extend_from_slice(part));
+        // One fragment holds at most 2^31 - 1 bytes; a call that large cannot arrive (the sink
+        // pages bound it), so this only keeps the mark honest.
+        let Some(len32) = u32::try_from(len).ok().filter(|l| l & LAST_FRAGMENT == 0) else {
+            return Verdict::NoReply;
+        };
+        let record_len = 4 + len;
         self.stats.forwarded += 1;
         let deadline = Instant::now() + self.cfg.call_timeout;
         let b = self
             .backends
             .entry(call.handle.epoch)
             .or_insert_with(Backend::new);
-        b.held += record.len();
-        self.held += record.len();
+        b.held += record_len;
+        self.held += record_len;
         if b.held > self.stats.peak_held_per_connection as usize {
             self.stats.peak_held_per_connection = b.held as u64;
         }
@@ -686,10 +729,12 @@ impl Service for Gateway {
             xid,
             proc_,
             ddp: nfs3::reply_has_ddp_item(prog, vers, proc_),
-            record,
+            mark: (LAST_FRAGMENT | len32).to_be_bytes(),
+            len: record_len,
             deadline,
         });
-        // The write happens in `poll`, on this turn of the loop: no syscall here.
+        // The write happens in `poll`, on this turn of the loop, straight from the call's view
+        // (the core keeps it while the call is pending): no syscall and no copy here.
         Verdict::Pending
     }
 }
@@ -720,7 +765,7 @@ impl App for Gateway {
         (held >= self.cfg.max_held_per_connection || self.held >= self.cfg.max_held).then_some(1)
     }
 
-    fn poll(&mut self) -> usize {
+    fn poll(&mut self, calls: &dyn PendingCalls) -> usize {
         let now = Instant::now();
         // The epochs are copied into a buffer kept between turns: no allocation per turn.
         let mut epochs = std::mem::take(&mut self.epochs);
@@ -730,7 +775,7 @@ impl App for Gateway {
         for &epoch in &epochs {
             self.start_connect(epoch, now);
             work += self.finish_connect(epoch, now);
-            work += self.pump(epoch, now);
+            work += self.pump(epoch, now, calls);
         }
         self.epochs = epochs;
         work + self.expire(now)
@@ -793,15 +838,24 @@ impl App for Gateway {
         Verdict::Reply
     }
 
-    fn wait_fds(&self) -> Vec<i32> {
-        self.backends
-            .values()
-            .filter_map(|b| match &b.link {
-                Link::Up(s) => Some(s.as_raw_fd()),
-                Link::Connecting { socket, .. } => Some(socket.as_raw_fd()),
-                Link::Down { .. } => None,
-            })
-            .collect()
+    fn wait_fds(&self, fds: &mut Vec<WaitFd>) {
+        for b in self.backends.values() {
+            match &b.link {
+                // Replies, and room to write when calls are still to be written.
+                Link::Up(s) => fds.push(WaitFd {
+                    fd: s.as_raw_fd(),
+                    read: true,
+                    write: b.sent < b.waiting.len(),
+                }),
+                // A non-blocking connect completes (or fails) as the socket turns writable.
+                Link::Connecting { socket, .. } => fds.push(WaitFd {
+                    fd: socket.as_raw_fd(),
+                    read: false,
+                    write: true,
+                }),
+                Link::Down { .. } => {}
+            }
+        }
     }
 
     fn report(&self) -> serde_json::Value {

@@ -604,16 +604,16 @@ impl Device for VerbsDevice<'_> {
     }
 }
 
-/// Waits until one of `fds` is readable or `timeout` passes.
+/// Waits until one of `fds` is ready for what it asks (read, write) or `timeout` passes.
 ///
 /// # Errors
 /// `poll` failure other than an interrupt.
-pub fn wait_readable(fds: &[i32], timeout: std::time::Duration) -> Result<()> {
+pub fn wait_fds(fds: &[crate::server::WaitFd], timeout: std::time::Duration) -> Result<()> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
+        .map(|w| libc::pollfd {
+            fd: w.fd,
+            events: if w.read { libc::POLLIN } else { 0 } | if w.write { libc::POLLOUT } else { 0 },
             revents: 0,
         })
         .collect();

@@ -14,12 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
-use rpcrdma_core::wire::{decode_reply, HeaderRepr, Reply};
+use rpcrdma_core::responder::{CallHandle, PendingCalls};
+use rpcrdma_core::wire::{decode_reply, HeaderRepr, ReadSegment, Reply, Segment};
+use rpcrdma_core::xdr::XdrView;
 use rpcrdma_hosted::gateway::{Answer, Gateway, GatewayConfig};
 use rpcrdma_hosted::server::App;
 use rpcrdma_services::oncrpc;
 use rpcrdma_softnic::memory::DmaMemory;
-use rpcrdma_softnic::SoftNic;
+use rpcrdma_softnic::{Access, SoftNic};
+
+const SOURCE_RKEY: u32 = 0x51;
+const SOURCE_ADDR: u64 = 0x5100_0000_0000;
 
 type Nic = SoftNic<64, 64, 128, 4096, 16>;
 type Ep = Endpoint<'static, 64, 64, 16>;
@@ -27,6 +32,8 @@ type Ep = Endpoint<'static, 64, 64, 16>;
 /// One RDMA connection: its software NIC and its endpoint (epoch = connection number).
 struct Client {
     nic: Box<Nic>,
+    /// Requester memory the gateway RDMA-Reads Read-chunk data from.
+    source: &'static mut DmaMemory,
     endpoint: Ep,
     replies: Vec<(u32, Vec<u8>)>,
     /// The grant of each reply, in order.
@@ -37,7 +44,7 @@ impl Client {
     fn new(epoch: u16) -> Client {
         let config = EndpointConfig {
             credits: 16,
-            sink_bytes: 16 * 1024,
+            sink_bytes: 64 * 1024,
             payload_bytes: 16 * 1024,
             epoch,
             ..EndpointConfig::DEFAULT
@@ -47,8 +54,11 @@ impl Client {
         memory.register(&mut nic, 0x7e00_0000_0000, 1);
         let mut endpoint = Endpoint::new(memory.region_at(0x7e00_0000_0000, 1), &config).unwrap();
         endpoint.refill(&mut *nic).unwrap();
+        let source: &'static mut DmaMemory = DmaMemory::leak(256 * 1024);
+        source.register_remote(&mut nic, SOURCE_RKEY, SOURCE_ADDR, Access::Read);
         Client {
             nic,
+            source,
             endpoint,
             replies: Vec::new(),
             grants: Vec::new(),
@@ -65,12 +75,58 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A call (NFSv3 WRITE-like: program 100003 v3 proc 7) whose `data` travels in a Read chunk
+    /// after the call's 44 inline bytes (RPC header and a length word), as the Linux client
+    /// sends WRITE data. Returns the XDR stream the backend must receive.
+    fn call_with_data(&mut self, xid: u32, data: &[u8], at: usize) -> Vec<u8> {
+        self.source.bytes_mut()[at..at + data.len()].copy_from_slice(data);
+        let mut rpc = vec![0u8; 64];
+        let c = oncrpc::emit_call(&mut rpc, xid, 100_003, 3, 7).unwrap();
+        rpc.truncate(c);
+        rpc.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut repr = HeaderRepr::reply(xid, 16);
+        repr.read_list
+            .push(ReadSegment {
+                position: rpc.len() as u32,
+                segment: Segment {
+                    handle: SOURCE_RKEY,
+                    length: data.len() as u32,
+                    offset: SOURCE_ADDR + at as u64,
+                },
+            })
+            .unwrap();
+        let mut msg = vec![0u8; repr.buffer_len() + rpc.len()];
+        let h = repr.emit(&mut msg).unwrap();
+        msg[h..h + rpc.len()].copy_from_slice(&rpc);
+        msg.truncate(h + rpc.len());
+        self.nic.deliver(&msg).expect("a Receive is posted");
+        let mut stream = rpc;
+        stream.extend_from_slice(data);
+        stream.resize(stream.len().next_multiple_of(4), 0);
+        stream
+    }
+}
+
+/// The pending calls of the test's clients, as the hosted server offers its connections'.
+struct Calls<'c, 'd>(&'c [&'d mut Client]);
+
+impl PendingCalls for Calls<'_, '_> {
+    fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
+        let c = self
+            .0
+            .iter()
+            .find(|c| c.endpoint.connection().epoch() == handle.epoch)?;
+        c.endpoint.pending_view(handle).ok()
+    }
+}
+
 /// Runs the endpoints and the gateway's loop for `for_how_long`; returns the longest single
 /// `Gateway::poll`.
 fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) -> Duration {
     let end = Instant::now() + for_how_long;
     let mut longest = Duration::ZERO;
-    let mut later: Vec<(rpcrdma_core::responder::CallHandle, Answer)> = Vec::new();
+    let mut later: Vec<(CallHandle, Answer)> = Vec::new();
     while Instant::now() < end {
         for c in clients.iter_mut() {
             // As the hosted server does before every batch: the gateway's brake on the grant.
@@ -79,7 +135,7 @@ fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) ->
             c.endpoint.poll(&mut *c.nic, gw).unwrap();
         }
         let t = Instant::now();
-        gw.poll();
+        gw.poll(&Calls(clients));
         longest = longest.max(t.elapsed());
         while let Some(a) = gw.next_answer() {
             later.push(a);
@@ -113,6 +169,8 @@ fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) ->
 #[derive(Default)]
 struct Seen {
     connections: Vec<(u16, Vec<u32>)>,
+    /// Per connection, every record's bytes (mark excluded).
+    records: Vec<Vec<Vec<u8>>>,
 }
 
 /// An ONC RPC server on loopback that answers every call (result: the connection's number),
@@ -153,6 +211,7 @@ fn serve_backend(
     let index = {
         let mut seen = seen.lock().unwrap();
         seen.connections.push((port, Vec::new()));
+        seen.records.push(Vec::new());
         seen.connections.len() - 1
     };
     let mut got = 0;
@@ -167,7 +226,11 @@ fn serve_backend(
             return;
         }
         let xid = u32::from_be_bytes(call[..4].try_into().unwrap());
-        seen.lock().unwrap().connections[index].1.push(xid);
+        {
+            let mut seen = seen.lock().unwrap();
+            seen.connections[index].1.push(xid);
+            seen.records[index].push(call.clone());
+        }
         got += 1;
         if let Some(limit) = reset_after {
             if got == limit {
@@ -345,4 +408,49 @@ fn a_slow_backend_lowers_the_grant_instead_of_holding_without_bound() {
         gw.stats.peak_held_per_connection
     );
     assert_eq!(gw.held_bytes(), 0);
+}
+
+#[test]
+fn write_data_is_forwarded_and_resent_byte_for_byte_from_the_sink_pages() {
+    let (addr, seen) = backend(Some(2));
+    let mut gw = gateway(addr, Duration::from_secs(30));
+    let mut c = Client::new(6);
+    // Lengths that are not multiples of 4: the stream carries the XDR pad.
+    let streams = [
+        c.call_with_data(0x2000, &pattern(1, 30_001), 0),
+        c.call_with_data(0x2001, &pattern(2, 20_003), 64 * 1024),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.replies.len() < 2 && Instant::now() < deadline {
+        run(&mut [&mut c], &mut gw, Duration::from_millis(50));
+    }
+    assert_eq!(
+        c.replies.len(),
+        2,
+        "both answered after the reconnect: {:?} {:?}",
+        c.endpoint.counters(),
+        gw.stats
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.records.len(), 2, "one reconnect");
+    for (n, records) in seen.records.iter().enumerate() {
+        assert_eq!(records.len(), 2, "connection {n}: both calls");
+        for (got, want) in records.iter().zip(&streams) {
+            assert!(got == want, "connection {n}: the call's exact stream");
+        }
+    }
+    assert_eq!(gw.stats.resent, 2);
+    // Answered: the sink pages and Receives are given back.
+    assert_eq!(
+        c.endpoint.sinks().free_pages(),
+        c.endpoint.sinks().page_count()
+    );
+    assert_eq!(c.endpoint.pool().held(), 0);
+    assert_eq!(gw.held_bytes(), 0);
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }

@@ -656,6 +656,111 @@ fn complete(rig: &mut Rig<Later>, handle: rpcrdma_core::responder::CallHandle, l
     done
 }
 
+/// A service that answers later and keeps each call's whole stream as it saw it in `serve`.
+#[derive(Default)]
+struct Forwarder {
+    seen: Vec<(rpcrdma_core::responder::CallHandle, Vec<u8>)>,
+}
+
+impl Service for Forwarder {
+    fn serve(&mut self, call: &Call<'_>, _reply: &mut ReplyWriter<'_>) -> Verdict {
+        let mut stream = Vec::new();
+        call.view
+            .for_each_slice(0, call.view.len(), |part| stream.extend_from_slice(part));
+        self.seen.push((call.handle, stream));
+        Verdict::Pending
+    }
+}
+
+fn stream_of(view: &rpcrdma_core::xdr::XdrView<'_>) -> Vec<u8> {
+    let mut stream = Vec::new();
+    view.for_each_slice(0, view.len(), |part| stream.extend_from_slice(part));
+    stream
+}
+
+#[test]
+fn a_pending_call_keeps_its_read_chunk_data_readable_until_it_is_answered() {
+    let mut rig = Rig::new(RigConfig::default(), Forwarder::default());
+    let data = pattern(3, 40_000);
+    let inline = rpc_call(
+        300,
+        TEST_PROG,
+        TEST_VERS,
+        PROC_CHECKSUM,
+        &bytes(&[data.len() as u32]),
+    );
+    let reads: Vec<ReadSegment> = data
+        .chunks(16_000)
+        .enumerate()
+        .map(|(k, part)| read_seg(44, rig.source_segment(k * 16_000, part)))
+        .collect();
+    let msg = call_message(300, Proc::Msg, &reads, None, None, &inline);
+    rig.send(&msg).unwrap();
+    rig.pump();
+    let (handle, served) = rig.service.seen.pop().expect("served");
+    assert_eq!(&served[served.len() - data.len()..], &data[..]);
+    // Many turns later the view is the same bytes, straight from the Receive and sink pages.
+    for _ in 0..3 {
+        rig.pump();
+        let view = rig.endpoint.pending_view(handle).expect("still pending");
+        assert_eq!(stream_of(&view), served, "the stream serve saw");
+        assert!(!view.pages().is_empty(), "the data is in the sink pages");
+    }
+    let held = rig.endpoint.sinks().page_count() - rig.endpoint.sinks().free_pages();
+    assert!(held > 0, "the sink pages stay taken while pending");
+    // The answer sees the same view, data included; then everything is given back.
+    let done = rig.endpoint.complete_pending(handle, |call, w| {
+        assert_eq!(stream_of(&call.view), served);
+        let n =
+            oncrpc::emit_accepted_reply(w.buffer(), call.xid, oncrpc::AcceptStat::Success).unwrap();
+        w.set_len(n);
+        Verdict::Reply
+    });
+    assert_eq!(done, Ok(true));
+    assert!(
+        rig.endpoint.pending_view(handle).is_err(),
+        "answered: stale"
+    );
+    rig.pump();
+    assert_eq!(rig.replies.len(), 1);
+    rig.assert_quiet();
+}
+
+#[test]
+fn a_connection_closed_with_pending_calls_gives_their_sink_pages_back() {
+    let mut rig = Rig::new(RigConfig::default(), Forwarder::default());
+    for k in 0..3u32 {
+        let data = pattern(k, 9000);
+        let inline = rpc_call(
+            400 + k,
+            TEST_PROG,
+            TEST_VERS,
+            PROC_CHECKSUM,
+            &bytes(&[data.len() as u32]),
+        );
+        let seg = rig.source_segment(k as usize * 9000, &data);
+        let msg = call_message(
+            400 + k,
+            Proc::Msg,
+            &[read_seg(44, seg)],
+            None,
+            None,
+            &inline,
+        );
+        rig.granted = 8;
+        rig.send(&msg).unwrap();
+    }
+    rig.pump();
+    let handles: Vec<_> = rig.service.seen.iter().map(|(h, _)| *h).collect();
+    assert_eq!(handles.len(), 3);
+    rig.disconnect();
+    for h in handles {
+        assert!(rig.endpoint.pending_view(h).is_err(), "closed: stale");
+    }
+    assert!(rig.replies.is_empty());
+    rig.assert_quiet();
+}
+
 #[test]
 fn pending_calls_are_answered_later_in_any_order() {
     let mut rig = Rig::new(RigConfig::default(), Later::default());

@@ -40,6 +40,12 @@
 //! what the Linux server does too. The Send is posted after the Writes on the same queue pair,
 //! so the requester sees the data before the reply.
 //!
+//! # Calls answered later
+//! A service that cannot answer at once (a gateway asking another server) returns
+//! [`Verdict::Pending`]; the call keeps its Receive, sink pages and send slot, its view stays
+//! readable through [`Connection::pending_view`] (so it is forwarded, and resent, straight from
+//! registered memory), and [`Connection::complete_pending`] answers it later.
+//!
 //! # Failures
 //! A flush or error completion of any of this connection's work requests closes *this*
 //! connection: nothing new is admitted, parked calls are released, outstanding work requests
@@ -77,7 +83,8 @@ use reply::CREDITS_OFFSET;
 pub use resources::Resources;
 pub(crate) use resources::{Share, SPARE};
 pub use service::{
-    Call, CallHandle, PayloadError, PayloadPages, ReplyWriter, Service, StaleHandle, Verdict,
+    Call, CallHandle, PayloadError, PayloadPages, PendingCalls, ReplyWriter, Service, StaleHandle,
+    Verdict,
 };
 
 /// What [`Connection::drain`] reclaimed.

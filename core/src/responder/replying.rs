@@ -2,6 +2,8 @@
 //! inline, into the write chunk, through the reply chunk, or as ERR_CHUNK (RFC 8166 §3.5).
 
 use crate::device::{SendOp, SendWr, Sge, WrKind};
+use crate::pages::PagePool;
+use crate::pool::RecvPool;
 use crate::wire::{copy_prefix, move_within, ErrorReply, Message, Proc};
 use crate::xdr::XdrView;
 
@@ -214,13 +216,12 @@ impl<'a, const C: usize> Connection<'a, C> {
             Verdict::Pending => {
                 // The service answers later (Connection::complete_pending): the Receive stays
                 // held (its chunk lists say where the reply goes), the send slot stays taken,
-                // the sink pages go back.
+                // and so do the sink pages: the call's whole view stays readable
+                // (Connection::pending_view) until it is answered, so a service that forwards
+                // it (and may have to forward it again) never copies it.
                 self.keep_payload(res, i, payload, false);
                 self.counters.pending += 1;
                 if let Some(c) = self.call_mut(i) {
-                    if let Some(sink) = c.sink.take() {
-                        res.sinks.free(sink);
-                    }
                     c.state = CallState::Pending;
                 }
                 return true;
@@ -238,9 +239,41 @@ impl<'a, const C: usize> Connection<'a, C> {
         true
     }
 
+    /// The view of a call the service left pending ([`Verdict::Pending`]): the same head /
+    /// pages / tail [`Service::serve`] saw (Read chunk data included), straight over the
+    /// Receive buffer and the sink pages, in constant time. A service that forwards calls reads
+    /// them from here when it sends them, and again if it has to resend.
+    ///
+    /// # Errors
+    /// [`StaleHandle`] if the handle names no pending call of this connection.
+    pub fn pending_view<'v, const N: usize, const P: usize>(
+        &self,
+        pool: &'v RecvPool<'a, N>,
+        sinks: &'v PagePool<'a, P>,
+        handle: CallHandle,
+    ) -> Result<XdrView<'v>, StaleHandle> {
+        let c = match self.call(CallId(handle.index)) {
+            Some(c)
+                if handle.epoch == self.epoch
+                    && c.generation == handle.generation
+                    && c.state == CallState::Pending =>
+            {
+                c
+            }
+            _ => return Err(StaleHandle),
+        };
+        let rx = c.rx.as_ref().ok_or(StaleHandle)?;
+        let inline_view = pool.view(rx).map_err(|_| StaleHandle)?;
+        let message = *inline_view.message();
+        Ok(match c.sink.as_ref() {
+            Some(sink) => SinkLayout::of(&message).view(message, sinks.bytes(sink)),
+            None => inline_view,
+        })
+    }
+
     /// Answers a call the service left pending ([`Verdict::Pending`]): `f` writes the reply as
-    /// [`Service::serve`] would (the call's view has its inline bytes only: Read chunk data is
-    /// gone), and the reply goes out with the next [`Connection::flush`]. Returns `Ok(false)`
+    /// [`Service::serve`] would, over the same view (Read chunk data included), and the reply
+    /// goes out with the next [`Connection::flush`]. Returns `Ok(false)`
     /// when nothing was sent: no room in the send queue now (flush, then try again), or `f`
     /// returned [`Verdict::Pending`] or [`Verdict::Defer`] to keep waiting.
     ///
@@ -264,19 +297,16 @@ impl<'a, const C: usize> Connection<'a, C> {
             }
             _ => return Err(StaleHandle),
         };
-        let message = match self.call(i).and_then(|c| c.rx.as_ref()) {
-            Some(rx) => res.pool.message(rx).map_err(|_| StaleHandle)?,
-            None => return Err(StaleHandle),
-        };
-        let need = reply_work_requests(&message);
         if self.closing {
             return Err(StaleHandle);
         }
+        let view = self.pending_view(res.pool, res.sinks, handle)?;
+        let need = reply_work_requests(view.message());
         if self.sq_room() < need || CHAIN - self.chain.len() < need {
             // No room now: the caller flushes and tries again.
             return Ok(false);
         }
-        let out = self.run_writer(res.payloads, slot, XdrView::new(message), handle, f);
+        let out = self.run_writer(res.payloads, slot, view, handle, f);
         if out.0 == Verdict::Pending || out.0 == Verdict::Defer {
             self.keep_payload(res, i, out.2, false);
             return Ok(false);

@@ -65,7 +65,9 @@ pub enum Verdict {
     Defer,
     /// The service answers later, through `Connection::complete_pending` with
     /// [`Call::handle`] (for example after asking another server). Whatever was written now is
-    /// discarded. The call keeps its Receive and a send slot until then.
+    /// discarded. The call keeps its Receive, its sink pages (Read chunk data) and a send slot
+    /// until then, and its view stays readable ([`PendingCalls`]): a call pending for a long
+    /// time holds memory that later calls with Read chunks wait for.
     Pending,
 }
 
@@ -77,6 +79,24 @@ pub trait Service {
     /// A reverse-direction reply (RFC 8167) arrived on the forward channel. Default: ignored
     /// (a service without a backchannel).
     fn backchannel_reply(&mut self, _view: &XdrView<'_>) {}
+}
+
+/// Read access to the calls a service left pending ([`Verdict::Pending`]), for the service's
+/// own work between batches: a gateway writes a pending call to its backend straight from the
+/// Receive buffer and the sink pages, and again after a reconnect, without copying it.
+/// [`crate::endpoint::Endpoint`] implements it for its connection; a front end with many
+/// connections implements it over all of them.
+pub trait PendingCalls {
+    /// The view of the pending call `handle` names (as [`Service::serve`] saw it), or `None`
+    /// if it names none (answered, or its connection closed).
+    fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>>;
+}
+
+/// No pending calls at all (a front end without connections yet).
+impl PendingCalls for () {
+    fn pending_view(&self, _handle: CallHandle) -> Option<XdrView<'_>> {
+        None
+    }
 }
 
 /// Pages the responder lends a service for a reply payload: registered once, carved into

@@ -1,7 +1,7 @@
 //! The [`App`] trait: what a [`Server`](super::Server) runs, and its impl for the example
 //! service.
 
-use rpcrdma_core::responder::{Call, CallHandle, ReplyWriter, Service, Verdict};
+use rpcrdma_core::responder::{Call, CallHandle, PendingCalls, ReplyWriter, Service, Verdict};
 use rpcrdma_services::ExampleService;
 
 /// What a [`Server`](super::Server) runs: a [`Service`], plus — for services that answer some
@@ -25,8 +25,10 @@ pub trait App: Service {
     fn credit_cap(&self, _epoch: u16) -> Option<u16> {
         None
     }
-    /// Does the app's own non-blocking I/O. Returns how much work it did (0: idle).
-    fn poll(&mut self) -> usize {
+    /// Does the app's own non-blocking I/O. `calls` reads the calls it left pending straight
+    /// from registered memory (a gateway writes them to its backend from there, and again
+    /// after a reconnect). Returns how much work it did (0: idle).
+    fn poll(&mut self, _calls: &dyn PendingCalls) -> usize {
         0
     }
     /// The next answer ready for a pending call.
@@ -42,10 +44,10 @@ pub trait App: Service {
     ) -> Verdict {
         Verdict::NoReply
     }
-    /// File descriptors the server also waits on in event mode.
-    fn wait_fds(&self) -> Vec<i32> {
-        Vec::new()
-    }
+    /// Adds the file descriptors the server also waits on in event mode, and for what: a
+    /// socket with bytes still to write waits for room to write, a connect in progress for
+    /// its completion (writable), any open socket for replies (readable).
+    fn wait_fds(&self, _fds: &mut Vec<WaitFd>) {}
     /// Registered memory of the server's the app may hand out as reply payloads without
     /// copying (`bytes` at `device_addr` under `lkey`); taken back (`None`) before it is freed.
     fn set_source(&mut self, _source: Option<(&'static [u8], u64, u32)>) {}
@@ -55,6 +57,28 @@ pub trait App: Service {
     /// gateway does with [`rpcrdma_report::GatewayApp`].
     fn report(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+}
+
+/// A descriptor the server waits on in event mode, and what wakes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitFd {
+    /// The descriptor.
+    pub fd: i32,
+    /// Wake when it is readable.
+    pub read: bool,
+    /// Wake when it is writable.
+    pub write: bool,
+}
+
+impl WaitFd {
+    /// Wake when `fd` is readable.
+    pub fn readable(fd: i32) -> WaitFd {
+        WaitFd {
+            fd,
+            read: true,
+            write: false,
+        }
     }
 }
 

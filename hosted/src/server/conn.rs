@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use rpcrdma_core::responder::Resources;
+use rpcrdma_core::responder::{CallHandle, PendingCalls, Resources};
 use rpcrdma_core::srq::SharedSlot;
+use rpcrdma_core::xdr::XdrView;
 
 use super::{MAX_CALLS, MAX_PAGES, MAX_RECV};
 use crate::cm::CmId;
@@ -88,4 +89,26 @@ pub(super) fn resources<'r>(
         Some(side) => Resources::own(side.pool_mut(), sinks, payloads),
         None => Resources::shared(sh.srq_recv.as_mut()?.pool_mut(), sinks, payloads),
     })
+}
+
+/// The pending calls of one event loop's connections, for its app's own I/O
+/// ([`super::App::poll`]): a call's view straight over the registered Receive and sink pages.
+pub(super) struct LoopCalls<'s> {
+    pub(super) conns: &'s ConnMap,
+    pub(super) epochs: &'s HashMap<u16, u32>,
+    pub(super) shared: &'s Shared,
+}
+
+impl PendingCalls for LoopCalls<'_> {
+    fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
+        let conn = self.conns.get(self.epochs.get(&handle.epoch)?)?;
+        let pool = match conn.recv.as_deref() {
+            Some(side) => side.pool(),
+            None => self.shared.srq_recv.as_deref()?.pool(),
+        };
+        conn.responder
+            .conn()
+            .pending_view(pool, self.shared.sinks.pool(), handle)
+            .ok()
+    }
 }

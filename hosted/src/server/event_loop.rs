@@ -10,8 +10,8 @@ use rpcrdma_core::dma::CoherentDma;
 use rpcrdma_core::responder::{Resources, Service};
 use rpcrdma_core::srq::SharedQueue;
 
-use super::conn::{resources, start_disconnect, Conn, ConnMap, Shared};
-use super::{App, Server, ServerStats, MAX_CONNECTIONS};
+use super::conn::{resources, start_disconnect, Conn, ConnMap, LoopCalls, Shared};
+use super::{App, Server, ServerStats, WaitFd, MAX_CONNECTIONS};
 use crate::error::Result;
 use crate::verbs::{to_completion, wc_array, VerbsDevice, POLL_BATCH};
 
@@ -20,7 +20,7 @@ impl<A: App> Server<A> {
     /// handled.
     pub(super) fn poll_completions(&mut self) -> Result<usize> {
         let Some(sh) = self.shared.as_mut() else {
-            self.service.poll();
+            self.service.poll(&());
             return Ok(0);
         };
         let mut wcs = wc_array::<POLL_BATCH>();
@@ -50,7 +50,11 @@ impl<A: App> Server<A> {
             }
         }
         // The app's own I/O, and its answers to pending calls.
-        total += self.service.poll();
+        total += self.service.poll(&LoopCalls {
+            conns: &self.conns,
+            epochs: &self.epochs,
+            shared: sh,
+        });
         while let Some(answer) = self.service.next_answer() {
             self.answers.push(answer);
         }
@@ -123,12 +127,16 @@ impl<A: App> Server<A> {
             }
             return Ok(());
         }
-        let mut fds = vec![self.events.fd()];
-        fds.extend(self.service.wait_fds());
+        let mut fds = std::mem::take(&mut self.wait_fds);
+        fds.clear();
+        fds.push(WaitFd::readable(self.events.fd()));
+        self.service.wait_fds(&mut fds);
         if let Some(ch) = self.shared.as_ref().and_then(|s| s.channel.as_ref()) {
-            fds.push(ch.fd());
+            fds.push(WaitFd::readable(ch.fd()));
         }
-        crate::verbs::wait_readable(&fds, timeout)?;
+        let waited = crate::verbs::wait_fds(&fds, timeout);
+        self.wait_fds = fds;
+        waited?;
         if let Some(ch) = self.shared.as_ref().and_then(|s| s.channel.as_ref()) {
             while ch.consume_event()? {}
         }

@@ -43,7 +43,7 @@ use rpcrdma_core::responder::CallHandle;
 use rpcrdma_core::srq::SharedQueue;
 use rpcrdma_services::ExampleService;
 
-pub use app::App;
+pub use app::{App, WaitFd};
 pub use config::{AllowRule, ServerConfig};
 pub use loops::{merge_app_reports, run_loops, LoopRun};
 pub use program::{default_threads, program_exit, program_exit_loops, program_init, rss_kib};
@@ -89,6 +89,8 @@ pub struct Server<A: App = ExampleService> {
     epochs: HashMap<u16, u32>,
     /// QPs with completions in this turn (kept to reuse its allocation).
     touched: Vec<u32>,
+    /// What event mode waits on (kept to reuse its allocation).
+    wait_fds: Vec<WaitFd>,
     /// Connections admitted, and with an SRQ the credits they share.
     shared_queue: Box<SharedQueue<MAX_CONNECTIONS>>,
     next_epoch: u16,
@@ -172,6 +174,7 @@ impl<A: App> Server<A> {
             answers: Vec::new(),
             epochs: HashMap::new(),
             touched: Vec::with_capacity(64),
+            wait_fds: Vec::new(),
             shared_queue: Box::new(SharedQueue::new()),
             next_epoch: 1,
             sq_reserved: 0,
