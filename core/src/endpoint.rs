@@ -38,8 +38,8 @@ use crate::dma::{CoherentDma, DmaError, DmaRegion, DmaSync, CACHE_LINE};
 use crate::pages::{PagePool, PagePoolError};
 use crate::pool::{Counters, DrainReport, PoolConfig, PoolError, RecvPool};
 use crate::responder::{
-    Call, CallHandle, Connection, ConnectionDrain, PendingCalls, ReplyWriter, Resources,
-    ResponderConfig, ResponderCounters, ResponderError, Service, StaleHandle, Verdict,
+    Call, CallHandle, Connection, ConnectionDrain, PayloadPages, PendingCalls, ReplyWriter,
+    Resources, ResponderConfig, ResponderCounters, ResponderError, Service, StaleHandle, Verdict,
 };
 use crate::wire::{DecodeLimits, DEFAULT_INLINE_THRESHOLD};
 use crate::xdr::XdrView;
@@ -458,5 +458,8 @@ impl<'a, const N: usize, const C: usize, const P: usize> Endpoint<'a, N, C, P> {
 impl<const N: usize, const C: usize, const P: usize> PendingCalls for Endpoint<'_, N, C, P> {
     fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
         Endpoint::pending_view(self, handle).ok()
+    }
+    fn payload_pages(&mut self, epoch: u16) -> Option<&mut dyn PayloadPages> {
+        (epoch == self.conn.epoch()).then_some(&mut self.payloads as &mut dyn PayloadPages)
     }
 }

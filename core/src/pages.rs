@@ -193,7 +193,7 @@ impl<'a, const P: usize> PagePool<'a, P> {
     }
 
     /// Whether `run` is a live run of this pool.
-    fn owns(&self, run: &PageRun) -> bool {
+    pub fn owns(&self, run: &PageRun) -> bool {
         let first = run.first as usize;
         run.pages != 0
             && self

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
-use rpcrdma_core::responder::{CallHandle, PendingCalls};
+use rpcrdma_core::responder::{CallHandle, PayloadPages, PendingCalls};
 use rpcrdma_core::wire::{decode_reply, HeaderRepr, ReadSegment, Reply, Segment};
 use rpcrdma_core::xdr::XdrView;
 use rpcrdma_hosted::gateway::{Answer, Gateway, GatewayConfig};
@@ -25,6 +25,8 @@ use rpcrdma_softnic::{Access, SoftNic};
 
 const SOURCE_RKEY: u32 = 0x51;
 const SOURCE_ADDR: u64 = 0x5100_0000_0000;
+const TARGET_RKEY: u32 = 0x52;
+const TARGET_ADDR: u64 = 0x5200_0000_0000;
 
 type Nic = SoftNic<64, 64, 128, 4096, 16>;
 type Ep = Endpoint<'static, 64, 64, 16>;
@@ -34,6 +36,8 @@ struct Client {
     nic: Box<Nic>,
     /// Requester memory the gateway RDMA-Reads Read-chunk data from.
     source: &'static mut DmaMemory,
+    /// Requester memory the gateway RDMA-Writes READ data into (write chunks).
+    target: &'static mut DmaMemory,
     endpoint: Ep,
     replies: Vec<(u32, Vec<u8>)>,
     /// The grant of each reply, in order.
@@ -45,7 +49,7 @@ impl Client {
         let config = EndpointConfig {
             credits: 16,
             sink_bytes: 64 * 1024,
-            payload_bytes: 16 * 1024,
+            payload_bytes: 64 * 1024,
             epoch,
             ..EndpointConfig::DEFAULT
         };
@@ -56,9 +60,12 @@ impl Client {
         endpoint.refill(&mut *nic).unwrap();
         let source: &'static mut DmaMemory = DmaMemory::leak(256 * 1024);
         source.register_remote(&mut nic, SOURCE_RKEY, SOURCE_ADDR, Access::Read);
+        let target: &'static mut DmaMemory = DmaMemory::leak(256 * 1024);
+        target.register_remote(&mut nic, TARGET_RKEY, TARGET_ADDR, Access::Write);
         Client {
             nic,
             source,
+            target,
             endpoint,
             replies: Vec::new(),
             grants: Vec::new(),
@@ -108,8 +115,32 @@ impl Client {
     }
 }
 
-/// The pending calls of the test's clients, as the hosted server offers its connections'.
-struct Calls<'c, 'd>(&'c [&'d mut Client]);
+impl Client {
+    /// An NFSv3 READ of `count` bytes (its only argument here), offering a write chunk at
+    /// `at` of the requester's target memory, as the Linux client does.
+    fn read_call(&mut self, xid: u32, count: u32, at: usize) {
+        let mut rpc = vec![0u8; 64];
+        let c = oncrpc::emit_call(&mut rpc, xid, 100_003, 3, 6).unwrap();
+        rpc.truncate(c);
+        rpc.extend_from_slice(&count.to_be_bytes());
+        let repr = HeaderRepr::reply(xid, 16)
+            .with_write_chunk(&[Segment {
+                handle: TARGET_RKEY,
+                length: count,
+                offset: TARGET_ADDR + at as u64,
+            }])
+            .unwrap();
+        let mut msg = vec![0u8; repr.buffer_len() + rpc.len()];
+        let h = repr.emit(&mut msg).unwrap();
+        msg[h..h + rpc.len()].copy_from_slice(&rpc);
+        msg.truncate(h + rpc.len());
+        self.nic.deliver(&msg).expect("a Receive is posted");
+    }
+}
+
+/// The pending calls of the test's clients and their payload pages, as the hosted server
+/// offers its connections'.
+struct Calls<'c, 'd>(&'c mut [&'d mut Client]);
 
 impl PendingCalls for Calls<'_, '_> {
     fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
@@ -118,6 +149,14 @@ impl PendingCalls for Calls<'_, '_> {
             .iter()
             .find(|c| c.endpoint.connection().epoch() == handle.epoch)?;
         c.endpoint.pending_view(handle).ok()
+    }
+
+    fn payload_pages(&mut self, epoch: u16) -> Option<&mut dyn PayloadPages> {
+        let c = self
+            .0
+            .iter_mut()
+            .find(|c| c.endpoint.connection().epoch() == epoch)?;
+        PendingCalls::payload_pages(&mut c.endpoint, epoch)
     }
 }
 
@@ -135,23 +174,33 @@ fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) ->
             c.endpoint.poll(&mut *c.nic, gw).unwrap();
         }
         let t = Instant::now();
-        gw.poll(&Calls(clients));
+        gw.poll(&mut Calls(&mut *clients));
         longest = longest.max(t.elapsed());
         while let Some(a) = gw.next_answer() {
             later.push(a);
         }
-        later.retain(|(handle, answer)| {
+        // As the hosted server does: write each answer; one written, or whose call is gone,
+        // goes back to the gateway with the pages it came from.
+        for (handle, mut answer) in std::mem::take(&mut later) {
             let Some(c) = clients
                 .iter_mut()
                 .find(|c| c.endpoint.connection().epoch() == handle.epoch)
             else {
-                return false;
+                continue;
             };
             let done = c
                 .endpoint
-                .complete_pending(*handle, |call, w| gw.write_answer(answer, call, w));
-            !matches!(done, Ok(true) | Err(_))
-        });
+                .complete_pending(handle, |call, w| gw.write_answer(&mut answer, call, w));
+            match done {
+                Ok(false) => later.push((handle, answer)),
+                Ok(true) | Err(_) => {
+                    if let Some(pages) = PendingCalls::payload_pages(&mut c.endpoint, handle.epoch)
+                    {
+                        gw.release_answer(answer, pages);
+                    }
+                }
+            }
+        }
         for c in clients.iter_mut() {
             while let Some(sent) = c.nic.take_sent() {
                 if let Ok(Reply::Rpc(r)) = decode_reply(&sent.bytes) {
@@ -245,7 +294,20 @@ fn serve_backend(
         let mut reply = vec![0u8; 28];
         let r = oncrpc::emit_accepted_reply(&mut reply, xid, oncrpc::AcceptStat::Success).unwrap();
         reply.truncate(r);
-        reply.extend_from_slice(&(n as u32).to_be_bytes());
+        let proc_ = u32::from_be_bytes(call[20..24].try_into().unwrap());
+        if proc_ == 6 {
+            // An NFSv3 READ result: NFS3_OK, attributes, count, eof, the data and its pad.
+            let count = u32::from_be_bytes(call[40..44].try_into().unwrap());
+            reply.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+            reply.extend_from_slice(&[0u8; 84]);
+            for word in [count, 1, count] {
+                reply.extend_from_slice(&word.to_be_bytes());
+            }
+            reply.extend(read_data(xid, count as usize));
+            reply.resize(reply.len().next_multiple_of(4), 0);
+        } else {
+            reply.extend_from_slice(&(n as u32).to_be_bytes());
+        }
         let mut out = (0x8000_0000u32 | reply.len() as u32).to_be_bytes().to_vec();
         out.extend_from_slice(&reply);
         if s.write_all(&out).is_err() {
@@ -453,4 +515,41 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+/// The data the scripted backend answers a READ with.
+fn read_data(xid: u32, len: usize) -> Vec<u8> {
+    pattern(xid as u8, len)
+}
+
+#[test]
+fn read_data_goes_from_the_socket_into_payload_pages_and_the_clients_write_chunk() {
+    let (addr, _) = backend(None);
+    let mut gw = gateway(addr, Duration::from_secs(30));
+    let mut c = Client::new(7);
+    // One READ large enough for the pages, one below the size worth them, odd lengths.
+    let reads = [(0x3000u32, 40_001u32, 0usize), (0x3001, 1_001, 64 * 1024)];
+    for &(xid, count, at) in &reads {
+        c.read_call(xid, count, at);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.replies.len() < reads.len() && Instant::now() < deadline {
+        run(&mut [&mut c], &mut gw, Duration::from_millis(20));
+    }
+    assert_eq!(c.replies.len(), reads.len(), "{:?}", gw.stats);
+    for &(xid, count, at) in &reads {
+        let data = read_data(xid, count as usize);
+        assert!(
+            c.target.bytes()[at..at + count as usize] == data[..],
+            "xid {xid:#x}: the READ data in the client's write chunk"
+        );
+    }
+    assert_eq!(gw.stats.ddp_bytes, 41_002);
+    assert_eq!(
+        gw.stats.direct_bytes, 40_001,
+        "the large READ's data was read straight into payload pages"
+    );
+    let p = c.endpoint.payloads();
+    assert_eq!(p.free_pages(), p.page_count(), "every payload page back");
+    assert_eq!(c.endpoint.pool().held(), 0);
 }

@@ -155,6 +155,10 @@ pub struct GatewayStats {
     pub bytes_in: u64,
     /// Bytes sent as DDP-eligible payloads (READ data, READLINK paths).
     pub ddp_bytes: u64,
+    /// Of `ddp_bytes`, those read from the backend's socket straight into payload pages (not
+    /// copied by the gateway).
+    #[serde(default)]
+    pub direct_bytes: u64,
     /// Bytes sent as non-DDP bulk (the part of a large reply beyond a send slot).
     pub bulk_bytes: u64,
     /// Replies from the backend that matched no waiting call.

@@ -30,6 +30,14 @@ pub fn reply_has_ddp_item(prog: u32, vers: u32, proc_: u32) -> bool {
 /// or `None` when the reply has none (an error status, a denied or unsuccessful RPC reply, a
 /// malformed reply, another procedure).
 pub fn ddp_reply_item(proc_: u32, record: &[u8]) -> Option<(usize, usize)> {
+    ddp_item_in(proc_, record, record.len())
+}
+
+/// [`ddp_reply_item`] from the start of a reply of `total` bytes (`prefix` holds its first
+/// bytes: enough for the header before the item, or the answer is `None`), so a reader can
+/// place the item before it arrives.
+pub fn ddp_item_in(proc_: u32, prefix: &[u8], total: usize) -> Option<(usize, usize)> {
+    let record = prefix;
     let w = |at: usize| xdr_u32(record, at);
     // Accepted reply: xid, REPLY, MSG_ACCEPTED, verifier (flavor, length, body), SUCCESS.
     if w(4)? != 1 || w(8)? != 0 {
@@ -61,7 +69,7 @@ pub fn ddp_reply_item(proc_: u32, record: &[u8]) -> Option<(usize, usize)> {
     }
     let len = w(at)? as usize;
     at += 4;
-    (at.checked_add(len)? <= record.len()).then_some((at, len))
+    (at.checked_add(len)? <= total).then_some((at, len))
 }
 
 #[cfg(test)]
@@ -87,6 +95,24 @@ mod tests {
         r.extend(words(&[0, 0, 3, 0, 3]));
         r.extend(b"abc\0");
         assert_eq!(ddp_reply_item(PROC_READ, &r), Some((24 + 8 + 12, 3)));
+    }
+
+    #[test]
+    fn the_item_is_located_from_the_start_of_a_reply_before_it_arrives() {
+        let mut r = rpc_ok();
+        r.extend(words(&[0, 1]));
+        r.extend([0u8; FATTR3_LEN]);
+        r.extend(words(&[9000, 0, 9000]));
+        let header = r.len();
+        r.extend([7u8; 9000]);
+        let whole = ddp_reply_item(PROC_READ, &r);
+        assert_eq!(whole, Some((header, 9000)));
+        // The header alone, with the reply's length, places the item.
+        assert_eq!(ddp_item_in(PROC_READ, &r[..header], r.len()), whole);
+        assert_eq!(ddp_item_in(PROC_READ, &r[..512], r.len()), whole);
+        // A prefix that stops inside the header, or a length the item does not fit in: none.
+        assert_eq!(ddp_item_in(PROC_READ, &r[..header - 4], r.len()), None);
+        assert_eq!(ddp_item_in(PROC_READ, &r[..header], r.len() - 1), None);
     }
 
     #[test]

@@ -762,6 +762,51 @@ fn a_connection_closed_with_pending_calls_gives_their_sink_pages_back() {
 }
 
 #[test]
+fn a_payload_filled_before_the_answer_is_given_to_the_reply_and_comes_back() {
+    use rpcrdma_core::responder::{PayloadError, PendingCalls};
+    let mut rig = Rig::new(RigConfig::default(), Later::default());
+    let w = [rig.target_segment(0, 65536)];
+    let inline = rpc_call(500, TEST_PROG, TEST_VERS, PROC_GENERATE, &bytes(&[3000, 0]));
+    rig.send(&call_message(500, Proc::Msg, &[], Some(&w), None, &inline))
+        .unwrap();
+    rig.pump();
+    let (handle, len) = rig.service.handles.pop().expect("pending");
+    // The service fills pages of the call's connection before it answers (a gateway reads its
+    // backend's data into them).
+    let epoch = handle.epoch;
+    let pages = PendingCalls::payload_pages(&mut rig.endpoint, epoch).expect("its pages");
+    let run = pages.alloc(len as usize).unwrap();
+    pages
+        .bytes_mut(&run)
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = pattern_byte(5, i));
+    let other = PendingCalls::payload_pages(&mut rig.endpoint, epoch)
+        .unwrap()
+        .alloc(8)
+        .unwrap();
+    let mut given = Some(run);
+    let mut errors = Vec::new();
+    let done = rig.endpoint.complete_pending(handle, |call, w| {
+        let n =
+            oncrpc::emit_accepted_reply(w.buffer(), call.xid, oncrpc::AcceptStat::Success).unwrap();
+        w.set_len(n);
+        w.push(&len.to_be_bytes());
+        w.give_payload(given.take().unwrap(), n + 4, true).unwrap();
+        // A second payload is refused, and its run given back at once.
+        errors.push(w.give_payload(other, n + 4, true));
+        Verdict::Reply
+    });
+    assert_eq!(done, Ok(true));
+    assert_eq!(errors, [Err(PayloadError::AlreadySet)]);
+    rig.pump();
+    assert_eq!(rig.replies.len(), 1);
+    assert_eq!(rig.replies[0].write_lengths, Some(vec![len]));
+    assert_eq!(&rig.target_bytes()[..len as usize], &pattern(5, len as usize)[..]);
+    rig.assert_quiet();
+}
+
+#[test]
 fn pending_calls_are_answered_later_in_any_order() {
     let mut rig = Rig::new(RigConfig::default(), Later::default());
     for k in 0..4u32 {

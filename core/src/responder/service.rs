@@ -90,11 +90,20 @@ pub trait PendingCalls {
     /// The view of the pending call `handle` names (as [`Service::serve`] saw it), or `None`
     /// if it names none (answered, or its connection closed).
     fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>>;
+
+    /// The payload pages the replies of connection `epoch` are built from, for a service that
+    /// fills a reply's payload before it answers (see [`ReplyWriter::give_payload`]); also
+    /// where a run taken for a connection that has since closed goes back. `None` if there are
+    /// none (the pages were reset with their connection: a run taken from them is void).
+    fn payload_pages(&mut self, epoch: u16) -> Option<&mut dyn PayloadPages>;
 }
 
-/// No pending calls at all (a front end without connections yet).
+/// No connections at all (a front end before its first one).
 impl PendingCalls for () {
     fn pending_view(&self, _handle: CallHandle) -> Option<XdrView<'_>> {
+        None
+    }
+    fn payload_pages(&mut self, _epoch: u16) -> Option<&mut dyn PayloadPages> {
         None
     }
 }
@@ -110,6 +119,8 @@ pub trait PayloadPages {
     fn bytes_mut(&mut self, run: &PageRun) -> &mut [u8];
     /// Gives a run back.
     fn free(&mut self, run: PageRun) -> bool;
+    /// Whether `run` is a live run of these pages.
+    fn owns(&self, run: &PageRun) -> bool;
 }
 
 impl<const P: usize> PayloadPages for crate::pages::PagePool<'_, P> {
@@ -124,6 +135,9 @@ impl<const P: usize> PayloadPages for crate::pages::PagePool<'_, P> {
     }
     fn free(&mut self, run: PageRun) -> bool {
         crate::pages::PagePool::free(self, run)
+    }
+    fn owns(&self, run: &PageRun) -> bool {
+        crate::pages::PagePool::owns(self, run)
     }
 }
 
@@ -167,6 +181,9 @@ pub enum PayloadError {
         /// The position.
         position: usize,
     },
+    /// A run given with [`ReplyWriter::give_payload`] is not a live run of this connection's
+    /// payload pages.
+    NotOurs,
 }
 
 impl core::fmt::Display for PayloadError {
@@ -181,6 +198,11 @@ impl core::fmt::Display for PayloadError {
             PayloadError::BadPosition { position } => write!(
                 f,
                 "payload position {position} is not a multiple of 4 inside the reply body"
+            ),
+            PayloadError::NotOurs => write!(
+                f,
+                "the payload run is not one of this connection's payload pages (allocate it \
+                 from the pages PendingCalls::payload_pages gives for the call's connection)"
             ),
         }
     }
@@ -305,6 +327,45 @@ impl<'w> ReplyWriter<'w> {
             }) => Ok(self.pages.bytes_mut(run)),
             _ => Ok(&mut []),
         }
+    }
+
+    /// Attaches a run of payload pages the service filled itself before the reply (a gateway
+    /// reads a READ reply's data from its backend socket straight into pages it took from
+    /// [`PendingCalls::payload_pages`]): the payload is the run's `len` bytes at `position`,
+    /// and the pages go back to the responder when the reply has been sent, as with
+    /// [`ReplyWriter::lend_payload`].
+    ///
+    /// # Errors
+    /// [`PayloadError::NotOurs`] if `run` is not a live run of these pages (it is left alone);
+    /// [`PayloadError::AlreadySet`] or [`PayloadError::BadPosition`] as for
+    /// [`ReplyWriter::lend_payload`], and then the run is given back here: nothing leaks.
+    pub fn give_payload(
+        &mut self,
+        run: PageRun,
+        position: usize,
+        ddp: bool,
+    ) -> Result<(), PayloadError> {
+        if !self.pages.owns(&run) {
+            return Err(PayloadError::NotOurs);
+        }
+        let refused = if self.payload.is_some() {
+            Some(PayloadError::AlreadySet)
+        } else if position % 4 != 0 {
+            Some(PayloadError::BadPosition { position })
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            self.pages.free(run);
+            return Err(e);
+        }
+        self.payload = Some(Payload {
+            position,
+            len: run.len(),
+            ddp,
+            source: PayloadSource::Lent(run),
+        });
+        Ok(())
     }
 
     /// Attaches a payload in the service's own registered memory (`device_addr` under `lkey`

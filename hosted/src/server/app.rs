@@ -1,7 +1,9 @@
 //! The [`App`] trait: what a [`Server`](super::Server) runs, and its impl for the example
 //! service.
 
-use rpcrdma_core::responder::{Call, CallHandle, PendingCalls, ReplyWriter, Service, Verdict};
+use rpcrdma_core::responder::{
+    Call, CallHandle, PayloadPages, PendingCalls, ReplyWriter, Service, Verdict,
+};
 use rpcrdma_services::ExampleService;
 
 /// What a [`Server`](super::Server) runs: a [`Service`], plus — for services that answer some
@@ -27,23 +29,28 @@ pub trait App: Service {
     }
     /// Does the app's own non-blocking I/O. `calls` reads the calls it left pending straight
     /// from registered memory (a gateway writes them to its backend from there, and again
-    /// after a reconnect). Returns how much work it did (0: idle).
-    fn poll(&mut self, _calls: &dyn PendingCalls) -> usize {
+    /// after a reconnect) and lends the payload pages a reply may be read into before it is
+    /// answered ([`ReplyWriter::give_payload`]). Returns how much work it did (0: idle).
+    fn poll(&mut self, _calls: &mut dyn PendingCalls) -> usize {
         0
     }
     /// The next answer ready for a pending call.
     fn next_answer(&mut self) -> Option<(CallHandle, Self::Answer)> {
         None
     }
-    /// Writes `answer` as the reply to `call`, as [`Service::serve`] would.
+    /// Writes `answer` as the reply to `call`, as [`Service::serve`] would; it may move a page
+    /// run out of the answer into the reply ([`ReplyWriter::give_payload`]).
     fn write_answer(
         &mut self,
-        _answer: &Self::Answer,
+        _answer: &mut Self::Answer,
         _call: &Call<'_>,
         _reply: &mut ReplyWriter<'_>,
     ) -> Verdict {
         Verdict::NoReply
     }
+    /// An answer is done with: written, or its call is gone (answered by a deadline, or its
+    /// connection closed). Page runs still in it go back to `pages`, the pages they came from.
+    fn release_answer(&mut self, _answer: Self::Answer, _pages: &mut dyn PayloadPages) {}
     /// Adds the file descriptors the server also waits on in event mode, and for what: a
     /// socket with bytes still to write waits for room to write, a connect in progress for
     /// its completion (writable), any open socket for replies (readable).

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use rpcrdma_core::responder::{CallHandle, PendingCalls, Resources};
+use rpcrdma_core::pages::PagePool;
+use rpcrdma_core::pool::RecvPool;
+use rpcrdma_core::responder::{CallHandle, PayloadPages, PendingCalls, Resources};
 use rpcrdma_core::srq::SharedSlot;
 use rpcrdma_core::xdr::XdrView;
 
@@ -92,11 +94,31 @@ pub(super) fn resources<'r>(
 }
 
 /// The pending calls of one event loop's connections, for its app's own I/O
-/// ([`super::App::poll`]): a call's view straight over the registered Receive and sink pages.
+/// ([`super::App::poll`]): a call's view straight over the registered Receive and sink pages,
+/// and the loop's payload pages (one pool for all its connections, so a run taken for a
+/// connection that closed goes back to the same pages).
 pub(super) struct LoopCalls<'s> {
-    pub(super) conns: &'s ConnMap,
-    pub(super) epochs: &'s HashMap<u16, u32>,
-    pub(super) shared: &'s Shared,
+    conns: &'s ConnMap,
+    epochs: &'s HashMap<u16, u32>,
+    srq_pool: Option<&'s RecvPool<'static, MAX_RECV>>,
+    sinks: &'s PagePool<'static, MAX_PAGES>,
+    payloads: &'s mut PagePool<'static, MAX_PAGES>,
+}
+
+impl<'s> LoopCalls<'s> {
+    pub(super) fn new(
+        conns: &'s ConnMap,
+        epochs: &'s HashMap<u16, u32>,
+        sh: &'s mut Shared,
+    ) -> LoopCalls<'s> {
+        LoopCalls {
+            conns,
+            epochs,
+            srq_pool: sh.srq_recv.as_deref().map(|side| side.pool()),
+            sinks: sh.sinks.pool(),
+            payloads: sh.payloads.pool_mut(),
+        }
+    }
 }
 
 impl PendingCalls for LoopCalls<'_> {
@@ -104,11 +126,15 @@ impl PendingCalls for LoopCalls<'_> {
         let conn = self.conns.get(self.epochs.get(&handle.epoch)?)?;
         let pool = match conn.recv.as_deref() {
             Some(side) => side.pool(),
-            None => self.shared.srq_recv.as_deref()?.pool(),
+            None => self.srq_pool?,
         };
         conn.responder
             .conn()
-            .pending_view(pool, self.shared.sinks.pool(), handle)
+            .pending_view(pool, self.sinks, handle)
             .ok()
+    }
+
+    fn payload_pages(&mut self, _epoch: u16) -> Option<&mut dyn PayloadPages> {
+        Some(&mut *self.payloads)
     }
 }

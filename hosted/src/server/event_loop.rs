@@ -7,7 +7,7 @@ use std::time::Duration;
 use rdma_sys::ibv_wc;
 use rpcrdma_core::device::{WrId, WrKind};
 use rpcrdma_core::dma::CoherentDma;
-use rpcrdma_core::responder::{Resources, Service};
+use rpcrdma_core::responder::{Resources, Service, StaleHandle};
 use rpcrdma_core::srq::SharedQueue;
 
 use super::conn::{resources, start_disconnect, Conn, ConnMap, LoopCalls, Shared};
@@ -20,7 +20,7 @@ impl<A: App> Server<A> {
     /// handled.
     pub(super) fn poll_completions(&mut self) -> Result<usize> {
         let Some(sh) = self.shared.as_mut() else {
-            self.service.poll(&());
+            self.service.poll(&mut ());
             return Ok(0);
         };
         let mut wcs = wc_array::<POLL_BATCH>();
@@ -50,42 +50,47 @@ impl<A: App> Server<A> {
             }
         }
         // The app's own I/O, and its answers to pending calls.
-        total += self.service.poll(&LoopCalls {
-            conns: &self.conns,
-            epochs: &self.epochs,
-            shared: sh,
-        });
+        total += self
+            .service
+            .poll(&mut LoopCalls::new(&self.conns, &self.epochs, sh));
         while let Some(answer) = self.service.next_answer() {
             self.answers.push(answer);
         }
         let mut kept = Vec::new();
-        for (handle, answer) in self.answers.drain(..) {
-            let Some(conn) = self
+        for (handle, mut answer) in self.answers.drain(..) {
+            let conn = self
                 .epochs
                 .get(&handle.epoch)
-                .and_then(|qp| self.conns.get_mut(qp))
-            else {
-                continue; // the connection is gone: so is the call
-            };
-            let Some(mut res) = resources(sh, conn.recv.as_deref_mut()) else {
-                continue;
-            };
-            let service = &mut self.service;
-            match conn
-                .responder
-                .conn_mut()
-                .complete_pending(&mut res, handle, |call, w| {
-                    service.write_answer(&answer, call, w)
-                }) {
-                Ok(true) => {
-                    total += 1;
-                    let qp_num = conn.qp.qp_num();
-                    if !touched.contains(&qp_num) {
-                        touched.push(qp_num);
+                .and_then(|qp| self.conns.get_mut(qp));
+            let done = match conn {
+                Some(conn) => match resources(sh, conn.recv.as_deref_mut()) {
+                    Some(mut res) => {
+                        let service = &mut self.service;
+                        let done = conn.responder.conn_mut().complete_pending(
+                            &mut res,
+                            handle,
+                            |call, w| service.write_answer(&mut answer, call, w),
+                        );
+                        if done == Ok(true) {
+                            let qp_num = conn.qp.qp_num();
+                            if !touched.contains(&qp_num) {
+                                touched.push(qp_num);
+                            }
+                        }
+                        done
                     }
-                }
+                    None => Err(StaleHandle),
+                },
+                // The connection is gone: so is the call.
+                None => Err(StaleHandle),
+            };
+            match done {
                 Ok(false) => kept.push((handle, answer)),
-                Err(_) => {}
+                // Written, or its call is gone: the app takes back what the answer holds.
+                Ok(true) | Err(_) => {
+                    total += usize::from(done.is_ok());
+                    self.service.release_answer(answer, sh.payloads.pool_mut());
+                }
             }
         }
         if !kept.is_empty() || !self.answers.is_empty() {

@@ -46,12 +46,15 @@
 //! through the client's reply chunk (READDIR, READDIRPLUS).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::io::{ErrorKind, IoSlice, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use rpcrdma_core::responder::{Call, CallHandle, PendingCalls, ReplyWriter, Service, Verdict};
+use rpcrdma_core::pages::PageRun;
+use rpcrdma_core::responder::{
+    Call, CallHandle, PayloadPages, PendingCalls, ReplyWriter, Service, Verdict,
+};
 use rpcrdma_core::wire::xdr_u32;
 use rpcrdma_services::nfs3;
 use rpcrdma_services::oncrpc::{self, AcceptStat};
@@ -59,14 +62,15 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::server::{App, WaitFd};
 
+pub use reader::MAX_RECORD;
 pub use rpcrdma_report::GatewayStats;
+
+mod reader;
+
+use reader::{Incoming, RecordReader, LAST_FRAGMENT};
 
 /// Slices per `writev` to the backend (a record is its mark and its view's four parts).
 const WRITE_SLICES: usize = 64;
-/// Largest record accepted from the backend (a 1 MiB READ plus headers, with room).
-pub const MAX_RECORD: usize = 2 << 20;
-/// Last-fragment bit of a record mark.
-const LAST_FRAGMENT: u32 = 0x8000_0000;
 /// The kernel client's reserved-port range (`xprt_min_resvport` … `xprt_max_resvport`).
 const RESERVED_PORTS: std::ops::RangeInclusive<u16> = 665..=1023;
 /// A connect that has not completed by then is abandoned and retried.
@@ -112,8 +116,11 @@ impl GatewayConfig {
 pub enum Answer {
     /// The backend's reply record (the client's own xid: nothing is rewritten).
     Record {
-        /// The RPC reply.
+        /// The RPC reply; without its DDP item's bytes when `item` is set.
         record: Vec<u8>,
+        /// The reply's DDP item (an NFSv3 READ's data), read from the socket straight into
+        /// the responder's payload pages, and its offset in the reply.
+        item: Option<(PageRun, usize)>,
         /// The call's procedure (for the NFSv3 binding).
         proc_: u32,
         /// Whether the reply may carry a DDP-eligible item (NFSv3 READ, READLINK).
@@ -168,6 +175,8 @@ struct Backend {
     connects: u64,
     /// Bytes of the records in `waiting`.
     held: usize,
+    /// Payload page runs to give back (a reply lost with its connection, or unmatched).
+    orphans: Vec<PageRun>,
 }
 
 impl Backend {
@@ -184,6 +193,7 @@ impl Backend {
             reader: RecordReader::new(),
             connects: 0,
             held: 0,
+            orphans: Vec::new(),
         }
     }
 }
@@ -199,6 +209,8 @@ pub struct Gateway {
     held: usize,
     /// The backends' epochs, reused by every turn of `poll`.
     epochs: Vec<u16>,
+    /// Payload page runs of connections that closed, to give back on the next `poll`.
+    orphans: Vec<(u16, PageRun)>,
     /// What it did.
     pub stats: GatewayStats,
 }
@@ -213,6 +225,7 @@ impl Gateway {
             reserved_refused: false,
             held: 0,
             epochs: Vec::new(),
+            orphans: Vec::new(),
             stats: GatewayStats::default(),
         }
     }
@@ -354,7 +367,9 @@ impl Gateway {
                 b.backoff = MIN_BACKOFF;
                 b.sent = 0;
                 b.sent_at = 0;
-                b.reader.reset();
+                if let Some(run) = b.reader.reset() {
+                    b.orphans.push(run);
+                }
                 if b.connects > 0 {
                     self.stats.reconnects += 1;
                     self.stats.resent += b.waiting.len() as u64;
@@ -380,7 +395,7 @@ impl Gateway {
 
     /// Writes and reads backend `epoch`'s connection; takes complete replies. Calls are
     /// written straight from their views (`calls`), several records per `writev`.
-    fn pump(&mut self, epoch: u16, now: Instant, calls: &dyn PendingCalls) -> usize {
+    fn pump(&mut self, epoch: u16, now: Instant, calls: &mut dyn PendingCalls) -> usize {
         let Some(b) = self.backends.get_mut(&epoch) else {
             return 0;
         };
@@ -460,19 +475,30 @@ impl Gateway {
                 }
             }
         }
-        // Read what arrived; match each complete reply to its call.
+        // Read what arrived; match each complete reply to its call. A READ reply's data goes
+        // straight into payload pages (the reader asks where it lies from the reply's start).
         let before = b.held;
+        let mut pages = calls.payload_pages(epoch);
         while failure.is_none() {
             let Link::Up(stream) = &b.link else {
                 break;
             };
             let read_before = b.reader.bytes;
-            let next = b.reader.next(stream);
+            let (waiting, sent) = (&b.waiting, b.sent);
+            let mut locate = |prefix: &[u8], total: usize| {
+                let xid = xdr_u32(prefix, 0)?;
+                let w = waiting.iter().take(sent).find(|w| w.xid == xid)?;
+                if !w.ddp {
+                    return None;
+                }
+                nfs3::ddp_item_in(w.proc_, prefix, total)
+            };
+            let next = b.reader.next(stream, &mut locate, pages.as_deref_mut());
             self.stats.bytes_in += b.reader.bytes - read_before;
             match next {
-                Ok(Some(record)) => {
+                Ok(Some(reply)) => {
                     work += 1;
-                    match_reply(b, record, &mut self.ready, &mut self.stats);
+                    match_reply(b, reply, &mut self.ready, &mut self.stats);
                 }
                 Ok(None) => break,
                 Err(why) => failure = Some(why),
@@ -528,7 +554,9 @@ fn down(b: &mut Backend, now: Instant) {
     b.backoff = (b.backoff * 2).min(MAX_BACKOFF);
     b.sent = 0;
     b.sent_at = 0;
-    b.reader.reset();
+    if let Some(run) = b.reader.reset() {
+        b.orphans.push(run);
+    }
 }
 
 /// Removes waiting call `k`, keeping the sent / partly-sent bookkeeping right.
@@ -549,15 +577,17 @@ fn remove_waiting(b: &mut Backend, k: usize) -> Option<Waiting> {
     Some(w)
 }
 
-/// Matches a reply record to the first sent call with its xid.
+/// Matches a reply to the first sent call with its xid.
 fn match_reply(
     b: &mut Backend,
-    record: Vec<u8>,
+    reply: Incoming,
     ready: &mut VecDeque<(CallHandle, Answer)>,
     stats: &mut GatewayStats,
 ) {
+    let Incoming { record, item } = reply;
     let Some(xid) = xdr_u32(&record, 0) else {
         stats.unmatched += 1;
+        b.orphans.extend(item.map(|(run, _)| run));
         return;
     };
     let found = b.waiting.iter().take(b.sent).position(|w| w.xid == xid);
@@ -568,125 +598,15 @@ fn match_reply(
                 w.handle,
                 Answer::Record {
                     record,
+                    item,
                     proc_: w.proc_,
                     ddp: w.ddp,
                 },
             ));
         }
-        None => stats.unmatched += 1,
-    }
-}
-
-/// Bytes read into the reader's buffer at a time (record marks and small replies).
-const IN_BUF: usize = 64 * 1024;
-
-/// Reads record-marked replies (RFC 5531 §11) from the backend's socket. Marks and small
-/// replies come through a 64 KiB buffer; the rest of a large fragment is read straight into the
-/// record being assembled, so a 1 MiB READ reply is copied once by the kernel and not again.
-struct RecordReader {
-    /// Bytes received and not parsed yet: `inbuf[at..end]`.
-    inbuf: Box<[u8]>,
-    at: usize,
-    end: usize,
-    /// The record being assembled: `record[..filled]` has arrived; the rest is the fragment
-    /// being read.
-    record: Vec<u8>,
-    filled: usize,
-    /// Whether the fragment being read is the record's last; `None` between fragments.
-    last: Option<bool>,
-    /// Bytes received so far.
-    bytes: u64,
-}
-
-impl RecordReader {
-    fn new() -> RecordReader {
-        RecordReader {
-            inbuf: vec![0; IN_BUF].into_boxed_slice(),
-            at: 0,
-            end: 0,
-            record: Vec::new(),
-            filled: 0,
-            last: None,
-            bytes: 0,
-        }
-    }
-
-    /// Forgets a half-read record (the connection went down).
-    fn reset(&mut self) {
-        self.at = 0;
-        self.end = 0;
-        self.record.clear();
-        self.filled = 0;
-        self.last = None;
-    }
-
-    /// The next complete record, `None` when the socket has nothing more for now.
-    ///
-    /// # Errors
-    /// Why the connection is unusable: the peer closed it, a read failed, or a record is larger
-    /// than [`MAX_RECORD`].
-    fn next(&mut self, mut socket: &TcpStream) -> Result<Option<Vec<u8>>, String> {
-        loop {
-            if let Some(last) = self.last {
-                let left = self.record.len() - self.filled;
-                if left == 0 {
-                    self.last = None;
-                    if last {
-                        self.filled = 0;
-                        return Ok(Some(std::mem::take(&mut self.record)));
-                    }
-                    continue;
-                }
-                let dst = &mut self.record[self.filled..];
-                let n = if self.end > self.at {
-                    let n = (self.end - self.at).min(left);
-                    dst[..n].copy_from_slice(&self.inbuf[self.at..self.at + n]);
-                    self.at += n;
-                    n
-                } else {
-                    match socket.read(dst) {
-                        Ok(0) => return Err("the backend closed the connection".into()),
-                        Ok(n) => {
-                            self.bytes += n as u64;
-                            n
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-                        Err(e) if e.kind() == ErrorKind::Interrupted => 0,
-                        Err(e) => return Err(format!("read from the backend failed: {e}")),
-                    }
-                };
-                self.filled += n;
-                continue;
-            }
-            if let Some(mark) = xdr_u32(&self.inbuf[self.at..self.end], 0) {
-                let len = (mark & !LAST_FRAGMENT) as usize;
-                if self.filled + len > MAX_RECORD {
-                    return Err("a reply record larger than the gateway accepts".into());
-                }
-                if self.record.is_empty() {
-                    // A fresh zeroed allocation: large ones come zeroed from the system.
-                    self.record = vec![0; len];
-                } else {
-                    self.record.resize(self.filled + len, 0);
-                }
-                self.at += 4;
-                self.last = Some(mark & LAST_FRAGMENT != 0);
-                continue;
-            }
-            // Fewer than 4 bytes left: keep them at the front and receive more behind them.
-            self.inbuf.copy_within(self.at..self.end, 0);
-            self.end -= self.at;
-            self.at = 0;
-            match socket.read(&mut self.inbuf[self.end..]) {
-                Ok(0) => return Err("the backend closed the connection".into()),
-                Ok(n) => {
-                    self.bytes += n as u64;
-                    self.end += n;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read from the backend failed: {e}")),
-            }
+        None => {
+            stats.unmatched += 1;
+            b.orphans.extend(item.map(|(run, _)| run));
         }
     }
 }
@@ -748,8 +668,11 @@ impl App for Gateway {
     }
 
     fn connection_closed(&mut self, epoch: u16) {
-        if let Some(b) = self.backends.remove(&epoch) {
+        if let Some(mut b) = self.backends.remove(&epoch) {
             self.held -= b.held;
+            // Its payload page runs go back on the next turn (the pages outlive it).
+            let runs = b.orphans.drain(..).chain(b.reader.reset());
+            self.orphans.extend(runs.map(|run| (epoch, run)));
             if !b.waiting.is_empty() {
                 log::info!(
                     "gateway: connection closed with {} calls waiting; closing its backend \
@@ -765,7 +688,7 @@ impl App for Gateway {
         (held >= self.cfg.max_held_per_connection || self.held >= self.cfg.max_held).then_some(1)
     }
 
-    fn poll(&mut self, calls: &dyn PendingCalls) -> usize {
+    fn poll(&mut self, calls: &mut dyn PendingCalls) -> usize {
         let now = Instant::now();
         // The epochs are copied into a buffer kept between turns: no allocation per turn.
         let mut epochs = std::mem::take(&mut self.epochs);
@@ -776,8 +699,21 @@ impl App for Gateway {
             self.start_connect(epoch, now);
             work += self.finish_connect(epoch, now);
             work += self.pump(epoch, now, calls);
+            if let Some(b) = self.backends.get_mut(&epoch) {
+                for run in b.orphans.drain(..) {
+                    if let Some(pages) = calls.payload_pages(epoch) {
+                        pages.free(run);
+                    }
+                }
+            }
         }
         self.epochs = epochs;
+        for (epoch, run) in self.orphans.drain(..) {
+            // No pages: they were reset with their connection, and the run with them.
+            if let Some(pages) = calls.payload_pages(epoch) {
+                pages.free(run);
+            }
+        }
         work + self.expire(now)
     }
 
@@ -787,14 +723,43 @@ impl App for Gateway {
 
     fn write_answer(
         &mut self,
-        answer: &Answer,
+        answer: &mut Answer,
         _call: &Call<'_>,
         reply: &mut ReplyWriter<'_>,
     ) -> Verdict {
-        let (record, proc_, ddp) = match answer {
+        let (record, item, proc_, ddp) = match answer {
             Answer::Failed { xid } => return Self::system_err(reply, *xid),
-            Answer::Record { record, proc_, ddp } => (record, *proc_, *ddp),
+            Answer::Record {
+                record,
+                item,
+                proc_,
+                ddp,
+            } => (record, item, *proc_, *ddp),
         };
+        let xid = xdr_u32(record, 0).unwrap_or(0);
+        if let Some((run, at)) = item.take() {
+            // The item is already in payload pages: the record holds the bytes around it
+            // (its XDR pad first, then whatever follows).
+            let pad = run.len().next_multiple_of(4) - run.len();
+            let (Some(before), Some(after)) = (record.get(..at), record.get(at + pad..)) else {
+                *item = Some((run, at)); // given back by release_answer
+                return Self::system_err(reply, xid);
+            };
+            if before.len() + after.len() > reply.capacity() {
+                *item = Some((run, at));
+                return Self::system_err(reply, xid);
+            }
+            reply.push(before);
+            let len = run.len();
+            if let Err(e) = reply.give_payload(run, before.len(), true) {
+                log::warn!("gateway: reply xid {xid:#x}: {e}");
+                return Self::system_err(reply, xid);
+            }
+            reply.push(after);
+            self.stats.ddp_bytes += len as u64;
+            self.stats.direct_bytes += len as u64;
+            return Verdict::Reply;
+        }
         let item = if ddp {
             nfs3::ddp_reply_item(proc_, record)
         } else {
@@ -818,7 +783,7 @@ impl App for Gateway {
             }
         };
         if before.len() + after.len() > reply.capacity() {
-            return Self::system_err(reply, xdr_u32(record, 0).unwrap_or(0));
+            return Self::system_err(reply, xid);
         }
         reply.push(before);
         if !payload.is_empty() {
@@ -826,7 +791,7 @@ impl App for Gateway {
             match reply.lend_payload(payload.len(), before.len(), eligible) {
                 Ok(dst) => dst.copy_from_slice(payload),
                 Err(_) if fits => return Verdict::Defer,
-                Err(_) => return Self::system_err(reply, xdr_u32(record, 0).unwrap_or(0)),
+                Err(_) => return Self::system_err(reply, xid),
             }
             if eligible {
                 self.stats.ddp_bytes += payload.len() as u64;
@@ -836,6 +801,16 @@ impl App for Gateway {
         }
         reply.push(after);
         Verdict::Reply
+    }
+
+    fn release_answer(&mut self, answer: Answer, pages: &mut dyn PayloadPages) {
+        if let Answer::Record {
+            item: Some((run, _)),
+            ..
+        } = answer
+        {
+            pages.free(run);
+        }
     }
 
     fn wait_fds(&self, fds: &mut Vec<WaitFd>) {
@@ -864,104 +839,5 @@ impl App for Gateway {
             waiting: self.waiting() as u64,
         };
         serde_json::to_value(app).unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::TcpListener;
-
-    /// A connected loopback pair: (writer, non-blocking reader).
-    fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (r, _) = l.accept().unwrap();
-        r.set_nonblocking(true).unwrap();
-        (w, r)
-    }
-
-    /// Reads until `n` records came or the reader reports an error.
-    fn read_records(
-        reader: &mut RecordReader,
-        r: &TcpStream,
-        n: usize,
-    ) -> Result<Vec<Vec<u8>>, String> {
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while got.len() < n && Instant::now() < deadline {
-            match reader.next(r)? {
-                Some(rec) => got.push(rec),
-                None => std::thread::sleep(Duration::from_millis(1)),
-            }
-        }
-        Ok(got)
-    }
-
-    fn fragment(data: &[u8], last: bool) -> Vec<u8> {
-        let mut v = (data.len() as u32 | if last { LAST_FRAGMENT } else { 0 })
-            .to_be_bytes()
-            .to_vec();
-        v.extend_from_slice(data);
-        v
-    }
-
-    #[test]
-    fn records_of_every_size_and_fragmentation_arrive_whole() {
-        let (mut w, r) = pair();
-        let big: Vec<u8> = (0..(1 << 20) + 123).map(|i| (i * 7 + 3) as u8).collect();
-        let records: Vec<Vec<u8>> = vec![
-            vec![1, 2, 3, 4],
-            big.clone(),
-            vec![],
-            (0..5000u32).map(|i| i as u8).collect(),
-            big[..300_000].to_vec(),
-        ];
-        let mut stream = Vec::new();
-        for (k, rec) in records.iter().enumerate() {
-            if k == 3 {
-                // Three fragments for one record.
-                stream.extend(fragment(&rec[..1000], false));
-                stream.extend(fragment(&rec[1000..1001], false));
-                stream.extend(fragment(&rec[1001..], true));
-            } else {
-                stream.extend(fragment(rec, true));
-            }
-        }
-        // Written in odd pieces, so marks and fragments straddle reads.
-        let writer = std::thread::spawn(move || {
-            for piece in stream.chunks(77_777) {
-                w.write_all(piece).unwrap();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            w
-        });
-        let mut reader = RecordReader::new();
-        let got = read_records(&mut reader, &r, records.len()).unwrap();
-        let _w = writer.join().unwrap();
-        assert_eq!(got.len(), records.len());
-        for (g, e) in got.iter().zip(&records) {
-            assert_eq!(g, e);
-        }
-        assert_eq!(reader.next(&r), Ok(None), "nothing more");
-    }
-
-    #[test]
-    fn an_oversized_record_and_a_closed_peer_are_errors() {
-        let (mut w, r) = pair();
-        w.write_all(&((MAX_RECORD as u32 + 1) | LAST_FRAGMENT).to_be_bytes())
-            .unwrap();
-        let mut reader = RecordReader::new();
-        let err = read_records(&mut reader, &r, 1).unwrap_err();
-        assert!(err.contains("larger than"), "{err}");
-
-        let (mut w, r) = pair();
-        w.write_all(&fragment(&[9; 100], true)[..50]).unwrap();
-        drop(w);
-        let mut reader = RecordReader::new();
-        let err = read_records(&mut reader, &r, 1).unwrap_err();
-        assert!(err.contains("closed"), "{err}");
-        reader.reset();
-        assert!(reader.record.is_empty() && reader.last.is_none());
     }
 }
