@@ -221,6 +221,10 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
         (g.resent, "no call resent after the reconnect"),
         (c.read_bytes, "no data through Read chunks"),
         (c.write_chunk_bytes, "no data through write chunks"),
+        (
+            g.direct_bytes,
+            "no READ data read from nfsd's socket straight into payload pages",
+        ),
         (c.reply_chunk_replies, "no reply through a reply chunk"),
     ] {
         if n == 0 {
@@ -273,6 +277,10 @@ fn report(r: &GatewayReport) {
         "  backend: {} connections made, {} lost, {} reconnects, {} calls resent (same xids), {} calls past their deadline; held for nfsd at most {} KiB ({} KiB one connection)",
         g.backend_connects, g.backend_failures, g.reconnects, g.resent, g.expired,
         g.peak_held / 1024, g.peak_held_per_connection / 1024,
+    );
+    println!(
+        "  DDP payloads {} B, {} B of them read from nfsd's socket straight into payload pages (not copied by the gateway); {} B of other bulk replies",
+        g.ddp_bytes, g.direct_bytes, g.bulk_bytes,
     );
 }
 
