@@ -119,8 +119,15 @@ impl Client {
     /// An NFSv3 READ of `count` bytes (its only argument here), offering a write chunk at
     /// `at` of the requester's target memory, as the Linux client does.
     fn read_call(&mut self, xid: u32, count: u32, at: usize) {
+        self.read_call_v(3, xid, count, at);
+    }
+
+    /// A READ as NFS version `vers` sends it: NFSv3 READ, or for 4 a COMPOUND (whose
+    /// operations the scripted backend does not parse; its reply is SEQUENCE, PUTFH, READ).
+    fn read_call_v(&mut self, vers: u32, xid: u32, count: u32, at: usize) {
+        let proc_ = if vers == 4 { 1 } else { 6 };
         let mut rpc = vec![0u8; 64];
-        let c = oncrpc::emit_call(&mut rpc, xid, 100_003, 3, 6).unwrap();
+        let c = oncrpc::emit_call(&mut rpc, xid, 100_003, vers, proc_).unwrap();
         rpc.truncate(c);
         rpc.extend_from_slice(&count.to_be_bytes());
         let repr = HeaderRepr::reply(xid, 16)
@@ -294,8 +301,21 @@ fn serve_backend(
         let mut reply = vec![0u8; 28];
         let r = oncrpc::emit_accepted_reply(&mut reply, xid, oncrpc::AcceptStat::Success).unwrap();
         reply.truncate(r);
+        let vers = u32::from_be_bytes(call[16..20].try_into().unwrap());
         let proc_ = u32::from_be_bytes(call[20..24].try_into().unwrap());
-        if proc_ == 6 {
+        if vers == 4 && proc_ == 1 {
+            // COMPOUND4res: NFS4_OK, empty tag, 3 results: SEQUENCE, PUTFH, READ (eof, data).
+            let count = u32::from_be_bytes(call[40..44].try_into().unwrap());
+            for word in [0, 0, 3, 53, 0] {
+                reply.extend_from_slice(&(word as u32).to_be_bytes());
+            }
+            reply.extend_from_slice(&[0x5e; 16]);
+            for word in [1, 0, 63, 63, 0, 22, 0, 25, 0, 1, count] {
+                reply.extend_from_slice(&(word as u32).to_be_bytes());
+            }
+            reply.extend(read_data(xid, count as usize));
+            reply.resize(reply.len().next_multiple_of(4), 0);
+        } else if proc_ == 6 {
             // An NFSv3 READ result: NFS3_OK, attributes, count, eof, the data and its pad.
             let count = u32::from_be_bytes(call[40..44].try_into().unwrap());
             reply.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
@@ -528,11 +548,20 @@ fn read_data_goes_from_the_socket_into_payload_pages_and_the_clients_write_chunk
     let mut gw = gateway(addr, Duration::from_secs(30));
     let mut c = Client::new(7);
     // One READ large enough for the pages, one below the size worth them, odd lengths.
-    let reads = [(0x3000u32, 40_001u32, 0usize), (0x3001, 1_001, 64 * 1024)];
-    for &(xid, count, at) in &reads {
-        c.read_call(xid, count, at);
-    }
+    let reads = [
+        (0x3000u32, 40_001u32, 0usize),
+        (0x3001, 1_001, 64 * 1024),
+        (0x3002, 30_003, 128 * 1024),
+    ];
+    c.read_call(reads[0].0, reads[0].1, reads[0].2);
+    c.read_call(reads[1].0, reads[1].1, reads[1].2);
     let deadline = Instant::now() + Duration::from_secs(10);
+    while c.replies.len() < 2 && Instant::now() < deadline {
+        run(&mut [&mut c], &mut gw, Duration::from_millis(20));
+    }
+    // NFSv4.1's READ (once the first run's pages are back: the pool holds 16 pages): the item
+    // is found by walking the COMPOUND's results.
+    c.read_call_v(4, reads[2].0, reads[2].1, reads[2].2);
     while c.replies.len() < reads.len() && Instant::now() < deadline {
         run(&mut [&mut c], &mut gw, Duration::from_millis(20));
     }
@@ -544,10 +573,11 @@ fn read_data_goes_from_the_socket_into_payload_pages_and_the_clients_write_chunk
             "xid {xid:#x}: the READ data in the client's write chunk"
         );
     }
-    assert_eq!(gw.stats.ddp_bytes, 41_002);
+    assert_eq!(gw.stats.ddp_bytes, 41_002 + 30_003);
     assert_eq!(
-        gw.stats.direct_bytes, 40_001,
-        "the large READ's data was read straight into payload pages"
+        gw.stats.direct_bytes,
+        40_001 + 30_003,
+        "the large READs' data was read straight into payload pages"
     );
     let p = c.endpoint.payloads();
     assert_eq!(p.free_pages(), p.page_count(), "every payload page back");

@@ -22,7 +22,9 @@
 //! its reply through a [`ReplyWriter`]; the core's responder decides how it travels.
 #![cfg_attr(not(test), no_std)]
 
+pub mod ddp;
 pub mod nfs3;
+pub mod nfs4;
 pub mod oncrpc;
 
 use heapless::Vec;

@@ -802,7 +802,10 @@ fn a_payload_filled_before_the_answer_is_given_to_the_reply_and_comes_back() {
     rig.pump();
     assert_eq!(rig.replies.len(), 1);
     assert_eq!(rig.replies[0].write_lengths, Some(vec![len]));
-    assert_eq!(&rig.target_bytes()[..len as usize], &pattern(5, len as usize)[..]);
+    assert_eq!(
+        &rig.target_bytes()[..len as usize],
+        &pattern(5, len as usize)[..]
+    );
     rig.assert_quiet();
 }
 

@@ -40,10 +40,11 @@
 //!   says so once.
 //!
 //! Replies go back through the core's reply rules, with one piece of NFS knowledge
-//! ([`rpcrdma_services::nfs3`], RFC 8267): the data of an NFSv3 READ reply and the path of a
-//! READLINK reply are DDP-eligible payloads (into the client's write chunk); any other reply
-//! larger than a send slot becomes body plus a non-DDP payload, which the core sends whole
-//! through the client's reply chunk (READDIR, READDIRPLUS).
+//! ([`rpcrdma_services::ddp`], RFC 8267): the data of a READ reply and the path of a READLINK
+//! reply are DDP-eligible payloads (into the client's write chunk) — NFSv3 by procedure, NFSv4.x
+//! by walking the COMPOUND reply's results to the READ or READLINK; any other reply larger than
+//! a send slot becomes body plus a non-DDP payload, which the core sends whole through the
+//! client's reply chunk (READDIR, READDIRPLUS, a large GETATTR).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, IoSlice, Write};
@@ -56,7 +57,7 @@ use rpcrdma_core::responder::{
     Call, CallHandle, PayloadPages, PendingCalls, ReplyWriter, Service, Verdict,
 };
 use rpcrdma_core::wire::xdr_u32;
-use rpcrdma_services::nfs3;
+use rpcrdma_services::ddp::DdpReply;
 use rpcrdma_services::oncrpc::{self, AcceptStat};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -118,13 +119,12 @@ pub enum Answer {
     Record {
         /// The RPC reply; without its DDP item's bytes when `item` is set.
         record: Vec<u8>,
-        /// The reply's DDP item (an NFSv3 READ's data), read from the socket straight into
+        /// The reply's DDP item (READ data), read from the socket straight into
         /// the responder's payload pages, and its offset in the reply.
         item: Option<(PageRun, usize)>,
-        /// The call's procedure (for the NFSv3 binding).
-        proc_: u32,
-        /// Whether the reply may carry a DDP-eligible item (NFSv3 READ, READLINK).
-        ddp: bool,
+        /// Where the reply's DDP-eligible item lies (NFSv3 READ / READLINK, an NFSv4 COMPOUND
+        /// with a write chunk); `None`: no item.
+        ddp: Option<DdpReply>,
     },
     /// The call's deadline passed without a reply: answer SYSTEM_ERR.
     Failed {
@@ -140,8 +140,7 @@ pub enum Answer {
 struct Waiting {
     handle: CallHandle,
     xid: u32,
-    proc_: u32,
-    ddp: bool,
+    ddp: Option<DdpReply>,
     /// The record mark (one fragment: the whole call).
     mark: [u8; 4],
     /// Bytes of the record, mark included.
@@ -488,10 +487,7 @@ impl Gateway {
             let mut locate = |prefix: &[u8], total: usize| {
                 let xid = xdr_u32(prefix, 0)?;
                 let w = waiting.iter().take(sent).find(|w| w.xid == xid)?;
-                if !w.ddp {
-                    return None;
-                }
-                nfs3::ddp_item_in(w.proc_, prefix, total)
+                w.ddp?.item_in(prefix, total)
             };
             let next = b.reader.next(stream, &mut locate, pages.as_deref_mut());
             self.stats.bytes_in += b.reader.bytes - read_before;
@@ -599,7 +595,6 @@ fn match_reply(
                 Answer::Record {
                     record,
                     item,
-                    proc_: w.proc_,
                     ddp: w.ddp,
                 },
             ));
@@ -647,8 +642,7 @@ impl Service for Gateway {
         b.waiting.push_back(Waiting {
             handle: call.handle,
             xid,
-            proc_,
-            ddp: nfs3::reply_has_ddp_item(prog, vers, proc_),
+            ddp: DdpReply::of_call(prog, vers, proc_, call.write_chunk_len > 0),
             mark: (LAST_FRAGMENT | len32).to_be_bytes(),
             len: record_len,
             deadline,
@@ -727,14 +721,9 @@ impl App for Gateway {
         _call: &Call<'_>,
         reply: &mut ReplyWriter<'_>,
     ) -> Verdict {
-        let (record, item, proc_, ddp) = match answer {
+        let (record, item, ddp) = match answer {
             Answer::Failed { xid } => return Self::system_err(reply, *xid),
-            Answer::Record {
-                record,
-                item,
-                proc_,
-                ddp,
-            } => (record, item, *proc_, *ddp),
+            Answer::Record { record, item, ddp } => (record, item, *ddp),
         };
         let xid = xdr_u32(record, 0).unwrap_or(0);
         if let Some((run, at)) = item.take() {
@@ -760,11 +749,7 @@ impl App for Gateway {
             self.stats.direct_bytes += len as u64;
             return Verdict::Reply;
         }
-        let item = if ddp {
-            nfs3::ddp_reply_item(proc_, record)
-        } else {
-            None
-        };
+        let item = ddp.and_then(|d| d.item(record));
         // (body before the payload, payload, body after it, DDP-eligible)
         let (before, payload, after, eligible) = match item {
             Some((off, len)) => {
