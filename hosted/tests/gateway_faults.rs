@@ -306,12 +306,12 @@ fn serve_backend(
         if vers == 4 && proc_ == 1 {
             // COMPOUND4res: NFS4_OK, empty tag, 3 results: SEQUENCE, PUTFH, READ (eof, data).
             let count = u32::from_be_bytes(call[40..44].try_into().unwrap());
-            for word in [0, 0, 3, 53, 0] {
-                reply.extend_from_slice(&(word as u32).to_be_bytes());
+            for word in [0u32, 0, 3, 53, 0] {
+                reply.extend_from_slice(&word.to_be_bytes());
             }
             reply.extend_from_slice(&[0x5e; 16]);
             for word in [1, 0, 63, 63, 0, 22, 0, 25, 0, 1, count] {
-                reply.extend_from_slice(&(word as u32).to_be_bytes());
+                reply.extend_from_slice(&word.to_be_bytes());
             }
             reply.extend(read_data(xid, count as usize));
             reply.resize(reply.len().next_multiple_of(4), 0);

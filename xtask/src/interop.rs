@@ -142,6 +142,32 @@ fi
 sync
 END=$(date +%s%N)
 umount /mnt/nfs && step unmount || fail unmount
+# What users type: the default mount (no vers=, NFSv4.2), and 4.1 and 4.0, through the gateway,
+# with nfsd serving v4 too (lease and grace shortened to 10 s before it starts).
+modprobe -d "$KROOT" -S "$KVER" nfsv4 || fail "modprobe nfsv4"
+mkdir -p /var/lib/nfs/v4recovery /mnt/nfs4
+rpc.nfsd 0
+echo 10 > /proc/fs/nfsd/nfsv4leasetime; echo 10 > /proc/fs/nfsd/nfsv4gracetime
+rpc.nfsd 8 && step "nfsd serves NFSv4 too; waiting out its 10 s grace period"
+sleep 11
+for v in default 4.1 4.0; do
+  opt=proto=rdma,port=20049; [ $v = default ] || opt=$opt,vers=$v
+  if mount -t nfs -o $opt 10.0.2.15:/ /mnt/nfs4; then
+    ver=$(grep ' /mnt/nfs4 ' /proc/mounts | grep -o 'vers=[0-9.]*')
+    for spec in 1k:1024 4m:4194304 64m:67108864; do
+      name=${{spec%%:*}}; size=${{spec##*:}}
+      head -c "$size" /dev/urandom > /tmp/v4src
+      dd if=/tmp/v4src of=/mnt/nfs4/$name bs=1M conv=fsync 2>/dev/null || fail "$v: write $name"
+      sync; echo 3 > /proc/sys/vm/drop_caches
+      a=$(sha256sum < /tmp/v4src); b=$(sha256sum < /mnt/nfs4/$name) || fail "$v: read $name"
+      [ "$a" = "$b" ] && step "mount $v ($ver): $name written and read back, sha256 matches" || fail "mount $v: $name read back differs"
+      rm -f /mnt/nfs4/$name
+    done
+    umount /mnt/nfs4 && step "mount $v: unmount" || fail "mount $v: unmount"
+  else
+    fail "mount $v (proto=rdma) through the gateway"
+  fi
+done
 # A client outside the allow-list is refused and mounts nothing.
 {gateway} --addr 10.0.2.15 --port 20050 --allow 192.0.2.0/24 > /tmp/gw2.out 2> /tmp/gw2.err & G2=$!
 for i in $(seq 50); do grep -q ready /tmp/gw2.out 2>/dev/null && break; sleep 0.1; done
