@@ -16,9 +16,11 @@
 //! unmount. Then the gateway's counters: no decode error, no leak, no failed work request, no
 //! call failed, calls resent after the reconnect. Then a slow backend (3 ms each way on
 //! loopback, netem) under a 512 MiB write: the gateway's RSS is sampled while it streams and
-//! what it holds for nfsd must stay within its cap plus one grant. Last, a second gateway whose
-//! `--allow` list
-//! leaves the client out: the mount fails and the gateway logs the refusal.
+//! what it holds for nfsd must stay within its cap plus one grant. Then nfsd serves NFSv4 too
+//! (lease and grace time 10 s) and the same workload runs three more times, through the mounts
+//! users type: the default (no `vers=`: NFSv4.2), `vers=4.1` and `vers=4.0`. Last, a second
+//! gateway whose `--allow` list leaves the client out: the mount fails and the gateway logs the
+//! refusal.
 //!
 //! The kernel modules come from the VM's own kernel package (`modprobe -d`), the NFS programs
 //! (`rpc.nfsd`, `rpc.mountd`, `exportfs`, `rpcbind`, `mount.nfs`) from the host's packages
@@ -70,6 +72,34 @@ pub fn interop() -> Result<()> {
 FAILED=0
 fail() {{ echo "INTEROP-FAIL: $*"; FAILED=1; }}
 step() {{ echo "interop: $*"; }}
+# The workload every mount runs: files 0 B - 64 MiB written and read back (sha256), a
+# 2,000-entry directory listed with ls -l, rename, symlink / readlink, remove.
+workload() {{ # workload DIR LABEL
+  local d=$1 l=$2 spec name size a b n
+  for spec in 0:0 1k:1024 100k:102400 4m:4194304 64m:67108864; do
+    name=${{spec%%:*}}; size=${{spec##*:}}
+    head -c "$size" /dev/urandom > /tmp/src-$name
+    dd if=/tmp/src-$name of=$d/$name bs=1M conv=fsync 2>/tmp/dd.err || fail "$l: write $name"
+    step "$l: wrote $name: $(tail -1 /tmp/dd.err)"
+  done
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  for spec in 0:0 1k:1024 100k:102400 4m:4194304 64m:67108864; do
+    name=${{spec%%:*}}
+    a=$(sha256sum < /tmp/src-$name); b=$(sha256sum < $d/$name) || fail "$l: read $name"
+    [ "$a" = "$b" ] && step "$l: read back $name: sha256 matches" || fail "$l: read back $name: sha256 differs"
+  done
+  mkdir $d/dir || fail "$l: mkdir"
+  for i in $(seq 2000); do : > $d/dir/entry-with-a-longer-name-$i || {{ fail "$l: create $i"; break; }}; done
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  n=$(ls -l $d/dir | grep -c entry-with)
+  [ "$n" = 2000 ] && step "$l: ls -l: 2000 entries" || fail "$l: ls -l listed $n entries, not 2000"
+  mv $d/4m $d/4m-renamed && [ -e $d/4m-renamed ] && [ ! -e $d/4m ] &&
+    step "$l: rename" || fail "$l: rename"
+  ln -s /a/target/path/that/is/long/enough $d/link && step "$l: symlink" || fail "$l: symlink"
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  [ "$(readlink $d/link)" = /a/target/path/that/is/long/enough ] && step "$l: readlink" || fail "$l: readlink"
+  rm -rf $d/dir $d/link $d/64m $d/0 $d/1k $d/100k $d/4m-renamed && [ ! -e $d/64m ] && step "$l: remove" || fail "$l: remove"
+}}
 RPCRDMA_LOG=info {gateway} --addr 10.0.2.15 --allow 10.0.2.0/24 > /tmp/gw.out 2> /tmp/gw.err &
 G=$!
 for i in $(seq 50); do grep -q ready /tmp/gw.out 2>/dev/null && break; sleep 0.1; done
@@ -78,29 +108,7 @@ mount -t nfs -o vers=3,proto=rdma,port=20049,mountproto=tcp,nolock 10.0.2.15:/ex
   {{ fail mount; cat /tmp/gw.err; exit 1; }}
 grep ' /mnt/nfs ' /proc/mounts
 START=$(date +%s%N)
-for spec in 0:0 1k:1024 100k:102400 4m:4194304 64m:67108864; do
-  name=${{spec%%:*}}; size=${{spec##*:}}
-  head -c "$size" /dev/urandom > /tmp/src-$name
-  dd if=/tmp/src-$name of=/mnt/nfs/$name bs=1M conv=fsync 2>/tmp/dd.err || fail "write $name"
-  step "wrote $name: $(tail -1 /tmp/dd.err)"
-done
-sync; echo 3 > /proc/sys/vm/drop_caches
-for spec in 0:0 1k:1024 100k:102400 4m:4194304 64m:67108864; do
-  name=${{spec%%:*}}
-  a=$(sha256sum < /tmp/src-$name); b=$(sha256sum < /mnt/nfs/$name) || fail "read $name"
-  [ "$a" = "$b" ] && step "read back $name: sha256 matches" || fail "read back $name: sha256 differs"
-done
-mkdir /mnt/nfs/dir || fail mkdir
-for i in $(seq 2000); do : > /mnt/nfs/dir/entry-with-a-longer-name-$i || {{ fail "create $i"; break; }}; done
-sync; echo 3 > /proc/sys/vm/drop_caches
-n=$(ls -l /mnt/nfs/dir | grep -c entry-with)
-[ "$n" = 2000 ] && step "ls -l: 2000 entries" || fail "ls -l listed $n entries, not 2000"
-mv /mnt/nfs/4m /mnt/nfs/4m-renamed && [ -e /mnt/nfs/4m-renamed ] && [ ! -e /mnt/nfs/4m ] &&
-  step rename || fail rename
-ln -s /a/target/path/that/is/long/enough /mnt/nfs/link && step symlink || fail symlink
-sync; echo 3 > /proc/sys/vm/drop_caches
-[ "$(readlink /mnt/nfs/link)" = /a/target/path/that/is/long/enough ] && step readlink || fail readlink
-rm -rf /mnt/nfs/dir /mnt/nfs/link /mnt/nfs/64m && [ ! -e /mnt/nfs/64m ] && step remove || fail remove
+workload /mnt/nfs v3
 sync
 # nfsd restarts while a 256 MiB write is in flight: a hard mount's promise is that this is a
 # delay, not an error.
@@ -154,15 +162,7 @@ for v in default 4.1 4.0; do
   opt=proto=rdma,port=20049; [ $v = default ] || opt=$opt,vers=$v
   if mount -t nfs -o $opt 10.0.2.15:/ /mnt/nfs4; then
     ver=$(grep ' /mnt/nfs4 ' /proc/mounts | grep -o 'vers=[0-9.]*')
-    for spec in 1k:1024 4m:4194304 64m:67108864; do
-      name=${{spec%%:*}}; size=${{spec##*:}}
-      head -c "$size" /dev/urandom > /tmp/v4src
-      dd if=/tmp/v4src of=/mnt/nfs4/$name bs=1M conv=fsync 2>/dev/null || fail "$v: write $name"
-      sync; echo 3 > /proc/sys/vm/drop_caches
-      a=$(sha256sum < /tmp/v4src); b=$(sha256sum < /mnt/nfs4/$name) || fail "$v: read $name"
-      [ "$a" = "$b" ] && step "mount $v ($ver): $name written and read back, sha256 matches" || fail "mount $v: $name read back differs"
-      rm -f /mnt/nfs4/$name
-    done
+    workload /mnt/nfs4 "mount $v ($ver)"
     umount /mnt/nfs4 && step "mount $v: unmount" || fail "mount $v: unmount"
   else
     fail "mount $v (proto=rdma) through the gateway"
