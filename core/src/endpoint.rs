@@ -38,8 +38,9 @@ use crate::dma::{CoherentDma, DmaError, DmaRegion, DmaSync, CACHE_LINE};
 use crate::pages::{PagePool, PagePoolError};
 use crate::pool::{Counters, DrainReport, PoolConfig, PoolError, RecvPool};
 use crate::responder::{
-    Call, CallHandle, Connection, ConnectionDrain, PayloadPages, PendingCalls, ReplyWriter,
-    Resources, ResponderConfig, ResponderCounters, ResponderError, Service, StaleHandle, Verdict,
+    BackchannelError, BackchannelFailure, Call, CallHandle, Connection, ConnectionDrain,
+    PayloadPages, PendingCalls, ReplyWriter, Resources, ResponderConfig, ResponderCounters,
+    ResponderError, Service, StaleHandle, Verdict,
 };
 use crate::wire::{DecodeLimits, DEFAULT_INLINE_THRESHOLD};
 use crate::xdr::XdrView;
@@ -376,6 +377,32 @@ impl<'a, const N: usize, const C: usize, const P: usize> Endpoint<'a, N, C, P> {
     /// [`StaleHandle`] if the handle names no pending call of this endpoint.
     pub fn pending_view(&self, handle: CallHandle) -> Result<XdrView<'_>, StaleHandle> {
         self.conn.pending_view(&self.pool, &self.sinks, handle)
+    }
+
+    /// Sends a backward-direction RPC call (RFC 8167) with the next [`Endpoint::poll`]; see
+    /// [`Connection::send_backchannel`]. `Ok(false)`: not now (backward credits or send
+    /// resources in use), keep it and try again.
+    ///
+    /// # Errors
+    /// [`BackchannelError`] as [`Connection::send_backchannel`].
+    pub fn send_backchannel(
+        &mut self,
+        deadline: u64,
+        f: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<bool, BackchannelError> {
+        self.conn.send_backchannel(deadline, f)
+    }
+
+    /// Backward calls whose deadline is at or before `now` fail; see
+    /// [`Connection::expire_backchannel`].
+    pub fn expire_backchannel(&mut self, now: u64) -> usize {
+        self.conn.expire_backchannel(now)
+    }
+
+    /// The next backward call that ended without a reply; see
+    /// [`Connection::take_backchannel_failure`].
+    pub fn take_backchannel_failure(&mut self) -> Option<(u32, BackchannelFailure)> {
+        self.conn.take_backchannel_failure()
     }
 
     /// Caps the credit grant of the replies sent from now on (see

@@ -185,6 +185,8 @@ pub struct Rig<S: Service> {
     pub replies: Vec<Reply>,
     /// Every grant seen stayed within the Receives posted when it was sent.
     pub grant_violations: usize,
+    /// Backward-direction calls (RFC 8167) the responder sent, as the requester received them.
+    pub backward: Vec<Reply>,
 }
 
 impl RigConfig {
@@ -233,6 +235,7 @@ impl<S: Service> Rig<S> {
             outstanding: 0,
             replies: Vec::new(),
             grant_violations: 0,
+            backward: Vec::new(),
         }
     }
 
@@ -265,6 +268,11 @@ impl<S: Service> Rig<S> {
     pub fn collect(&mut self) {
         while let Some(sent) = self.nic.take_sent() {
             let r = parse_reply(&sent.bytes, sent.posted_at_send);
+            if r.error.is_none() && r.inline.get(4..8) == Some(&[0, 0, 0, 0][..]) {
+                // An RPC CALL: a backward-direction call, not a reply to this requester.
+                self.backward.push(r);
+                continue;
+            }
             if r.credits as usize > r.posted_at_send {
                 self.grant_violations += 1;
             }

@@ -58,6 +58,8 @@ pub(super) struct CallSlot {
     pub(super) failed: bool,
     /// The call counts among the requester's calls in hand (arrived, reply not posted yet).
     pub(super) counted: bool,
+    /// A backward-direction call this side sent (RFC 8167), not a reply.
+    pub(super) backchannel: bool,
     /// In the list of replies whose Send is posted, in posting order (`prev`/`next`: call
     /// indices, [`NO_SLOT`] at the ends).
     pub(super) posted: bool,
@@ -80,6 +82,7 @@ impl CallSlot {
         reads_total: 0,
         failed: false,
         counted: false,
+        backchannel: false,
         posted: false,
         prev: NO_CALL,
         next: NO_CALL,

@@ -22,8 +22,18 @@ pub struct ResponderCounters {
     pub reply_too_large: u64,
     /// Malformed messages dropped without a reply.
     pub dropped: u64,
-    /// Backchannel replies handed to the service.
+    /// Backward-direction replies (RFC 8167) matched to a call and handed to the service.
     pub backchannel: u64,
+    /// Backward-direction calls sent.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub backchannel_calls: u64,
+    /// Backward-direction replies with an xid no outstanding call had: dropped.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub backchannel_unmatched: u64,
+    /// Backward-direction calls that ended without a reply (deadline, or the connection
+    /// closed).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub backchannel_failed: u64,
     /// Calls the service answered with [`Verdict::NoReply`](super::Verdict::NoReply).
     pub no_reply: u64,
     /// Times the service deferred a call ([`Verdict::Defer`](super::Verdict::Defer): payload pages short).
@@ -85,6 +95,9 @@ impl ResponderCounters {
         self.reply_too_large += o.reply_too_large;
         self.dropped += o.dropped;
         self.backchannel += o.backchannel;
+        self.backchannel_calls += o.backchannel_calls;
+        self.backchannel_unmatched += o.backchannel_unmatched;
+        self.backchannel_failed += o.backchannel_failed;
         self.no_reply += o.no_reply;
         self.deferred += o.deferred;
         self.pending += o.pending;

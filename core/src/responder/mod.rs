@@ -53,6 +53,7 @@
 //! the device no longer touches the memory. Completions with an unknown, stale or foreign
 //! wr_id are refused and counted, never trusted.
 
+mod backchannel;
 mod call;
 mod config;
 mod counters;
@@ -75,6 +76,7 @@ use crate::pool::{Completed, CompletionError, Received};
 use crate::wire::{put_xdr_u32, ErrorReply};
 use crate::xdr::XdrView;
 
+pub use backchannel::{BackchannelError, BackchannelFailure, BACKCHANNEL_MAX};
 use call::{CallId, CallSlot, CallState, NO_CALL, NO_SLOT};
 pub use config::{ResponderConfig, ResponderError, CHAIN, MAX_SEND_SIZE, MIN_SEND_SIZE};
 pub use counters::ResponderCounters;
@@ -130,6 +132,8 @@ pub struct Connection<'a, const C: usize> {
     peer_limit: u32,
     /// Calls that arrived and whose reply is not posted yet.
     in_hand: u32,
+    /// Backward-direction calls (RFC 8167).
+    bc: backchannel::Backchannel,
     counters: ResponderCounters,
 }
 
@@ -207,6 +211,7 @@ impl<'a, const C: usize> Connection<'a, C> {
             closing: false,
             peer_limit: 1,
             in_hand: 0,
+            bc: backchannel::Backchannel::new(),
             counters: ResponderCounters::default(),
         })
     }
@@ -222,7 +227,8 @@ impl<'a, const C: usize> Connection<'a, C> {
     /// within the Receives posted, or a requester that obeys its grant meets RNR
     /// ([`crate::srq::SharedQueue`] keeps that invariant).
     pub fn credit_demand(&self) -> u32 {
-        self.peer_limit.saturating_sub(self.in_hand)
+        // Each outstanding backward call has its reply coming into one of these Receives.
+        self.peer_limit.saturating_sub(self.in_hand) + self.bc.outstanding()
     }
 
     /// Calls that arrived and whose reply is not posted yet.
@@ -319,14 +325,35 @@ impl<'a, const C: usize> Connection<'a, C> {
             debug!("rpcrdma connection closing");
         }
         self.closing = true;
+        self.counters.backchannel_failed += self.bc.lose_all();
         if !res.shared_pool {
             res.pool.close();
         }
+        // A backward call queued in this batch and never posted will not complete: it gives
+        // its slots back now. (A forward reply in the same place keeps its call until drain,
+        // where the requester's view of its credits is settled.)
+        for k in 0..self.chain.len() {
+            let Some(wr) = self.chain.get(k).copied() else {
+                break;
+            };
+            if let Some(c) = self.calls.get_mut(WrId(wr.wr_id).index() as usize) {
+                if c.backchannel {
+                    c.outstanding = c.outstanding.saturating_sub(1);
+                }
+            }
+        }
         self.chain.clear();
         for i in (0..self.call_count).map(CallId) {
-            if self.call(i).is_some_and(|c| c.state == CallState::Pending) {
-                self.counters.pending = self.counters.pending.saturating_sub(1);
-                self.finish(res, i);
+            match self
+                .call(i)
+                .map(|c| (c.state, c.outstanding, c.backchannel))
+            {
+                Some((CallState::Pending, _, _)) => {
+                    self.counters.pending = self.counters.pending.saturating_sub(1);
+                    self.finish(res, i);
+                }
+                Some((CallState::Replying, 0, true)) => self.finish(res, i),
+                _ => {}
             }
         }
         for _ in 0..self.waiting.len() {
@@ -478,8 +505,9 @@ impl<'a, const C: usize> Connection<'a, C> {
         };
         let has_reads = match res.pool.message(&rx) {
             Ok(m) if m.is_backchannel_reply() => {
-                self.counters.backchannel += 1;
-                service.backchannel_reply(&XdrView::new(m));
+                if self.backchannel_reply_arrived(&m) {
+                    service.backchannel_reply(&XdrView::new(m));
+                }
                 let _ = res.pool.release(rx);
                 self.free_call(i);
                 return;
@@ -586,6 +614,7 @@ impl<'a, const C: usize> Connection<'a, C> {
             c.generation = c.generation.wrapping_add(1);
             c.outstanding = 0;
             c.send_slot = NO_SLOT;
+            c.backchannel = false;
             let _ = self.free_calls.push(i);
         }
     }
@@ -682,8 +711,8 @@ impl<'a, const C: usize> Connection<'a, C> {
                     continue;
                 }
                 let idx = WrId(wr.wr_id).index() as usize;
-                let Some(c) = self.calls.get(idx) else {
-                    continue;
+                let Some(c) = self.calls.get(idx).filter(|c| !c.backchannel) else {
+                    continue; // a backward call keeps its own credit request
                 };
                 let at = self.slot_offset(c.send_slot) + c.header_at as usize + CREDITS_OFFSET;
                 if let Some(w) = self.send.bytes_mut(at, 4) {
@@ -760,6 +789,8 @@ impl<'a, const C: usize> Connection<'a, C> {
             Some(share) => share.limit(res.pool.posted(), in_hand_after),
             None => res.pool.posted() as u32,
         };
+        // One posted Receive stays free for each outstanding backward call's reply.
+        let limit = limit.saturating_sub(self.bc.outstanding());
         let grant = (self.credits.min(self.grant_cap) as u32).min(limit).max(1);
         if grant < self.credits as u32 {
             self.counters.reduced_grants += 1;
