@@ -39,7 +39,7 @@ use crate::pages::{PagePool, PagePoolError};
 use crate::pool::{Counters, DrainReport, PoolConfig, PoolError, RecvPool};
 use crate::responder::{
     BackchannelError, BackchannelFailure, Call, CallHandle, Connection, ConnectionDrain,
-    PayloadPages, PendingCalls, ReplyWriter, Resources, ResponderConfig, ResponderCounters,
+    Connections, PayloadPages, ReplyWriter, Resources, ResponderConfig, ResponderCounters,
     ResponderError, Service, StaleHandle, Verdict,
 };
 use crate::wire::{DecodeLimits, DEFAULT_INLINE_THRESHOLD};
@@ -482,11 +482,23 @@ impl<'a, const N: usize, const C: usize, const P: usize> Endpoint<'a, N, C, P> {
     }
 }
 
-impl<const N: usize, const C: usize, const P: usize> PendingCalls for Endpoint<'_, N, C, P> {
+impl<const N: usize, const C: usize, const P: usize> Connections for Endpoint<'_, N, C, P> {
     fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
         Endpoint::pending_view(self, handle).ok()
     }
     fn payload_pages(&mut self, epoch: u16) -> Option<&mut dyn PayloadPages> {
         (epoch == self.conn.epoch()).then_some(&mut self.payloads as &mut dyn PayloadPages)
+    }
+    fn send_backchannel(
+        &mut self,
+        epoch: u16,
+        deadline: u64,
+        call: &[u8],
+    ) -> Result<bool, BackchannelError> {
+        if epoch != self.conn.epoch() {
+            return Err(BackchannelError::Closed);
+        }
+        self.conn
+            .send_backchannel(deadline, |buf| crate::responder::copy_call(call, buf))
     }
 }

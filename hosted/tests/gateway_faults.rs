@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpcrdma_core::endpoint::{Endpoint, EndpointConfig};
-use rpcrdma_core::responder::{CallHandle, PayloadPages, PendingCalls};
+use rpcrdma_core::responder::{BackchannelError, CallHandle, Connections, PayloadPages};
 use rpcrdma_core::wire::{decode_reply, HeaderRepr, ReadSegment, Reply, Segment};
 use rpcrdma_core::xdr::XdrView;
 use rpcrdma_hosted::gateway::{Answer, Gateway, GatewayConfig};
@@ -40,6 +40,8 @@ struct Client {
     target: &'static mut DmaMemory,
     endpoint: Ep,
     replies: Vec<(u32, Vec<u8>)>,
+    /// Backward calls (callbacks) that reached this requester, answered at once.
+    callbacks: Vec<u32>,
     /// The grant of each reply, in order.
     grants: Vec<u32>,
 }
@@ -68,6 +70,7 @@ impl Client {
             target,
             endpoint,
             replies: Vec::new(),
+            callbacks: Vec::new(),
             grants: Vec::new(),
         }
     }
@@ -149,7 +152,7 @@ impl Client {
 /// offers its connections'.
 struct Calls<'c, 'd>(&'c mut [&'d mut Client]);
 
-impl PendingCalls for Calls<'_, '_> {
+impl Connections for Calls<'_, '_> {
     fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
         let c = self
             .0
@@ -163,7 +166,21 @@ impl PendingCalls for Calls<'_, '_> {
             .0
             .iter_mut()
             .find(|c| c.endpoint.connection().epoch() == epoch)?;
-        PendingCalls::payload_pages(&mut c.endpoint, epoch)
+        Connections::payload_pages(&mut c.endpoint, epoch)
+    }
+
+    fn send_backchannel(
+        &mut self,
+        epoch: u16,
+        deadline: u64,
+        call: &[u8],
+    ) -> Result<bool, BackchannelError> {
+        let c = self
+            .0
+            .iter_mut()
+            .find(|c| c.endpoint.connection().epoch() == epoch)
+            .ok_or(BackchannelError::Closed)?;
+        Connections::send_backchannel(&mut c.endpoint, epoch, deadline, call)
     }
 }
 
@@ -201,8 +218,7 @@ fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) ->
             match done {
                 Ok(false) => later.push((handle, answer)),
                 Ok(true) | Err(_) => {
-                    if let Some(pages) = PendingCalls::payload_pages(&mut c.endpoint, handle.epoch)
-                    {
+                    if let Some(pages) = Connections::payload_pages(&mut c.endpoint, handle.epoch) {
                         gw.release_answer(answer, pages);
                     }
                 }
@@ -211,6 +227,22 @@ fn run(clients: &mut [&mut Client], gw: &mut Gateway, for_how_long: Duration) ->
         for c in clients.iter_mut() {
             while let Some(sent) = c.nic.take_sent() {
                 if let Ok(Reply::Rpc(r)) = decode_reply(&sent.bytes) {
+                    if r.rpc_message.get(4..8) == Some(&[0, 0, 0, 0][..]) {
+                        // A backward call: the requester answers it (RFC 8167), granting 2
+                        // backward credits.
+                        c.callbacks.push(r.xid);
+                        let mut msg = vec![0u8; 28 + 24];
+                        let h = HeaderRepr::reply(r.xid, 2).emit(&mut msg).unwrap();
+                        let n = oncrpc::emit_accepted_reply(
+                            &mut msg[h..],
+                            r.xid,
+                            oncrpc::AcceptStat::Success,
+                        )
+                        .unwrap();
+                        msg.truncate(h + n);
+                        c.nic.deliver(&msg).expect("a Receive is posted");
+                        continue;
+                    }
                     c.replies.push((r.xid, r.rpc_message.to_vec()));
                     c.grants.push(r.credits);
                 }
@@ -227,6 +259,8 @@ struct Seen {
     connections: Vec<(u16, Vec<u32>)>,
     /// Per connection, every record's bytes (mark excluded).
     records: Vec<Vec<Vec<u8>>>,
+    /// Xids of the callback replies the backend received.
+    callback_replies: Vec<u32>,
 }
 
 /// An ONC RPC server on loopback that answers every call (result: the connection's number),
@@ -271,6 +305,7 @@ fn serve_backend(
         seen.connections.len() - 1
     };
     let mut got = 0;
+    let mut waiting_trigger: Option<u32> = None;
     loop {
         let mut mark = [0u8; 4];
         if s.read_exact(&mut mark).is_err() {
@@ -282,6 +317,41 @@ fn serve_backend(
             return;
         }
         let xid = u32::from_be_bytes(call[..4].try_into().unwrap());
+        if call[4..8] == [0, 0, 0, 1] {
+            // The client's reply to a callback: the pending trigger call is answered with the
+            // callback's xid.
+            seen.lock().unwrap().callback_replies.push(xid);
+            if let Some(trigger) = waiting_trigger.take() {
+                let mut reply = vec![0u8; 28];
+                let r =
+                    oncrpc::emit_accepted_reply(&mut reply, trigger, oncrpc::AcceptStat::Success)
+                        .unwrap();
+                reply.truncate(r);
+                reply.extend_from_slice(&xid.to_be_bytes());
+                let mut out = (0x8000_0000u32 | reply.len() as u32).to_be_bytes().to_vec();
+                out.extend_from_slice(&reply);
+                if s.write_all(&out).is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
+        if call[20..24] == [0, 0, 0, 99] {
+            // A trigger: the backend calls the client back (as nfsd sends CB_RECALL on the
+            // connection the client bound its backchannel to) before it answers.
+            let mut cb = vec![0u8; 40];
+            let n =
+                oncrpc::emit_call(&mut cb, 0xC0DE_0000 | got as u32, 0x4000_0000, 1, 1).unwrap();
+            cb.truncate(n);
+            let mut out = (0x8000_0000u32 | cb.len() as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(&cb);
+            if s.write_all(&out).is_err() {
+                return;
+            }
+            waiting_trigger = Some(xid);
+            got += 1;
+            continue;
+        }
         {
             let mut seen = seen.lock().unwrap();
             seen.connections[index].1.push(xid);
@@ -582,4 +652,36 @@ fn read_data_goes_from_the_socket_into_payload_pages_and_the_clients_write_chunk
     let p = c.endpoint.payloads();
     assert_eq!(p.free_pages(), p.page_count(), "every payload page back");
     assert_eq!(c.endpoint.pool().held(), 0);
+}
+
+#[test]
+fn a_backend_callback_reaches_the_client_and_its_reply_goes_back_on_the_same_connection() {
+    let (addr, seen) = backend(None);
+    let mut gw = gateway(addr, Duration::from_secs(30));
+    let mut c = Client::new(8);
+    // Proc 99 makes the scripted backend call the client back before it answers; it answers
+    // with the xid of the callback reply it got.
+    c.call(0x4000, 99);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.replies.is_empty() && Instant::now() < deadline {
+        run(&mut [&mut c], &mut gw, Duration::from_millis(20));
+    }
+    assert_eq!(
+        c.callbacks,
+        [0xC0DE_0000],
+        "the callback reached the client"
+    );
+    assert_eq!(c.replies.len(), 1, "{:?}", gw.stats);
+    let (_, stat, at) = oncrpc::parse_accepted_reply(&c.replies[0].1).unwrap();
+    assert_eq!(stat, 0);
+    assert_eq!(
+        &c.replies[0].1[at..at + 4],
+        &0xC0DE_0000u32.to_be_bytes(),
+        "the backend got the client's reply to its callback, same xid"
+    );
+    assert_eq!(seen.lock().unwrap().callback_replies, [0xC0DE_0000]);
+    assert_eq!((gw.stats.callbacks, gw.stats.callback_replies), (1, 1));
+    let counters = c.endpoint.connection().counters();
+    assert_eq!((counters.backchannel_calls, counters.backchannel), (1, 1));
+    assert_eq!(c.endpoint.connection().backchannel_outstanding(), 0);
 }

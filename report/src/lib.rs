@@ -163,6 +163,19 @@ pub struct GatewayStats {
     pub bulk_bytes: u64,
     /// Replies from the backend that matched no waiting call.
     pub unmatched: u64,
+    /// Callbacks (the backend's RPC calls to the client, NFSv4.1's backchannel) sent to the
+    /// client as backward calls (RFC 8167).
+    #[serde(default)]
+    pub callbacks: u64,
+    /// The client's replies to them written to the backend.
+    #[serde(default)]
+    pub callback_replies: u64,
+    /// Callbacks that got no reply (refused, past their deadline).
+    #[serde(default)]
+    pub callbacks_failed: u64,
+    /// Callbacks dropped because too many waited for the client's backward credits.
+    #[serde(default)]
+    pub callbacks_dropped: u64,
 }
 
 /// The gateway's part of its report: its counters and what it still waited for.

@@ -346,7 +346,7 @@ impl Service for ExampleService {
         }
     }
 
-    fn backchannel_reply(&mut self, _view: &XdrView<'_>) {
+    fn backchannel_reply(&mut self, _epoch: u16, _view: &XdrView<'_>) {
         self.stats.backchannel += 1;
     }
 }

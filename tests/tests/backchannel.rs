@@ -20,7 +20,7 @@ impl Service for Callbacks {
     fn serve(&mut self, _call: &Call<'_>, _reply: &mut ReplyWriter<'_>) -> Verdict {
         Verdict::NoReply
     }
-    fn backchannel_reply(&mut self, view: &XdrView<'_>) {
+    fn backchannel_reply(&mut self, _epoch: u16, view: &XdrView<'_>) {
         self.replies.push(view.word(0).unwrap_or(0));
     }
 }

@@ -763,7 +763,7 @@ fn a_connection_closed_with_pending_calls_gives_their_sink_pages_back() {
 
 #[test]
 fn a_payload_filled_before_the_answer_is_given_to_the_reply_and_comes_back() {
-    use rpcrdma_core::responder::{PayloadError, PendingCalls};
+    use rpcrdma_core::responder::{Connections, PayloadError};
     let mut rig = Rig::new(RigConfig::default(), Later::default());
     let w = [rig.target_segment(0, 65536)];
     let inline = rpc_call(500, TEST_PROG, TEST_VERS, PROC_GENERATE, &bytes(&[3000, 0]));
@@ -774,14 +774,14 @@ fn a_payload_filled_before_the_answer_is_given_to_the_reply_and_comes_back() {
     // The service fills pages of the call's connection before it answers (a gateway reads its
     // backend's data into them).
     let epoch = handle.epoch;
-    let pages = PendingCalls::payload_pages(&mut rig.endpoint, epoch).expect("its pages");
+    let pages = Connections::payload_pages(&mut rig.endpoint, epoch).expect("its pages");
     let run = pages.alloc(len as usize).unwrap();
     pages
         .bytes_mut(&run)
         .iter_mut()
         .enumerate()
         .for_each(|(i, b)| *b = pattern_byte(5, i));
-    let other = PendingCalls::payload_pages(&mut rig.endpoint, epoch)
+    let other = Connections::payload_pages(&mut rig.endpoint, epoch)
         .unwrap()
         .alloc(8)
         .unwrap();

@@ -84,8 +84,9 @@ pub use credits::CreditLedger;
 use reply::CREDITS_OFFSET;
 pub use resources::Resources;
 pub(crate) use resources::{Share, SPARE};
+pub(crate) use service::copy_call;
 pub use service::{
-    Call, CallHandle, PayloadError, PayloadPages, PendingCalls, ReplyWriter, Service, StaleHandle,
+    Call, CallHandle, Connections, PayloadError, PayloadPages, ReplyWriter, Service, StaleHandle,
     Verdict,
 };
 
@@ -506,7 +507,7 @@ impl<'a, const C: usize> Connection<'a, C> {
         let has_reads = match res.pool.message(&rx) {
             Ok(m) if m.is_backchannel_reply() => {
                 if self.backchannel_reply_arrived(&m) {
-                    service.backchannel_reply(&XdrView::new(m));
+                    service.backchannel_reply(self.epoch, &XdrView::new(m));
                 }
                 let _ = res.pool.release(rx);
                 self.free_call(i);

@@ -1,5 +1,6 @@
 //! The upper-layer interface: what an RPC service sees of a call and how it hands back a reply.
 
+use super::BackchannelError;
 use crate::pages::PageRun;
 use crate::xdr::XdrView;
 
@@ -66,7 +67,7 @@ pub enum Verdict {
     /// The service answers later, through `Connection::complete_pending` with
     /// [`Call::handle`] (for example after asking another server). Whatever was written now is
     /// discarded. The call keeps its Receive, its sink pages (Read chunk data) and a send slot
-    /// until then, and its view stays readable ([`PendingCalls`]): a call pending for a long
+    /// until then, and its view stays readable ([`Connections`]): a call pending for a long
     /// time holds memory that later calls with Read chunks wait for.
     Pending,
 }
@@ -76,17 +77,19 @@ pub trait Service {
     /// Serves one call: read it from `call.view`, write the RPC reply into `reply`.
     fn serve(&mut self, call: &Call<'_>, reply: &mut ReplyWriter<'_>) -> Verdict;
 
-    /// A reverse-direction reply (RFC 8167) arrived on the forward channel. Default: ignored
-    /// (a service without a backchannel).
-    fn backchannel_reply(&mut self, _view: &XdrView<'_>) {}
+    /// The reply to a backward-direction call this side sent on connection `epoch` (RFC 8167;
+    /// see `Connection::send_backchannel`), matched by xid. Default: ignored (a service
+    /// without a backchannel).
+    fn backchannel_reply(&mut self, _epoch: u16, _view: &XdrView<'_>) {}
 }
 
-/// Read access to the calls a service left pending ([`Verdict::Pending`]), for the service's
-/// own work between batches: a gateway writes a pending call to its backend straight from the
-/// Receive buffer and the sink pages, and again after a reconnect, without copying it.
+/// What a service's own work between batches reaches of its connections: the calls it left
+/// pending ([`Verdict::Pending`]; a gateway writes them to its backend straight from the
+/// Receive buffer and the sink pages, and again after a reconnect, without copying them), the
+/// payload pages its replies are built from, and the backward direction (RFC 8167).
 /// [`crate::endpoint::Endpoint`] implements it for its connection; a front end with many
 /// connections implements it over all of them.
-pub trait PendingCalls {
+pub trait Connections {
     /// The view of the pending call `handle` names (as [`Service::serve`] saw it), or `None`
     /// if it names none (answered, or its connection closed).
     fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>>;
@@ -96,15 +99,43 @@ pub trait PendingCalls {
     /// where a run taken for a connection that has since closed goes back. `None` if there are
     /// none (the pages were reset with their connection: a run taken from them is void).
     fn payload_pages(&mut self, epoch: u16) -> Option<&mut dyn PayloadPages>;
+
+    /// Sends the RPC CALL `call` (its xid first) to the requester of connection `epoch` in the
+    /// backward direction, failing at `deadline` (see `Connection::send_backchannel`).
+    /// `Ok(false)`: not now, keep it and try again later.
+    ///
+    /// # Errors
+    /// [`BackchannelError`]: no such connection (or it is closing), or the call is refused.
+    fn send_backchannel(
+        &mut self,
+        epoch: u16,
+        deadline: u64,
+        call: &[u8],
+    ) -> Result<bool, BackchannelError>;
+}
+
+/// Copies `call` into a backward call's buffer; a length past the buffer (refused as too
+/// large) if it does not fit.
+pub(crate) fn copy_call(call: &[u8], buf: &mut [u8]) -> usize {
+    match buf.get_mut(..call.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(call);
+            call.len()
+        }
+        None => buf.len() + 1, // reported as too large
+    }
 }
 
 /// No connections at all (a front end before its first one).
-impl PendingCalls for () {
+impl Connections for () {
     fn pending_view(&self, _handle: CallHandle) -> Option<XdrView<'_>> {
         None
     }
     fn payload_pages(&mut self, _epoch: u16) -> Option<&mut dyn PayloadPages> {
         None
+    }
+    fn send_backchannel(&mut self, _: u16, _: u64, _: &[u8]) -> Result<bool, BackchannelError> {
+        Err(BackchannelError::Closed)
     }
 }
 
@@ -202,7 +233,7 @@ impl core::fmt::Display for PayloadError {
             PayloadError::NotOurs => write!(
                 f,
                 "the payload run is not one of this connection's payload pages (allocate it \
-                 from the pages PendingCalls::payload_pages gives for the call's connection)"
+                 from the pages Connections::payload_pages gives for the call's connection)"
             ),
         }
     }
@@ -331,7 +362,7 @@ impl<'w> ReplyWriter<'w> {
 
     /// Attaches a run of payload pages the service filled itself before the reply (a gateway
     /// reads a READ reply's data from its backend socket straight into pages it took from
-    /// [`PendingCalls::payload_pages`]): the payload is the run's `len` bytes at `position`,
+    /// [`Connections::payload_pages`]): the payload is the run's `len` bytes at `position`,
     /// and the pages go back to the responder when the reply has been sent, as with
     /// [`ReplyWriter::lend_payload`].
     ///

@@ -54,9 +54,10 @@ use std::time::{Duration, Instant};
 
 use rpcrdma_core::pages::PageRun;
 use rpcrdma_core::responder::{
-    Call, CallHandle, PayloadPages, PendingCalls, ReplyWriter, Service, Verdict,
+    BackchannelFailure, Call, CallHandle, Connections, PayloadPages, ReplyWriter, Service, Verdict,
 };
 use rpcrdma_core::wire::xdr_u32;
+use rpcrdma_core::xdr::XdrView;
 use rpcrdma_services::ddp::DdpReply;
 use rpcrdma_services::oncrpc::{self, AcceptStat};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -70,6 +71,11 @@ mod reader;
 
 use reader::{Incoming, RecordReader, LAST_FRAGMENT};
 
+/// Callbacks from one backend connection waiting to go to its client, at most.
+const MAX_CALLBACKS: usize = 64;
+/// How long the client has to answer a callback before it is given up (the backend's own
+/// callback client times out and retries on its own).
+const CALLBACK_TIMEOUT_MS: u64 = 60_000;
 /// Slices per `writev` to the backend (a record is its mark and its view's four parts).
 const WRITE_SLICES: usize = 64;
 /// The kernel client's reserved-port range (`xprt_min_resvport` … `xprt_max_resvport`).
@@ -176,6 +182,13 @@ struct Backend {
     held: usize,
     /// Payload page runs to give back (a reply lost with its connection, or unmatched).
     orphans: Vec<PageRun>,
+    /// Callbacks (RPC CALLs the backend sent on this connection, NFSv4.1's backchannel) to
+    /// pass to the client as backward calls.
+    callbacks: VecDeque<Vec<u8>>,
+    /// The client's replies to them, record-marked, to write to the backend; the first has
+    /// `bc_at` bytes written.
+    bc_out: VecDeque<Vec<u8>>,
+    bc_at: usize,
 }
 
 impl Backend {
@@ -193,6 +206,9 @@ impl Backend {
             connects: 0,
             held: 0,
             orphans: Vec::new(),
+            callbacks: VecDeque::new(),
+            bc_out: VecDeque::new(),
+            bc_at: 0,
         }
     }
 }
@@ -394,13 +410,41 @@ impl Gateway {
 
     /// Writes and reads backend `epoch`'s connection; takes complete replies. Calls are
     /// written straight from their views (`calls`), several records per `writev`.
-    fn pump(&mut self, epoch: u16, now: Instant, calls: &mut dyn PendingCalls) -> usize {
+    fn pump(&mut self, epoch: u16, now: Instant, calls: &mut dyn Connections) -> usize {
         let Some(b) = self.backends.get_mut(&epoch) else {
             return 0;
         };
         let mut work = 0;
         let mut failure: Option<String> = None;
-        while b.sent < b.waiting.len() {
+        // Callback replies go between call records (a record is never split by another).
+        while b.bc_at > 0 || (b.sent_at == 0 && !b.bc_out.is_empty()) {
+            let (Link::Up(stream), Some(record)) = (&b.link, b.bc_out.front()) else {
+                break;
+            };
+            let mut writer: &TcpStream = stream;
+            match writer.write(record.get(b.bc_at..).unwrap_or_default()) {
+                Ok(0) => {
+                    failure = Some("the backend closed the connection".into());
+                    break;
+                }
+                Ok(n) => {
+                    work += 1;
+                    self.stats.bytes_out += n as u64;
+                    b.bc_at += n;
+                    if b.bc_at >= record.len() {
+                        b.bc_out.pop_front();
+                        b.bc_at = 0;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failure = Some(format!("write to the backend failed: {e}"));
+                    break;
+                }
+            }
+        }
+        while failure.is_none() && b.bc_at == 0 && b.sent < b.waiting.len() {
             let Link::Up(stream) = &b.link else {
                 break;
             };
@@ -513,6 +557,32 @@ impl Gateway {
         work
     }
 
+    /// Passes the backend's callbacks to the client of `epoch` as backward calls, within the
+    /// backward credits the client allows (the rest wait for a later turn).
+    fn forward_callbacks(&mut self, epoch: u16, calls: &mut dyn Connections) -> usize {
+        let Some(b) = self.backends.get_mut(&epoch) else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Some(call) = b.callbacks.front() {
+            let deadline = crate::server::clock_ms() + CALLBACK_TIMEOUT_MS;
+            match calls.send_backchannel(epoch, deadline, call) {
+                Ok(true) => {
+                    self.stats.callbacks += 1;
+                    b.callbacks.pop_front();
+                    n += 1;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    log::warn!("gateway: a callback to the client could not be sent: {e}");
+                    self.stats.callbacks_failed += 1;
+                    b.callbacks.pop_front();
+                }
+            }
+        }
+        n
+    }
+
     /// Calls whose deadline passed: answered SYSTEM_ERR.
     fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
@@ -553,6 +623,11 @@ fn down(b: &mut Backend, now: Instant) {
     if let Some(run) = b.reader.reset() {
         b.orphans.push(run);
     }
+    // Callbacks belong to the connection they came on: the backend's callback client
+    // starts over on the next one (the client binds it again).
+    b.callbacks.clear();
+    b.bc_out.clear();
+    b.bc_at = 0;
 }
 
 /// Removes waiting call `k`, keeping the sent / partly-sent bookkeeping right.
@@ -581,6 +656,17 @@ fn match_reply(
     stats: &mut GatewayStats,
 ) {
     let Incoming { record, item } = reply;
+    if xdr_u32(&record, 4) == Some(oncrpc::CALL) {
+        // A callback: the backend calls the client over the connection it bound its
+        // backchannel to (NFSv4.1 CB_COMPOUND); it goes to the client as a backward call.
+        b.orphans.extend(item.map(|(run, _)| run));
+        if b.callbacks.len() < MAX_CALLBACKS {
+            b.callbacks.push_back(record);
+        } else {
+            stats.callbacks_dropped += 1;
+        }
+        return;
+    }
     let Some(xid) = xdr_u32(&record, 0) else {
         stats.unmatched += 1;
         b.orphans.extend(item.map(|(run, _)| run));
@@ -607,6 +693,23 @@ fn match_reply(
 }
 
 impl Service for Gateway {
+    fn backchannel_reply(&mut self, epoch: u16, view: &XdrView<'_>) {
+        // The client's reply to a callback goes back on the backend connection it came on,
+        // same xid.
+        let Some(b) = self.backends.get_mut(&epoch) else {
+            return;
+        };
+        if !matches!(b.link, Link::Up(_)) {
+            return; // that connection is gone, and the backend's callback with it
+        }
+        let len = view.len();
+        let mut record = Vec::with_capacity(4 + len);
+        record.extend_from_slice(&(LAST_FRAGMENT | len as u32).to_be_bytes());
+        view.for_each_slice(0, len, |part| record.extend_from_slice(part));
+        b.bc_out.push_back(record);
+        self.stats.callback_replies += 1;
+    }
+
     fn serve(&mut self, call: &Call<'_>, _reply: &mut ReplyWriter<'_>) -> Verdict {
         let view = &call.view;
         let len = view.len();
@@ -682,7 +785,7 @@ impl App for Gateway {
         (held >= self.cfg.max_held_per_connection || self.held >= self.cfg.max_held).then_some(1)
     }
 
-    fn poll(&mut self, calls: &mut dyn PendingCalls) -> usize {
+    fn poll(&mut self, calls: &mut dyn Connections) -> usize {
         let now = Instant::now();
         // The epochs are copied into a buffer kept between turns: no allocation per turn.
         let mut epochs = std::mem::take(&mut self.epochs);
@@ -693,6 +796,7 @@ impl App for Gateway {
             self.start_connect(epoch, now);
             work += self.finish_connect(epoch, now);
             work += self.pump(epoch, now, calls);
+            work += self.forward_callbacks(epoch, calls);
             if let Some(b) = self.backends.get_mut(&epoch) {
                 for run in b.orphans.drain(..) {
                     if let Some(pages) = calls.payload_pages(epoch) {
@@ -788,6 +892,11 @@ impl App for Gateway {
         Verdict::Reply
     }
 
+    fn backchannel_failed(&mut self, _epoch: u16, xid: u32, why: BackchannelFailure) {
+        log::warn!("gateway: callback xid {xid:#x} got no reply from the client ({why:?})");
+        self.stats.callbacks_failed += 1;
+    }
+
     fn release_answer(&mut self, answer: Answer, pages: &mut dyn PayloadPages) {
         if let Answer::Record {
             item: Some((run, _)),
@@ -805,7 +914,7 @@ impl App for Gateway {
                 Link::Up(s) => fds.push(WaitFd {
                     fd: s.as_raw_fd(),
                     read: true,
-                    write: b.sent < b.waiting.len(),
+                    write: b.sent < b.waiting.len() || !b.bc_out.is_empty(),
                 }),
                 // A non-blocking connect completes (or fails) as the socket turns writable.
                 Link::Connecting { socket, .. } => fds.push(WaitFd {

@@ -2,7 +2,7 @@
 //! service.
 
 use rpcrdma_core::responder::{
-    Call, CallHandle, PayloadPages, PendingCalls, ReplyWriter, Service, Verdict,
+    BackchannelFailure, Call, CallHandle, Connections, PayloadPages, ReplyWriter, Service, Verdict,
 };
 use rpcrdma_services::ExampleService;
 
@@ -31,7 +31,7 @@ pub trait App: Service {
     /// from registered memory (a gateway writes them to its backend from there, and again
     /// after a reconnect) and lends the payload pages a reply may be read into before it is
     /// answered ([`ReplyWriter::give_payload`]). Returns how much work it did (0: idle).
-    fn poll(&mut self, _calls: &mut dyn PendingCalls) -> usize {
+    fn poll(&mut self, _calls: &mut dyn Connections) -> usize {
         0
     }
     /// The next answer ready for a pending call.
@@ -51,6 +51,9 @@ pub trait App: Service {
     /// An answer is done with: written, or its call is gone (answered by a deadline, or its
     /// connection closed). Page runs still in it go back to `pages`, the pages they came from.
     fn release_answer(&mut self, _answer: Self::Answer, _pages: &mut dyn PayloadPages) {}
+    /// A backward call the app sent ([`Connections::send_backchannel`]) on connection `epoch`
+    /// ended without a reply: its deadline passed (or the connection closed).
+    fn backchannel_failed(&mut self, _epoch: u16, _xid: u32, _why: BackchannelFailure) {}
     /// Adds the file descriptors the server also waits on in event mode, and for what: a
     /// socket with bytes still to write waits for room to write, a connect in progress for
     /// its completion (writable), any open socket for replies (readable).

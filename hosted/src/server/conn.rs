@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rpcrdma_core::pages::PagePool;
 use rpcrdma_core::pool::RecvPool;
-use rpcrdma_core::responder::{CallHandle, PayloadPages, PendingCalls, Resources};
+use rpcrdma_core::responder::{BackchannelError, CallHandle, Connections, PayloadPages, Resources};
 use rpcrdma_core::srq::SharedSlot;
 use rpcrdma_core::xdr::XdrView;
 
@@ -98,20 +98,24 @@ pub(super) fn resources<'r>(
 /// and the loop's payload pages (one pool for all its connections, so a run taken for a
 /// connection that closed goes back to the same pages).
 pub(super) struct LoopCalls<'s> {
-    conns: &'s ConnMap,
+    conns: &'s mut ConnMap,
     epochs: &'s HashMap<u16, u32>,
     srq_pool: Option<&'s RecvPool<'static, MAX_RECV>>,
     sinks: &'s PagePool<'static, MAX_PAGES>,
     payloads: &'s mut PagePool<'static, MAX_PAGES>,
+    /// QPs with work queued for this turn's flush (a backward call).
+    touched: &'s mut Vec<u32>,
 }
 
 impl<'s> LoopCalls<'s> {
     pub(super) fn new(
-        conns: &'s ConnMap,
+        conns: &'s mut ConnMap,
         epochs: &'s HashMap<u16, u32>,
         sh: &'s mut Shared,
+        touched: &'s mut Vec<u32>,
     ) -> LoopCalls<'s> {
         LoopCalls {
+            touched,
             conns,
             epochs,
             srq_pool: sh.srq_recv.as_deref().map(|side| side.pool()),
@@ -121,7 +125,7 @@ impl<'s> LoopCalls<'s> {
     }
 }
 
-impl PendingCalls for LoopCalls<'_> {
+impl Connections for LoopCalls<'_> {
     fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
         let conn = self.conns.get(self.epochs.get(&handle.epoch)?)?;
         let pool = match conn.recv.as_deref() {
@@ -136,5 +140,34 @@ impl PendingCalls for LoopCalls<'_> {
 
     fn payload_pages(&mut self, _epoch: u16) -> Option<&mut dyn PayloadPages> {
         Some(&mut *self.payloads)
+    }
+
+    fn send_backchannel(
+        &mut self,
+        epoch: u16,
+        deadline: u64,
+        call: &[u8],
+    ) -> Result<bool, BackchannelError> {
+        let Some((qp, conn)) = self
+            .epochs
+            .get(&epoch)
+            .and_then(|qp| Some((*qp, self.conns.get_mut(qp)?)))
+        else {
+            return Err(BackchannelError::Closed);
+        };
+        let sent = conn
+            .responder
+            .conn_mut()
+            .send_backchannel(deadline, |buf| match buf.get_mut(..call.len()) {
+                Some(dst) => {
+                    dst.copy_from_slice(call);
+                    call.len()
+                }
+                None => call.len(), // more than fits: refused as too large
+            })?;
+        if sent && !self.touched.contains(&qp) {
+            self.touched.push(qp);
+        }
+        Ok(sent)
     }
 }

@@ -50,9 +50,27 @@ impl<A: App> Server<A> {
             }
         }
         // The app's own I/O, and its answers to pending calls.
-        total += self
-            .service
-            .poll(&mut LoopCalls::new(&self.conns, &self.epochs, sh));
+        total += self.service.poll(&mut LoopCalls::new(
+            &mut self.conns,
+            &self.epochs,
+            sh,
+            &mut touched,
+        ));
+        // Backward calls past their deadline: the app hears which.
+        let now = super::clock_ms();
+        for conn in self.conns.values_mut() {
+            let c = conn.responder.conn_mut();
+            if c.backchannel_outstanding() > 0 {
+                c.expire_backchannel(now);
+            }
+            while let Some((xid, why)) = c.take_backchannel_failure() {
+                log::info!(
+                    "qp {}: backward call xid {xid:#x} ended: {why:?}",
+                    conn.qp.qp_num()
+                );
+                self.service.backchannel_failed(c.epoch(), xid, why);
+            }
+        }
         while let Some(answer) = self.service.next_answer() {
             self.answers.push(answer);
         }

@@ -63,6 +63,15 @@ pub const MAX_CALLS: usize = 512;
 pub const MAX_PAGES: usize = 8192;
 /// Page size of the sink and payload pools.
 pub const PAGE_SIZE: usize = 4096;
+/// Milliseconds on the server's monotonic clock: the time base of backward-call deadlines
+/// (`Connections::send_backchannel`), which the server expires on every turn.
+pub fn clock_ms() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 /// Connections at most (also the credit ledger's size).
 pub const MAX_CONNECTIONS: usize = 256;
 /// Completion queue depth (each CQ).
