@@ -100,6 +100,36 @@ workload() {{ # workload DIR LABEL
   [ "$(readlink $d/link)" = /a/target/path/that/is/long/enough ] && step "$l: readlink" || fail "$l: readlink"
   rm -rf $d/dir $d/link $d/64m $d/0 $d/1k $d/100k $d/4m-renamed && [ ! -e $d/64m ] && step "$l: remove" || fail "$l: remove"
 }}
+# NFSv4.1+ delegation recall through the gateway: the client opens a file for reading and
+# keeps it open (nfsd grants a read delegation once its callback probe got through the
+# gateway), then the file is written on the server side: nfsd sends CB_RECALL over the
+# backchannel, through the gateway, the client returns the delegation and the local write goes
+# on. Without a working backchannel the write waits for the lease (10 s here).
+delegation_recall() {{ # delegation_recall DIR LABEL
+  local d=$1 l=$2 t0 t1 ms
+  head -c 1048576 /dev/urandom > /export/deleg
+  sleep 1
+  exec 3< $d/deleg
+  cat <&3 > /dev/null
+  sleep 1
+  if grep -qs 'deleg' /proc/fs/nfsd/clients/*/states; then
+    step "$l: the client holds a delegation"
+  else
+    fail "$l: nfsd granted no delegation (is the callback path through the gateway down?)"
+  fi
+  t0=$(date +%s%N)
+  echo more >> /export/deleg
+  t1=$(date +%s%N)
+  exec 3<&-
+  ms=$(( (t1 - t0) / 1000000 ))
+  if [ $ms -lt 5000 ]; then
+    step "$l: the server-side write waited $ms ms for the recall"
+  else
+    fail "$l: the server-side write waited $ms ms (lease 10 s): the recall did not get through"
+  fi
+  echo "interop-recall label=$l ms=$ms"
+  rm -f /export/deleg
+}}
 RPCRDMA_LOG=info {gateway} --addr 10.0.2.15 --allow 10.0.2.0/24 > /tmp/gw.out 2> /tmp/gw.err &
 G=$!
 for i in $(seq 50); do grep -q ready /tmp/gw.out 2>/dev/null && break; sleep 0.1; done
@@ -163,6 +193,7 @@ for v in default 4.1 4.0; do
   if mount -t nfs -o $opt 10.0.2.15:/ /mnt/nfs4; then
     ver=$(grep ' /mnt/nfs4 ' /proc/mounts | grep -o 'vers=[0-9.]*')
     workload /mnt/nfs4 "mount $v ($ver)"
+    [ $v = 4.0 ] || delegation_recall /mnt/nfs4 "mount $v ($ver)"
     umount /mnt/nfs4 && step "mount $v: unmount" || fail "mount $v: unmount"
   else
     fail "mount $v (proto=rdma) through the gateway"
@@ -228,6 +259,8 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
         ),
         (s.failed_connections, "connections that failed"),
         (g.backend_errors, "calls answered SYSTEM_ERR"),
+        (g.callbacks_failed, "callbacks the client never answered"),
+        (c.backchannel_unmatched, "backward replies that matched no callback"),
         (s.pool.rejected(), "refused completions"),
         (
             c.grant_overruns,
@@ -245,6 +278,8 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
             "nothing held for the backend (the slow-backend run did not run)",
         ),
         (g.resent, "no call resent after the reconnect"),
+        (g.callbacks, "no callback passed to the client (NFSv4.1 backchannel)"),
+        (g.callback_replies, "no callback reply passed back to nfsd"),
         (c.read_bytes, "no data through Read chunks"),
         (c.write_chunk_bytes, "no data through write chunks"),
         (
@@ -303,6 +338,10 @@ fn report(r: &GatewayReport) {
         "  backend: {} connections made, {} lost, {} reconnects, {} calls resent (same xids), {} calls past their deadline; held for nfsd at most {} KiB ({} KiB one connection)",
         g.backend_connects, g.backend_failures, g.reconnects, g.resent, g.expired,
         g.peak_held / 1024, g.peak_held_per_connection / 1024,
+    );
+    println!(
+        "  callbacks to the client {} (replies back to nfsd {}, failed {}, dropped {})",
+        g.callbacks, g.callback_replies, g.callbacks_failed, g.callbacks_dropped,
     );
     println!(
         "  DDP payloads {} B, {} B of them read from nfsd's socket straight into payload pages (not copied by the gateway); {} B of other bulk replies",
