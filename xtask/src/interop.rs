@@ -260,7 +260,10 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
         (s.failed_connections, "connections that failed"),
         (g.backend_errors, "calls answered SYSTEM_ERR"),
         (g.callbacks_failed, "callbacks the client never answered"),
-        (c.backchannel_unmatched, "backward replies that matched no callback"),
+        (
+            c.backchannel_unmatched,
+            "backward replies that matched no callback",
+        ),
         (s.pool.rejected(), "refused completions"),
         (
             c.grant_overruns,
@@ -278,7 +281,10 @@ fn counter_problems(r: &GatewayReport) -> Vec<String> {
             "nothing held for the backend (the slow-backend run did not run)",
         ),
         (g.resent, "no call resent after the reconnect"),
-        (g.callbacks, "no callback passed to the client (NFSv4.1 backchannel)"),
+        (
+            g.callbacks,
+            "no callback passed to the client (NFSv4.1 backchannel)",
+        ),
         (g.callback_replies, "no callback reply passed back to nfsd"),
         (c.read_bytes, "no data through Read chunks"),
         (c.write_chunk_bytes, "no data through write chunks"),
@@ -421,6 +427,46 @@ for rep in 1 2 3; do
   gateway gateway-busy $rep
   gateway gateway-event $rep --event
 done
+# Per NFS version: nfsd serves v4 too (lease and grace 10 s), the kernel's RDMA listener and
+# the gateway (--event) side by side; 64 MiB written and read, and `ls -l` of a 2,000-entry
+# directory made on the server side, caches dropped before each.
+modprobe -d "$KROOT" -S "$KVER" nfsv4 || echo "RIVAL-FAIL modprobe nfsv4"
+mkdir -p /var/lib/nfs/v4recovery /export/lsdir
+for i in $(seq 2000); do : > /export/lsdir/entry-with-a-longer-name-$i; done
+rpc.nfsd 0
+echo 10 > /proc/fs/nfsd/nfsv4leasetime; echo 10 > /proc/fs/nfsd/nfsv4gracetime
+rpc.nfsd 8
+echo 'rdma 20050' > /proc/fs/nfsd/portlist
+sleep 11
+version() {{ # version NAME PORT VERS REP
+  local opts=vers=$3,proto=rdma,port=$2 src=$IP:/
+  [ $3 = 3 ] && {{ opts=$opts,mountproto=tcp,nolock; src=$IP:/export; }}
+  mount -t nfs -o $opts $src /mnt/nfs || {{ echo "RIVAL-FAIL mount $1 v$3"; return; }}
+  local t0=$(date +%s%N)
+  dd if=/dev/zero of=/mnt/nfs/f64 bs=1M count=64 conv=fsync 2>/dev/null || echo "RIVAL-FAIL write $1 v$3"
+  local t1=$(date +%s%N)
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  local t2=$(date +%s%N)
+  dd if=/mnt/nfs/f64 of=/dev/null bs=1M 2>/dev/null || echo "RIVAL-FAIL read $1 v$3"
+  local t3=$(date +%s%N)
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  local t4=$(date +%s%N) n
+  n=$(ls -l /mnt/nfs/lsdir | grep -c entry-with)
+  local t5=$(date +%s%N)
+  [ "$n" = 2000 ] || echo "RIVAL-FAIL ls $1 v$3: $n entries"
+  echo "versions $1 vers=$3 rep=$4 write_ms=$(( (t1 - t0) / 1000000 )) read_ms=$(( (t3 - t2) / 1000000 )) ls_ms=$(( (t5 - t4) / 1000000 ))"
+  rm -f /mnt/nfs/f64
+  umount /mnt/nfs
+}}
+{gateway} --addr $IP --port 20049 --event > /tmp/g.out 2>/tmp/g.err & G=$!
+for i in $(seq 50); do grep -q ready /tmp/g.out 2>/dev/null && break; sleep 0.1; done
+for rep in 1 2 3; do
+  for v in 4.2 4.1 3; do
+    version kernel 20050 $v $rep
+    version gateway 20049 $v $rep
+  done
+done
+kill -INT $G; wait $G || echo "RIVAL-FAIL gateway (versions) exited $?"
 "#
     );
     eprintln!("bench vm --rival kernel: booting the VM");
@@ -463,11 +509,11 @@ done
         ));
     }
     md.push_str(&files_table(&out));
+    md.push_str(&versions_table(&out));
     md.push_str("\nRaw lines from the run:\n\n```\n");
-    for l in out
-        .lines()
-        .filter(|l| l.starts_with("rival ") || l.starts_with("files "))
-    {
+    for l in out.lines().filter(|l| {
+        l.starts_with("rival ") || l.starts_with("files ") || l.starts_with("versions ")
+    }) {
         md.push_str(l);
         md.push('\n');
     }
@@ -478,6 +524,53 @@ done
         "bench-rival",
         &md,
     )
+}
+
+/// The per-version table: 64 MiB write and read (MB/s) and a 2,000-entry `ls -l` (ms),
+/// medians of the repetitions, the kernel's listener against the gateway (`--event`).
+fn versions_table(out: &str) -> String {
+    let mut runs: HashMap<(String, String, &'static str), Vec<f64>> = HashMap::new();
+    for l in out.lines().filter_map(|l| l.strip_prefix("versions ")) {
+        let who = l.split_whitespace().next().unwrap_or("").to_string();
+        let m = crate::rdma::kv(l);
+        let vers = m.get("vers").cloned().unwrap_or_default();
+        for key in ["write_ms", "read_ms", "ls_ms"] {
+            if let Some(v) = m.get(key).and_then(|v| v.parse::<f64>().ok()) {
+                runs.entry((who.clone(), vers.clone(), key))
+                    .or_default()
+                    .push(v);
+            }
+        }
+    }
+    let med = |who: &str, vers: &str, key: &'static str| {
+        median(
+            runs.get(&(who.to_string(), vers.to_string(), key))
+                .cloned()
+                .unwrap_or_default(),
+        )
+    };
+    let mut md = String::from(
+        "\nPer NFS version (nfsd serving v3 and v4 over TCP; mounts `vers=4.2`, `4.1`, `3`): 64 MiB written (`conv=fsync`) and read after dropping caches, MB/s; `ls -l` of a 2,000-entry directory after dropping caches, ms. Medians of 3 interleaved repetitions; the gateway with `--event`; ratio = gateway / kernel (for `ls -l`, kernel ms / gateway ms, so above 1 is faster too).\n\n| version | what | kernel | gateway | ratio | goal |\n|---|---|---|---|---|---|\n",
+    );
+    for vers in ["4.2", "4.1", "3"] {
+        for (key, what) in [
+            ("write_ms", "64 MiB write, MB/s"),
+            ("read_ms", "64 MiB read, MB/s"),
+        ] {
+            let rate = |who: &str| 67.108864 / (med(who, vers, key).max(1.0) / 1000.0);
+            let (k, g) = (rate("kernel"), rate("gateway"));
+            md.push_str(&format!(
+                "| {vers} | {what} | {k:.1} | {g:.1} | {:.2} | ≥ 1.0 |\n",
+                g / k
+            ));
+        }
+        let (k, g) = (med("kernel", vers, "ls_ms"), med("gateway", vers, "ls_ms"));
+        md.push_str(&format!(
+            "| {vers} | `ls -l` 2,000 entries, ms | {k:.0} | {g:.0} | {:.2} | ≥ 1.0 |\n",
+            k / g
+        ));
+    }
+    md
 }
 
 /// One direction of one file run: (milliseconds, nfsd ticks, gateway ticks, whole-VM busy
