@@ -13,7 +13,12 @@ xflags::xflags! {
         /// (root, firmware-examples, fuzz) with the cargo that builds it, install defmt-print
         /// (and cargo-fuzz with a nightly toolchain) and download the VM's kernel. Idempotent;
         /// after it nothing needs the network.
-        cmd setup {}
+        cmd setup {
+            /// Also what `cross --hosted` needs for aarch64 Linux: adds the arm64 dpkg
+            /// architecture to this machine and installs the arm64 verbs libraries, Debian's
+            /// aarch64 Rust std, the cross linker and qemu-user-static.
+            optional --aarch64
+        }
         /// Everything CI checks: set-up, fmt, clippy -D warnings, the docs with -D warnings,
         /// every workspace test and doctest, the verbs tests in the Soft-RoCE VM, the NFS interop
         /// run, the firmware on 4 targets under QEMU, a short fuzz run. Every step runs; all
@@ -49,6 +54,10 @@ xflags::xflags! {
         /// proofs, sizes. Toolchain: rustup targets when installed, else Debian's rustc-web with
         /// -Zbuild-std=core. Cache: target/firmware/.
         cmd cross {
+            /// Instead: the hosted binaries (rpcrdma-serve, -load, -gateway) for aarch64 Linux
+            /// (a DPU's Arm cores), built with Debian's rustc, checked to be AArch64 and run with
+            /// `--help` under qemu-aarch64-static. Needs `cargo xtask setup --aarch64`.
+            optional --hosted
             /// Also run every example under QEMU and check exit status and decoded defmt output.
             optional --run
             /// With --run: write the figures into BENCHMARKS.md (section `cross`).

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             print!("{}", flags::help());
             Ok(())
         }
-        XtaskCmd::Setup(_) => setup::setup(),
+        XtaskCmd::Setup(f) => setup::setup(f.aarch64),
         XtaskCmd::Test(f) => test::test(&f),
         XtaskCmd::Demo(_) => rdma::demo(),
         XtaskCmd::Interop(_) => interop::interop(),

@@ -46,10 +46,35 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("valgrind", "instruction counts (callgrind)"),
 ];
 
-/// `cargo xtask setup`.
-pub fn setup() -> Result<()> {
+/// The hosted crate's aarch64 Linux build (`cargo xtask setup --aarch64`, then `cargo xtask
+/// cross --hosted`): arm64 packages beside the host's, which needs the arm64 dpkg
+/// architecture on this machine.
+pub const AARCH64_PACKAGES: &[(&str, &str)] = &[
+    ("gcc-aarch64-linux-gnu", "aarch64 hosted build (linker)"),
+    ("libc6-dev-arm64-cross", "aarch64 hosted build (C library)"),
+    ("libibverbs-dev:arm64", "aarch64 hosted build (verbs)"),
+    ("librdmacm-dev:arm64", "aarch64 hosted build (rdma_cm)"),
+    (
+        "libstd-rust-web-dev:arm64",
+        "aarch64 hosted build (the aarch64 std of Debian's rustc)",
+    ),
+    (
+        "pkgconf:arm64",
+        "aarch64 hosted build (aarch64-linux-gnu-pkg-config)",
+    ),
+    (
+        "qemu-user-static",
+        "aarch64 hosted build (runs the binaries without a VM)",
+    ),
+];
+
+/// `cargo xtask setup [--aarch64]`.
+pub fn setup(aarch64: bool) -> Result<()> {
     let mut steps = Steps::default();
     steps.step("system packages", packages);
+    if aarch64 {
+        steps.step("arm64 packages (aarch64 hosted build)", aarch64_packages);
+    }
     steps.step("tools", tools);
     steps.step(
         "fetch the crates of every workspace",
@@ -75,11 +100,49 @@ pub fn tools() -> Result<()> {
 
 /// Installs the Debian packages that are missing.
 pub fn packages() -> Result<()> {
+    install(PACKAGES)
+}
+
+/// Adds the arm64 dpkg architecture when it is missing (said out loud: it changes this
+/// machine's package configuration), then installs [`AARCH64_PACKAGES`].
+pub fn aarch64_packages() -> Result<()> {
+    let sh = util::shell()?;
+    let foreign = sh
+        .cmd("dpkg")
+        .arg("--print-foreign-architectures")
+        .quiet()
+        .read()
+        .unwrap_or_default();
+    if !foreign.lines().any(|a| a.trim() == "arm64") {
+        eprintln!(
+            "setup: adding the arm64 dpkg architecture to this machine \
+             (`dpkg --add-architecture arm64`; undo with `dpkg --remove-architecture arm64` \
+             after removing the :arm64 packages)"
+        );
+        let root = sh
+            .cmd("id")
+            .arg("-u")
+            .quiet()
+            .read()
+            .is_ok_and(|u| u == "0");
+        if root {
+            sh.cmd("dpkg").args(["--add-architecture", "arm64"]).run()?;
+        } else {
+            sh.cmd("sudo")
+                .args(["dpkg", "--add-architecture", "arm64"])
+                .run()?;
+        }
+    }
+    install(AARCH64_PACKAGES)
+}
+
+/// Installs the packages of `list` that are missing.
+fn install(list: &[(&str, &str)]) -> Result<()> {
     if !util::have("dpkg-query") || !util::have("apt-get") {
         return Err(format!(
             "this machine has no apt-get/dpkg: install these packages (or your distribution's \
              equivalents) by hand:\n  {}",
-            PACKAGES.iter().map(|p| p.0).collect::<Vec<_>>().join(" ")
+            list.iter().map(|p| p.0).collect::<Vec<_>>().join(" ")
         )
         .into());
     }
@@ -92,16 +155,9 @@ pub fn packages() -> Result<()> {
             .read()
             .is_ok_and(|s| s.ends_with("install ok installed"))
     };
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .map(|p| p.0)
-        .filter(|p| !installed(p))
-        .collect();
+    let missing: Vec<&str> = list.iter().map(|p| p.0).filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        eprintln!(
-            "setup: all {} system packages are installed",
-            PACKAGES.len()
-        );
+        eprintln!("setup: all {} system packages are installed", list.len());
         return Ok(());
     }
     eprintln!("setup: missing packages: {}", missing.join(" "));

@@ -74,6 +74,7 @@ pub fn test(f: &flags::Test) -> util::Result<()> {
     match crate::cross::missing_tools() {
         None => steps.step(cross, || {
             crate::cross::cross(&flags::Cross {
+                hosted: false,
                 run: true,
                 write: false,
                 target: Vec::new(),

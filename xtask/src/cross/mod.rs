@@ -26,6 +26,7 @@
 //! relinks.
 
 mod build;
+mod hosted;
 mod report;
 mod run;
 mod toolchain;
@@ -71,6 +72,14 @@ struct Outcome {
 
 /// `cargo xtask cross …`
 pub fn cross(f: &flags::Cross) -> Result<()> {
+    if f.hosted {
+        if f.run || f.write {
+            return Err(
+                "--run and --write are for the firmware; --hosted runs its own check".into(),
+            );
+        }
+        return hosted::cross_hosted(&f.target);
+    }
     for t in &f.target {
         if !TARGETS.iter().any(|x| x.triple == t) {
             let known: Vec<&str> = TARGETS.iter().map(|t| t.triple).collect();
