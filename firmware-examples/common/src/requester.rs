@@ -357,7 +357,7 @@ pub static SCRIPT: &[Step] = &[
         action: Action::Deliver(&CALL_UNKNOWN_PROGRAM),
     },
     Step {
-        name: "backchannel reply (RFC 8167)",
+        name: "backchannel reply with no backward call outstanding (RFC 8167): dropped",
         action: Action::Deliver(&BACKCHANNEL_REPLY),
     },
     Step {
