@@ -498,7 +498,6 @@ impl<const N: usize, const C: usize, const P: usize> Connections for Endpoint<'_
         if epoch != self.conn.epoch() {
             return Err(BackchannelError::Closed);
         }
-        self.conn
-            .send_backchannel(deadline, |buf| crate::responder::copy_call(call, buf))
+        self.conn.send_backchannel_call(deadline, call)
     }
 }

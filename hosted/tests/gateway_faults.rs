@@ -83,6 +83,15 @@ impl Client {
         msg.truncate(h + c);
         self.nic.deliver(&msg).expect("a Receive is posted");
     }
+
+    /// The requester sends `rpc` inline after the transport header `repr`.
+    fn send(&mut self, repr: &HeaderRepr, rpc: &[u8]) {
+        let mut msg = vec![0u8; repr.buffer_len() + rpc.len()];
+        let h = repr.emit(&mut msg).unwrap();
+        msg[h..h + rpc.len()].copy_from_slice(rpc);
+        msg.truncate(h + rpc.len());
+        self.nic.deliver(&msg).expect("a Receive is posted");
+    }
 }
 
 impl Client {
@@ -106,11 +115,7 @@ impl Client {
                 },
             })
             .unwrap();
-        let mut msg = vec![0u8; repr.buffer_len() + rpc.len()];
-        let h = repr.emit(&mut msg).unwrap();
-        msg[h..h + rpc.len()].copy_from_slice(&rpc);
-        msg.truncate(h + rpc.len());
-        self.nic.deliver(&msg).expect("a Receive is posted");
+        self.send(&repr, &rpc);
         let mut stream = rpc;
         stream.extend_from_slice(data);
         stream.resize(stream.len().next_multiple_of(4), 0);
@@ -140,17 +145,23 @@ impl Client {
                 offset: TARGET_ADDR + at as u64,
             }])
             .unwrap();
-        let mut msg = vec![0u8; repr.buffer_len() + rpc.len()];
-        let h = repr.emit(&mut msg).unwrap();
-        msg[h..h + rpc.len()].copy_from_slice(&rpc);
-        msg.truncate(h + rpc.len());
-        self.nic.deliver(&msg).expect("a Receive is posted");
+        self.send(&repr, &rpc);
     }
 }
 
 /// The pending calls of the test's clients and their payload pages, as the hosted server
 /// offers its connections'.
 struct Calls<'c, 'd>(&'c mut [&'d mut Client]);
+
+impl Calls<'_, '_> {
+    /// The client whose connection has `epoch`.
+    fn of(&mut self, epoch: u16) -> Option<&mut Ep> {
+        self.0
+            .iter_mut()
+            .map(|c| &mut c.endpoint)
+            .find(|e| e.connection().epoch() == epoch)
+    }
+}
 
 impl Connections for Calls<'_, '_> {
     fn pending_view(&self, handle: CallHandle) -> Option<XdrView<'_>> {
@@ -162,11 +173,7 @@ impl Connections for Calls<'_, '_> {
     }
 
     fn payload_pages(&mut self, epoch: u16) -> Option<&mut dyn PayloadPages> {
-        let c = self
-            .0
-            .iter_mut()
-            .find(|c| c.endpoint.connection().epoch() == epoch)?;
-        Connections::payload_pages(&mut c.endpoint, epoch)
+        Connections::payload_pages(self.of(epoch)?, epoch)
     }
 
     fn send_backchannel(
@@ -175,12 +182,8 @@ impl Connections for Calls<'_, '_> {
         deadline: u64,
         call: &[u8],
     ) -> Result<bool, BackchannelError> {
-        let c = self
-            .0
-            .iter_mut()
-            .find(|c| c.endpoint.connection().epoch() == epoch)
-            .ok_or(BackchannelError::Closed)?;
-        Connections::send_backchannel(&mut c.endpoint, epoch, deadline, call)
+        let e = self.of(epoch).ok_or(BackchannelError::Closed)?;
+        Connections::send_backchannel(e, epoch, deadline, call)
     }
 }
 

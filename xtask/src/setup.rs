@@ -119,21 +119,29 @@ pub fn aarch64_packages() -> Result<()> {
              (`dpkg --add-architecture arm64`; undo with `dpkg --remove-architecture arm64` \
              after removing the :arm64 packages)"
         );
-        let root = sh
-            .cmd("id")
-            .arg("-u")
-            .quiet()
-            .read()
-            .is_ok_and(|u| u == "0");
-        if root {
-            sh.cmd("dpkg").args(["--add-architecture", "arm64"]).run()?;
-        } else {
-            sh.cmd("sudo")
-                .args(["dpkg", "--add-architecture", "arm64"])
-                .run()?;
-        }
+        as_root(&sh, "dpkg", "dpkg --add-architecture arm64")?
+            .args(["--add-architecture", "arm64"])
+            .run()?;
     }
     install(AARCH64_PACKAGES)
+}
+
+/// `program` run as root: as is when this process is root, else through sudo; an error that
+/// says what to run by hand (`what`) when neither is possible.
+fn as_root<'a>(sh: &'a xshell::Shell, program: &str, what: &str) -> Result<xshell::Cmd<'a>> {
+    let root = sh
+        .cmd("id")
+        .arg("-u")
+        .quiet()
+        .read()
+        .is_ok_and(|u| u == "0");
+    if root {
+        return Ok(sh.cmd(program));
+    }
+    if !util::have("sudo") {
+        return Err(format!("not root and no sudo: run as root:\n  {what}").into());
+    }
+    Ok(sh.cmd("sudo").arg(program))
 }
 
 /// Installs the packages of `list` that are missing.
@@ -161,30 +169,14 @@ fn install(list: &[(&str, &str)]) -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: missing packages: {}", missing.join(" "));
-    let root = sh
-        .cmd("id")
-        .arg("-u")
-        .quiet()
-        .read()
-        .is_ok_and(|u| u == "0");
-    let apt = || {
-        if root {
-            sh.cmd("apt-get")
-        } else {
-            sh.cmd("sudo").arg("apt-get")
-        }
-    };
-    if !root && !util::have("sudo") {
-        return Err(format!(
-            "not root and no sudo: run as root:\n  apt-get update && apt-get install -y \
-             --no-install-recommends {}",
-            missing.join(" ")
-        )
-        .into());
-    }
+    let what = format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    let apt = || as_root(&sh, "apt-get", &what);
     let _frontend = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
-    apt().args(["update", "-q"]).run()?;
-    apt()
+    apt()?.args(["update", "-q"]).run()?;
+    apt()?
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .run()

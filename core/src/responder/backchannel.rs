@@ -222,6 +222,25 @@ impl<'a, const C: usize> Connection<'a, C> {
         Ok(true)
     }
 
+    /// [`Connection::send_backchannel`] for a call already encoded: `call` (the RPC CALL, its
+    /// xid first) is copied into the send slot.
+    ///
+    /// # Errors
+    /// As [`Connection::send_backchannel`] (`call` longer than fits: [`BackchannelError::TooLarge`]).
+    pub fn send_backchannel_call(
+        &mut self,
+        deadline: u64,
+        call: &[u8],
+    ) -> Result<bool, BackchannelError> {
+        self.send_backchannel(deadline, |buf| match buf.get_mut(..call.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(call);
+                call.len()
+            }
+            None => call.len(), // past the buffer: refused as too large
+        })
+    }
+
     /// A backward reply arrived: matches it to its call. Returns whether one was waiting.
     pub(super) fn backchannel_reply_arrived(&mut self, message: &Message<'_>) -> bool {
         let xid = message.xid();

@@ -84,7 +84,6 @@ pub use credits::CreditLedger;
 use reply::CREDITS_OFFSET;
 pub use resources::Resources;
 pub(crate) use resources::{Share, SPARE};
-pub(crate) use service::copy_call;
 pub use service::{
     Call, CallHandle, Connections, PayloadError, PayloadPages, ReplyWriter, Service, StaleHandle,
     Verdict,

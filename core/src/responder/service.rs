@@ -114,18 +114,6 @@ pub trait Connections {
     ) -> Result<bool, BackchannelError>;
 }
 
-/// Copies `call` into a backward call's buffer; a length past the buffer (refused as too
-/// large) if it does not fit.
-pub(crate) fn copy_call(call: &[u8], buf: &mut [u8]) -> usize {
-    match buf.get_mut(..call.len()) {
-        Some(dst) => {
-            dst.copy_from_slice(call);
-            call.len()
-        }
-        None => buf.len() + 1, // reported as too large
-    }
-}
-
 /// No connections at all (a front end before its first one).
 impl Connections for () {
     fn pending_view(&self, _handle: CallHandle) -> Option<XdrView<'_>> {

@@ -105,9 +105,16 @@ pub(super) struct LoopCalls<'s> {
     payloads: &'s mut PagePool<'static, MAX_PAGES>,
     /// QPs with work queued for this turn's flush (a backward call).
     touched: &'s mut Vec<u32>,
+    /// Whether a backward call was queued this turn.
+    sent_backward: bool,
 }
 
 impl<'s> LoopCalls<'s> {
+    /// Whether the app queued a backward call through this.
+    pub(super) fn sent_backward(&self) -> bool {
+        self.sent_backward
+    }
+
     pub(super) fn new(
         conns: &'s mut ConnMap,
         epochs: &'s HashMap<u16, u32>,
@@ -116,6 +123,7 @@ impl<'s> LoopCalls<'s> {
     ) -> LoopCalls<'s> {
         LoopCalls {
             touched,
+            sent_backward: false,
             conns,
             epochs,
             srq_pool: sh.srq_recv.as_deref().map(|side| side.pool()),
@@ -158,13 +166,8 @@ impl Connections for LoopCalls<'_> {
         let sent = conn
             .responder
             .conn_mut()
-            .send_backchannel(deadline, |buf| match buf.get_mut(..call.len()) {
-                Some(dst) => {
-                    dst.copy_from_slice(call);
-                    call.len()
-                }
-                None => call.len(), // more than fits: refused as too large
-            })?;
+            .send_backchannel_call(deadline, call)?;
+        self.sent_backward |= sent;
         if sent && !self.touched.contains(&qp) {
             self.touched.push(qp);
         }

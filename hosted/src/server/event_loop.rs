@@ -50,26 +50,13 @@ impl<A: App> Server<A> {
             }
         }
         // The app's own I/O, and its answers to pending calls.
-        total += self.service.poll(&mut LoopCalls::new(
-            &mut self.conns,
-            &self.epochs,
-            sh,
-            &mut touched,
-        ));
-        // Backward calls past their deadline: the app hears which.
-        let now = super::clock_ms();
-        for conn in self.conns.values_mut() {
-            let c = conn.responder.conn_mut();
-            if c.backchannel_outstanding() > 0 {
-                c.expire_backchannel(now);
-            }
-            while let Some((xid, why)) = c.take_backchannel_failure() {
-                log::info!(
-                    "qp {}: backward call xid {xid:#x} ended: {why:?}",
-                    conn.qp.qp_num()
-                );
-                self.service.backchannel_failed(c.epoch(), xid, why);
-            }
+        let mut calls = LoopCalls::new(&mut self.conns, &self.epochs, sh, &mut touched);
+        total += self.service.poll(&mut calls);
+        self.backward_active |= calls.sent_backward();
+        // Backward calls past their deadline, or lost with their connection: the app hears
+        // which. Only while some were sent: no pass over the connections otherwise.
+        if self.backward_active {
+            self.backward_active = end_backward_calls(&mut self.conns, &mut self.service);
         }
         while let Some(answer) = self.service.next_answer() {
             self.answers.push(answer);
@@ -165,6 +152,28 @@ impl<A: App> Server<A> {
         }
         Ok(())
     }
+}
+
+/// Expires this loop's backward calls past their deadline and hands every ended one to the
+/// app; returns whether any is still outstanding.
+fn end_backward_calls<A: App>(conns: &mut ConnMap, service: &mut A) -> bool {
+    let now = super::clock_ms();
+    let mut outstanding = false;
+    for conn in conns.values_mut() {
+        let c = conn.responder.conn_mut();
+        if c.backchannel_outstanding() > 0 {
+            c.expire_backchannel(now);
+        }
+        while let Some((xid, why)) = c.take_backchannel_failure() {
+            log::info!(
+                "qp {}: backward call xid {xid:#x} ended: {why:?}",
+                conn.qp.qp_num()
+            );
+            service.backchannel_failed(c.epoch(), xid, why);
+        }
+        outstanding |= c.backchannel_outstanding() > 0;
+    }
+    outstanding
 }
 
 /// Hands one completion to its connection.

@@ -100,6 +100,8 @@ pub struct Server<A: App = ExampleService> {
     touched: Vec<u32>,
     /// What event mode waits on (kept to reuse its allocation).
     wait_fds: Vec<WaitFd>,
+    /// Backward calls were sent and may not all have ended: each turn expires them.
+    backward_active: bool,
     /// Connections admitted, and with an SRQ the credits they share.
     shared_queue: Box<SharedQueue<MAX_CONNECTIONS>>,
     next_epoch: u16,
@@ -184,6 +186,7 @@ impl<A: App> Server<A> {
             epochs: HashMap::new(),
             touched: Vec::with_capacity(64),
             wait_fds: Vec::new(),
+            backward_active: false,
             shared_queue: Box::new(SharedQueue::new()),
             next_epoch: 1,
             sq_reserved: 0,
