@@ -19,8 +19,9 @@ pub fn bench(which: &str) -> Result<()> {
     match which {
         "core" => core(),
         "vm" => crate::rdma::bench_vm(),
+        "wire" => crate::wire::bench(),
         other => {
-            Err(format!("unknown benchmark `{other}`: use `cargo xtask bench core|vm`").into())
+            Err(format!("unknown benchmark `{other}`: use `cargo xtask bench core|vm|wire`").into())
         }
     }
 }

@@ -21,14 +21,19 @@ xflags::xflags! {
         }
         /// Everything CI checks: set-up, fmt, clippy -D warnings, the docs with -D warnings,
         /// every workspace test and doctest, the verbs tests in the Soft-RoCE VM, the NFS interop
-        /// run, the firmware on 4 targets under QEMU, a short fuzz run. Every step runs; all
-        /// failures are reported at the end.
+        /// run, the aarch64 hosted build and the wire tests between two VMs, the firmware on 4
+        /// targets under QEMU, a short fuzz run. Every step runs; all failures are reported at
+        /// the end. Installs the arm64 packages (adding the arm64 dpkg architecture, as `setup
+        /// --aarch64` does) unless --no-aarch64.
         cmd test {
             /// Use an empty CARGO_HOME (target/fresh-cargo-home) filled only by setup's fetch,
             /// then build and test offline: a crate the fetch missed fails here (CI runs this).
             optional --fresh
             /// Seconds of fuzzing (default 20; 0 skips the fuzz step).
             optional --fuzz-seconds seconds: u64
+            /// Leave this machine's dpkg architectures alone: no arm64 packages, the wire
+            /// tests run node B as x86_64 instead of aarch64.
+            optional --no-aarch64
         }
         /// The main job: a Soft-RoCE VM, rpcrdma-serve driven by rpcrdma-load, a verified table.
         cmd demo {}
@@ -38,10 +43,21 @@ xflags::xflags! {
         /// a large directory listed, rename / symlink / readlink / remove, unmount; then the
         /// gateway's counters.
         cmd interop {}
+        /// Two kernels joined by a wire (`vm --nodes 2`), node B aarch64: the aarch64
+        /// rpcrdma-serve driven by rpcrdma-load from node A (every call kind, verified), the DPU
+        /// picture (the aarch64 gateway on node B in front of node A's nfsd, node A's kernel
+        /// client mounting through it with the default NFS version), node A's link down for
+        /// 5 s mid-write, node B powered off mid-write and booted again. Needs `cargo xtask
+        /// setup --aarch64`; builds the aarch64 binaries (`cross --hosted`) first.
+        cmd wire {
+            /// Node B's architecture: aarch64 (default) or x86_64.
+            optional --arch-b arch: String
+        }
         /// `core`: the core cycle grid (ns, instructions); `vm`: Soft-RoCE rates against
-        /// perftest. Both write BENCHMARKS.md.
+        /// perftest; `wire`: the same across a wire between two VMs, node B x86_64 and then
+        /// aarch64. Each writes BENCHMARKS.md.
         cmd bench {
-            /// core | vm
+            /// core | vm | wire
             required which: String
             /// With `vm`: `kernel` compares rpcrdma-serve and rpcrdma-gateway with the kernel's
             /// own NFS/RDMA server in one boot.
@@ -96,6 +112,17 @@ xflags::xflags! {
             optional --smp n: u32
             /// Memory in MiB (default 2048).
             optional --mem mib: u32
+            /// 2: two VMs, each its own kernel, joined by a wire (node A x86_64 10.0.3.1, node
+            /// B 10.0.3.2, rxe0 on each eth0); the command after `--` runs on node A, `--b`'s
+            /// on node B, each with XTASK_NODE, XTASK_NODE_ADDR, XTASK_PEER_ADDR, XTASK_BOOT.
+            /// Node B boots again if it powers off while node A runs, and is stopped 30 s after
+            /// node A's command ends. One vCPU each unless --smp.
+            optional --nodes n: u32
+            /// Node B's architecture: x86_64 (default) or aarch64 (needs `cargo xtask setup
+            /// --aarch64`).
+            optional --arch-b arch: String
+            /// Node B's command (a shell command line) with --nodes 2.
+            optional --b command: String
             /// The command and its arguments (after `--`).
             repeated command: OsString
         }

@@ -35,10 +35,28 @@ use crate::rdma::{bin, build_release, run_script};
 use crate::util::Result;
 use crate::vm;
 
-/// Shell that loads the NFS modules and starts the kernel's nfsd (TCP only) on a tmpfs export.
+/// Shell that loads the NFS modules and starts the kernel's nfsd (TCP only, NFSv3 only) on a
+/// tmpfs export.
 pub fn nfs_server_prelude() -> Result<String> {
+    nfs_server_prelude_for(false)
+}
+
+/// [`nfs_server_prelude`]; with `v4`, nfsd serves NFSv4 only (no NFSv3, so no lockd, whose
+/// own grace period of 50 s would hold back delegations), its lease and grace times shortened
+/// to 10 s; `wait_grace` (a shell function it defines) waits for that grace period to end.
+pub fn nfs_server_prelude_for(v4: bool) -> Result<String> {
     let image = vm::prepare_image()?;
-    let kroot = vm::vm_dir().join("kernel");
+    let kroot = vm::kernel_root(vm::Arch::X86_64);
+    let start = if v4 {
+        "modprobe -d \"$KROOT\" -S \"$KVER\" nfsv4 || { echo \"INTEROP-FAIL: modprobe nfsv4\"; exit 1; }
+mkdir -p /var/lib/nfs/v4recovery
+rpc.nfsd 0
+echo 10 > /proc/fs/nfsd/nfsv4leasetime; echo 10 > /proc/fs/nfsd/nfsv4gracetime
+rpc.nfsd -N 3 8
+wait_grace() { local i; for i in $(seq 30); do [ \"$(cat /proc/fs/nfsd/v4_end_grace)\" = Y ] && return 0; sleep 1; done; return 1; }"
+    } else {
+        "rpc.nfsd -N 4 8"
+    };
     Ok(format!(
         r#"set -u
 KROOT={kroot}; KVER={kver}
@@ -52,7 +70,7 @@ rpcbind -w
 echo "/export *(rw,no_root_squash,no_subtree_check,fsid=0)" > /etc/exports
 exportfs -ra
 rpc.mountd --port 20048
-rpc.nfsd -N 4 8
+{start}
 grep -q '^tcp 2049' /proc/fs/nfsd/portlist || {{ echo "INTEROP-FAIL: nfsd is not listening on tcp 2049"; exit 1; }}
 "#,
         kroot = kroot.display(),
@@ -60,62 +78,58 @@ grep -q '^tcp 2049' /proc/fs/nfsd/portlist || {{ echo "INTEROP-FAIL: nfsd is not
     ))
 }
 
-/// `cargo xtask interop`.
-pub fn interop() -> Result<()> {
-    crate::setup::packages()?;
-    build_release()?;
-    vm::ensure_ready()?;
-    let prelude = nfs_server_prelude()?;
-    let gateway = bin("rpcrdma-gateway");
-    let script = format!(
-        r#"{prelude}
-FAILED=0
-fail() {{ echo "INTEROP-FAIL: $*"; FAILED=1; }}
-step() {{ echo "interop: $*"; }}
-# The workload every mount runs: files 0 B - 64 MiB written and read back (sha256), a
-# 2,000-entry directory listed with ls -l, rename, symlink / readlink, remove.
-workload() {{ # workload DIR LABEL
-  local d=$1 l=$2 spec name size a b n
-  for spec in 0:0 1k:1024 100k:102400 4m:4194304 64m:67108864; do
-    name=${{spec%%:*}}; size=${{spec##*:}}
+/// Shell functions (bash) the interop run and the wire tests share: `workload DIR LABEL` and
+/// `delegation_recall DIR LABEL`. They call `fail MESSAGE` and `step MESSAGE`, which the script
+/// defines, and read the server's side of the files under `/export`.
+pub const WORKLOAD_FNS: &str = r#"# The workload every mount runs: files 0 B - 64 MiB written and read back (sha256), a
+# 2,000-entry directory listed with ls -l, rename, symlink / readlink, remove. SIZES (NAME:BYTES
+# words, one of them 4m) and ENTRIES change what it writes and lists.
+SIZES=${SIZES:-"0:0 1k:1024 100k:102400 4m:4194304 64m:67108864"}
+ENTRIES=${ENTRIES:-2000}
+workload() { # workload DIR LABEL
+  local d=$1 l=$2 spec name size a b n rm
+  for spec in $SIZES; do
+    name=${spec%%:*}; size=${spec##*:}
     head -c "$size" /dev/urandom > /tmp/src-$name
     dd if=/tmp/src-$name of=$d/$name bs=1M conv=fsync 2>/tmp/dd.err || fail "$l: write $name"
     step "$l: wrote $name: $(tail -1 /tmp/dd.err)"
   done
   sync; echo 3 > /proc/sys/vm/drop_caches
-  for spec in 0:0 1k:1024 100k:102400 4m:4194304 64m:67108864; do
-    name=${{spec%%:*}}
+  for spec in $SIZES; do
+    name=${spec%%:*}
     a=$(sha256sum < /tmp/src-$name); b=$(sha256sum < $d/$name) || fail "$l: read $name"
     [ "$a" = "$b" ] && step "$l: read back $name: sha256 matches" || fail "$l: read back $name: sha256 differs"
   done
   mkdir $d/dir || fail "$l: mkdir"
-  for i in $(seq 2000); do : > $d/dir/entry-with-a-longer-name-$i || {{ fail "$l: create $i"; break; }}; done
+  for i in $(seq $ENTRIES); do : > $d/dir/entry-with-a-longer-name-$i || { fail "$l: create $i"; break; }; done
   sync; echo 3 > /proc/sys/vm/drop_caches
   n=$(ls -l $d/dir | grep -c entry-with)
-  [ "$n" = 2000 ] && step "$l: ls -l: 2000 entries" || fail "$l: ls -l listed $n entries, not 2000"
+  [ "$n" = $ENTRIES ] && step "$l: ls -l: $ENTRIES entries" || fail "$l: ls -l listed $n entries, not $ENTRIES"
   mv $d/4m $d/4m-renamed && [ -e $d/4m-renamed ] && [ ! -e $d/4m ] &&
     step "$l: rename" || fail "$l: rename"
   ln -s /a/target/path/that/is/long/enough $d/link && step "$l: symlink" || fail "$l: symlink"
   sync; echo 3 > /proc/sys/vm/drop_caches
   [ "$(readlink $d/link)" = /a/target/path/that/is/long/enough ] && step "$l: readlink" || fail "$l: readlink"
-  rm -rf $d/dir $d/link $d/64m $d/0 $d/1k $d/100k $d/4m-renamed && [ ! -e $d/64m ] && step "$l: remove" || fail "$l: remove"
-}}
+  rm=""; for spec in $SIZES; do rm="$rm $d/${spec%%:*}"; done
+  rm -rf $d/dir $d/link $d/4m-renamed $rm && [ ! -e $d/0 ] && step "$l: remove" || fail "$l: remove"
+}
 # NFSv4.1+ delegation recall through the gateway: the client opens a file for reading and
 # keeps it open (nfsd grants a read delegation once its callback probe got through the
 # gateway), then the file is written on the server side: nfsd sends CB_RECALL over the
 # backchannel, through the gateway, the client returns the delegation and the local write goes
 # on. Without a working backchannel the write waits for the lease (10 s here).
-delegation_recall() {{ # delegation_recall DIR LABEL
+delegation_recall() { # delegation_recall DIR LABEL
   local d=$1 l=$2 t0 t1 ms
   head -c 1048576 /dev/urandom > /export/deleg
   sleep 1
   exec 3< $d/deleg
   cat <&3 > /dev/null
   sleep 1
-  if grep -qs 'deleg' /proc/fs/nfsd/clients/*/states; then
+  # a line of the client's state that is a delegation (not the file's name)
+  if grep -qs 'type: deleg' /proc/fs/nfsd/clients/*/states; then
     step "$l: the client holds a delegation"
   else
-    fail "$l: nfsd granted no delegation (is the callback path through the gateway down?)"
+    fail "$l: nfsd granted no delegation (is the callback path through the gateway down?): $(cat /proc/fs/nfsd/clients/*/states /proc/fs/nfsd/clients/*/info 2>/dev/null | tr '\n' ' ')"
   fi
   t0=$(date +%s%N)
   echo more >> /export/deleg
@@ -129,7 +143,23 @@ delegation_recall() {{ # delegation_recall DIR LABEL
   fi
   echo "interop-recall label=$l ms=$ms"
   rm -f /export/deleg
-}}
+}
+"#;
+
+/// `cargo xtask interop`.
+pub fn interop() -> Result<()> {
+    crate::setup::packages()?;
+    build_release()?;
+    vm::ensure_ready()?;
+    let prelude = nfs_server_prelude()?;
+    let gateway = bin("rpcrdma-gateway");
+    let workload_fns = WORKLOAD_FNS;
+    let script = format!(
+        r#"{prelude}
+FAILED=0
+fail() {{ echo "INTEROP-FAIL: $*"; FAILED=1; }}
+step() {{ echo "interop: $*"; }}
+{workload_fns}
 RPCRDMA_LOG=info {gateway} --addr 10.0.2.15 --allow 10.0.2.0/24 > /tmp/gw.out 2> /tmp/gw.err &
 G=$!
 for i in $(seq 50); do grep -q ready /tmp/gw.out 2>/dev/null && break; sleep 0.1; done

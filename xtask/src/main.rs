@@ -19,6 +19,7 @@ mod setup;
 mod test;
 mod util;
 mod vm;
+mod wire;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,11 @@ fn main() -> ExitCode {
         XtaskCmd::Test(f) => test::test(&f),
         XtaskCmd::Demo(_) => rdma::demo(),
         XtaskCmd::Interop(_) => interop::interop(),
+        XtaskCmd::Wire(f) => match f.arch_b.as_deref().map(vm::Arch::parse) {
+            None => wire::wire(vm::Arch::Aarch64),
+            Some(Ok(arch)) => wire::wire(arch),
+            Some(Err(e)) => Err(e),
+        },
         XtaskCmd::Bench(f) => match (f.which.as_str(), f.rival.as_deref()) {
             ("core", None) if f.threads.is_some() => {
                 bench::loops(f.threads.as_deref().unwrap_or("1,2"))

@@ -66,6 +66,16 @@ pub const AARCH64_PACKAGES: &[(&str, &str)] = &[
         "qemu-user-static",
         "aarch64 hosted build (runs the binaries without a VM)",
     ),
+    // The aarch64 node of the wire tests runs arm64 programs (rdma, perftest) unpacked from
+    // Debian's packages against these libraries.
+    (
+        "ibverbs-providers:arm64",
+        "aarch64 VM node (the rxe provider)",
+    ),
+    ("libmnl0:arm64", "aarch64 VM node (rdma link add)"),
+    ("libcap2:arm64", "aarch64 VM node (rdma link add)"),
+    ("libibumad3:arm64", "aarch64 VM node (perftest)"),
+    ("libpci3:arm64", "aarch64 VM node (perftest)"),
 ];
 
 /// `cargo xtask setup [--aarch64]`.

@@ -5,8 +5,9 @@
 //! checks of [`crate::matrix::HOST_CHECKS`] (fmt, clippy -D warnings, the docs with
 //! `RUSTDOCFLAGS=-D warnings`, every workspace test and doctest, …),
 //! the verbs tests in the Soft-RoCE VM, the NFS interop run (`cargo xtask interop`: the Linux
-//! kernel's NFS/RDMA client through `rpcrdma-gateway`), `cross --run` (the firmware on every
-//! target under QEMU)
+//! kernel's NFS/RDMA client through `rpcrdma-gateway`), the aarch64 hosted build (`cross
+//! --hosted`) and the wire tests (`cargo xtask wire`: two kernels, node B aarch64 unless
+//! `--no-aarch64`), `cross --run` (the firmware on every target under QEMU)
 //! and a short fuzz run when a nightly toolchain is installed (`--fuzz-seconds N`, default 20;
 //! 0 skips it).
 //!
@@ -17,6 +18,7 @@
 use crate::flags;
 use crate::matrix::HOST_CHECKS;
 use crate::util::{self, Steps};
+use crate::vm::Arch;
 
 pub fn test(f: &flags::Test) -> util::Result<()> {
     let fuzz_seconds = f.fuzz_seconds.unwrap_or(20);
@@ -26,6 +28,23 @@ pub fn test(f: &flags::Test) -> util::Result<()> {
     if let Err(e) = crate::setup::packages() {
         eprintln!("xtask test: warning: system packages incomplete: {e}");
     }
+    // The wire tests run node B as aarch64 (a DPU's Arm cores): that needs the arm64 packages
+    // of `setup --aarch64`, which add the arm64 dpkg architecture (said when it happens).
+    // `--no-aarch64` keeps the machine as it is and runs node B as x86_64.
+    let arch_b = if f.no_aarch64 {
+        Arch::X86_64
+    } else {
+        match crate::setup::aarch64_packages() {
+            Ok(()) => Arch::Aarch64,
+            Err(e) => {
+                eprintln!(
+                    "xtask test: warning: the arm64 packages are incomplete ({e}); the wire \
+                     tests run node B as x86_64"
+                );
+                Arch::X86_64
+            }
+        }
+    };
     let mut steps = Steps::default();
     // Tools are installed with the user's cargo home, before any switch to a fresh one.
     steps.step("setup: tools", crate::setup::tools);
@@ -58,11 +77,25 @@ pub fn test(f: &flags::Test) -> util::Result<()> {
             "NFS interop: the kernel's NFS/RDMA client through rpcrdma-gateway",
             crate::interop::interop,
         );
+        if arch_b == Arch::Aarch64 {
+            steps.step(
+                "cross --hosted: the hosted binaries for aarch64 Linux",
+                || crate::cross::hosted::cross_hosted(&[]),
+            );
+        }
+        steps.step(
+            &format!(
+                "wire: two kernels, node B {} (serve, the DPU gateway, link down, reboot)",
+                arch_b.name()
+            ),
+            || crate::wire::wire(arch_b),
+        );
     } else {
         for step in [
             "verbs tests in the Soft-RoCE VM",
             "example kv_verbs in the Soft-RoCE VM",
             "NFS interop: the kernel's NFS/RDMA client through rpcrdma-gateway",
+            "wire: two kernels joined by a wire",
         ] {
             steps.skip(
                 step,

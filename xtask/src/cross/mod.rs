@@ -26,7 +26,7 @@
 //! relinks.
 
 mod build;
-mod hosted;
+pub mod hosted;
 mod report;
 mod run;
 mod toolchain;

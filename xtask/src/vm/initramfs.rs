@@ -1,13 +1,14 @@
-//! The VM's base initramfs: static busybox, the kernel modules Soft-RoCE and the host share
-//! need (with their dependencies, as `modprobe --show-depends` lists them), and the `/init`
-//! script. Cached under a key of its contents; each run appends a second, small archive with
-//! the command script ([`super::boot`]).
+//! The VM's base initramfs: static busybox, the kernel modules Soft-RoCE, the host share and
+//! the wire need (with their dependencies, as `modprobe --show-depends` lists them), the
+//! `/init` script and what differs between architectures (`/etc/xtask-arch.conf`). Cached under
+//! a key of its contents; each run appends a second, small archive with the command script and,
+//! for a node of a pair, its address ([`super::boot`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::kernel::Kernel;
-use super::{need_tool, PrepLock};
+use super::{need_tool, Arch, PrepLock};
 use crate::util::{self, Context, Result};
 
 /// Modules loaded in the VM, with their dependencies, in this order. `crc32_generic` first:
@@ -15,6 +16,7 @@ use crate::util::{self, Context, Result};
 const MODULES: &[&str] = &[
     "crc32_generic",
     "virtio_pci",
+    "virtio_net",
     "9pnet_virtio",
     "9p",
     "overlay",
@@ -27,7 +29,7 @@ const MODULES: &[&str] = &[
 /// Modules whose absence is tolerated.
 const OPTIONAL_MODULES: &[&str] = &["ib_umad"];
 /// Bump when the initramfs layout changes in a way the init script's text does not show.
-const INITRAMFS_FORMAT: u32 = 1;
+const INITRAMFS_FORMAT: u32 = 2;
 
 /// The VM's `/init` (busybox sh). Its text is part of the initramfs cache key: edit it and the
 /// next run rebuilds the initramfs. The markers it prints are read by [`super::boot`].
@@ -36,6 +38,11 @@ const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
 export PATH=/bin
 warn() { echo "XTASK-VM-WARN: $*"; }
 die() { warn "$*"; echo "<2>XTASK-VM-FATAL: $*" > /dev/kmsg; poweroff -f; }
+# ARCH, OUT (where the command's output goes), MARK (set: OUT is the console too), RDMA (the
+# rdma program in the new root), RUNNER (how the command script is run in the new root)
+. /etc/xtask-arch.conf
+# A node of a pair: XTASK_NODE, XTASK_NODE_ADDR, XTASK_PEER_ADDR (absent for a lone VM)
+[ -e /etc/xtask-run.conf ] && . /etc/xtask-run.conf
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -45,9 +52,18 @@ mount -t tmpfs tmpfs /dev/shm
 echo "xtask-vm: init at $(cut -d' ' -f1 /proc/uptime) s"
 while read -r ko; do insmod "$ko" || warn "insmod $ko failed"; done < /etc/modules
 ip link set lo up
-[ -e /sys/class/net/dummy0 ] || ip link add dummy0 type dummy || warn "no dummy0"
-ip addr add 10.0.2.15/24 dev dummy0
-ip link set dummy0 up
+if [ -n "${XTASK_NODE_ADDR:-}" ]; then
+  # the wire to the other node: the VM's one network device
+  NETDEV=eth0
+  n=0; while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done
+  ip addr add "$XTASK_NODE_ADDR/24" dev eth0 || warn "no eth0 for the wire"
+  ip link set eth0 up
+else
+  NETDEV=dummy0
+  [ -e /sys/class/net/dummy0 ] || ip link add dummy0 type dummy || warn "no dummy0"
+  ip addr add 10.0.2.15/24 dev dummy0
+  ip link set dummy0 up
+fi
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host ||
   die "could not mount the host file system (virtio-9p)"
 mount -t tmpfs tmpfs /ovl && mkdir -p /ovl/upper /ovl/work &&
@@ -55,21 +71,40 @@ mount -t tmpfs tmpfs /ovl && mkdir -p /ovl/upper /ovl/work &&
   die "could not mount the overlay on the host file system"
 for d in proc sys dev dev/pts dev/shm; do mount --bind /$d /newroot/$d; done
 mount -t tmpfs tmpfs /newroot/run
-# rdma (iproute2) comes from the host file system
-chroot /newroot rdma link add rxe0 type rxe netdev dummy0 ||
+if [ "$ARCH" = aarch64 ]; then
+  # the host's programs are x86_64: busybox's applets come first in the node's PATH
+  mkdir -p /newroot/.xtask/bin && cp /bin/busybox /newroot/.xtask/busybox &&
+    chroot /newroot /.xtask/busybox --install -s /.xtask/bin || die "could not install busybox"
+fi
+chroot /newroot $RDMA link add rxe0 type rxe netdev $NETDEV ||
   warn "rdma link add rxe0 failed (is iproute2 installed on the host?)"
-echo "xtask-vm: rxe0 ready at $(cut -d' ' -f1 /proc/uptime) s"
-stty -F /dev/ttyS1 raw -echo
+echo "xtask-vm: rxe0 ready on $NETDEV at $(cut -d' ' -f1 /proc/uptime) s"
+stty -F $OUT raw -echo
 ulimit -l unlimited
 cp /cmd.sh /newroot/.xtask-vm-cmd.sh
-# The command's output goes through a pipe (not a tty, as in CI) to the second serial port;
-# the last close of ttyS1 (by cat) waits until the UART has sent everything.
-{ chroot /newroot /bin/bash /.xtask-vm-cmd.sh < /dev/null 2>&1; echo $? > /rc; } | cat > /dev/ttyS1
+# where the output shares the console, markers set it apart
+[ -n "${MARK:-}" ] && echo "XTASK-VM-OUTPUT-BEGIN" > $OUT
+# The command's output goes through a pipe (not a tty, as in CI) to its serial port; the last
+# close of the port (by cat) waits until the UART has sent everything.
+{ chroot /newroot $RUNNER /.xtask-vm-cmd.sh < /dev/null 2>&1; echo $? > /rc; } | cat > $OUT
+[ -n "${MARK:-}" ] && echo "XTASK-VM-OUTPUT-END" > $OUT
 echo "xtask-vm: done at $(cut -d' ' -f1 /proc/uptime) s"
 # printk writes to the serial console synchronously: the line is out before the power-off
 echo "<2>XTASK-VM-EXIT-STATUS=$(cat /rc)" > /dev/kmsg
 poweroff -f
 "#;
+
+/// What `/init` reads from `/etc/xtask-arch.conf` for `arch` (`userland`: the unpacked arm64
+/// programs of an aarch64 node).
+fn arch_conf(arch: Arch, userland: Option<&Path>) -> String {
+    match (arch, userland) {
+        (Arch::Aarch64, Some(tree)) => format!(
+            "ARCH=aarch64\nOUT=/dev/ttyAMA0\nMARK=1\nRDMA={}\nRUNNER='/.xtask/busybox sh'\n",
+            tree.join("usr/bin/rdma").display()
+        ),
+        _ => "ARCH=x86_64\nOUT=/dev/ttyS1\nRDMA=rdma\nRUNNER=/bin/bash\n".to_string(),
+    }
+}
 
 /// FNV-1a, 64 bits: a stable hash for cache keys (std's hasher may change between releases).
 fn fnv1a(data: &[u8], mut h: u64) -> u64 {
@@ -80,10 +115,11 @@ fn fnv1a(data: &[u8], mut h: u64) -> u64 {
     h
 }
 
-fn initramfs_key() -> u64 {
+fn initramfs_key(conf: &str) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325;
     h = fnv1a(&INITRAMFS_FORMAT.to_le_bytes(), h);
     h = fnv1a(INIT_SCRIPT.as_bytes(), h);
+    h = fnv1a(conf.as_bytes(), h);
     for m in MODULES {
         h = fnv1a(m.as_bytes(), h);
         h = fnv1a(b"\0", h);
@@ -92,8 +128,14 @@ fn initramfs_key() -> u64 {
 }
 
 /// The cached base initramfs for `kernel`, built first if it is not there.
-pub fn ensure_initramfs(dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
-    let name = format!("base-{}-{:016x}.cpio.gz", kernel.kver, initramfs_key());
+pub fn ensure_initramfs(
+    dir: &Path,
+    kernel: &Kernel,
+    arch: Arch,
+    userland: Option<&Path>,
+) -> Result<PathBuf> {
+    let conf = arch_conf(arch, userland);
+    let name = format!("base-{}-{:016x}.cpio.gz", kernel.kver, initramfs_key(&conf));
     let path = dir.join(&name);
     if path.is_file() {
         return Ok(path);
@@ -103,8 +145,15 @@ pub fn ensure_initramfs(dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
         return Ok(path);
     }
     eprintln!("vm: building the initramfs {}", path.display());
-    let bb = fs::read("/bin/busybox").map_err(|_| {
-        "vm: /bin/busybox not found — run `cargo xtask setup` (Debian package busybox-static)"
+    let busybox = match userland {
+        Some(tree) => tree.join("bin/busybox"),
+        None => PathBuf::from("/bin/busybox"),
+    };
+    let bb = fs::read(&busybox).map_err(|_| {
+        format!(
+            "vm: {} not found — run `cargo xtask setup` (Debian package busybox-static)",
+            busybox.display()
+        )
     })?;
     if !is_static_elf(&bb) {
         return Err(
@@ -123,6 +172,7 @@ pub fn ensure_initramfs(dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     cpio.node("dev/console", 0o020_600, (5, 1));
     cpio.file("bin/busybox", 0o755, &bb);
     cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    cpio.file("etc/xtask-arch.conf", 0o644, conf.as_bytes());
 
     let order = module_closure(kernel)?;
     let root = kernel.root.to_string_lossy().into_owned();
@@ -156,7 +206,8 @@ pub fn ensure_initramfs(dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("base-") && n.ends_with(".cpio.gz") && n != name {
+            let same_kernel = n.starts_with(&format!("base-{}-", kernel.kver));
+            if same_kernel && n.ends_with(".cpio.gz") && n != name {
                 let _ = fs::remove_file(e.path());
             }
         }

@@ -1,17 +1,17 @@
-//! Debian's kernel for the VM: found with `apt-cache depends linux-image-amd64`, downloaded with
-//! `apt-get download`, unpacked with `dpkg -x` into `target/rxe-vm/kernel/` (never into
-//! `/boot`), module index rebuilt with `depmod -b`. When the kernel has a PVH entry point, the
-//! ELF `vmlinux` is unpacked from the `vmlinuz` once: QEMU boots it directly, a few seconds
-//! faster under TCG than letting the compressed kernel unpack itself.
+//! Debian's kernel for the VM: found with `apt-cache depends linux-image-amd64` (or
+//! `linux-image-arm64:arm64` for an aarch64 node), downloaded with `apt-get download`, unpacked
+//! with `dpkg -x` into `target/rxe-vm/kernel/` (`kernel-arm64/`; never into `/boot`), module
+//! index rebuilt with `depmod -b`. When an x86_64 kernel has a PVH entry point, the ELF
+//! `vmlinux` is unpacked from the `vmlinuz` once: QEMU boots it directly, a few seconds faster
+//! under TCG than letting the compressed kernel unpack itself. The arm64 package's `vmlinuz` is
+//! an uncompressed `Image`, booted as is.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{need_tool, PrepLock};
+use super::{need_tool, Arch, PrepLock};
 use crate::util::{self, Context, Result};
 
-/// The Debian metapackage that names the current kernel package.
-const KERNEL_META: &str = "linux-image-amd64";
 /// The file in the unpacked tree that records which kernel release it holds.
 const KVER_STAMP: &str = ".xtask-vm-kver";
 
@@ -89,8 +89,9 @@ fn cached_kernel(root: &Path) -> Option<Kernel> {
     })
 }
 
-/// The concrete kernel package in `apt-cache depends linux-image-amd64` output.
-fn kernel_package_from_depends(depends: &str) -> Option<String> {
+/// The concrete kernel package in `apt-cache depends <meta>` output (with its `:arch` suffix
+/// for a foreign architecture).
+fn kernel_package_from_depends(depends: &str, meta: &str) -> Option<String> {
     depends.lines().find_map(|line| {
         let dep = line.trim().trim_start_matches('|').trim();
         let name = dep
@@ -98,13 +99,14 @@ fn kernel_package_from_depends(depends: &str) -> Option<String> {
             .trim()
             .trim_start_matches('<')
             .trim_end_matches('>');
-        (name.starts_with("linux-image-") && name != KERNEL_META).then(|| name.to_string())
+        (name.starts_with("linux-image-") && name != meta).then(|| name.to_string())
     })
 }
 
-/// The kernel in `dir/kernel`, downloaded and unpacked first if it is not there.
-pub fn ensure_kernel(dir: &Path) -> Result<Kernel> {
-    let root = dir.join("kernel");
+/// The kernel for `arch` in `dir/kernel` (`dir/kernel-arm64`), downloaded and unpacked first if
+/// it is not there.
+pub fn ensure_kernel(dir: &Path, arch: Arch) -> Result<Kernel> {
+    let root = dir.join(arch.kernel_dir());
     if let Some(k) = cached_kernel(&root) {
         return Ok(k);
     }
@@ -120,24 +122,34 @@ pub fn ensure_kernel(dir: &Path) -> Result<Kernel> {
     let sh = util::shell()?;
     sh.change_dir(dir);
 
+    let meta = arch.kernel_meta();
     let depends = sh
         .cmd(&apt_cache)
-        .args(["depends", KERNEL_META])
+        .args(["depends", meta])
         .quiet()
+        .ignore_stderr()
         .read()
         .unwrap_or_default();
-    let pkg = kernel_package_from_depends(&depends).ok_or_else(|| {
-        no_apt(&format!(
-            "apt-cache knows no package {KERNEL_META} (Debian's kernel metapackage)"
-        ))
+    let pkg = kernel_package_from_depends(&depends, meta).ok_or_else(|| match arch {
+        Arch::X86_64 => no_apt(&format!(
+            "apt-cache knows no package {meta} (Debian's kernel metapackage)"
+        )),
+        Arch::Aarch64 => format!(
+            "vm: apt-cache knows no package {meta}: the aarch64 node needs the arm64 dpkg \
+             architecture — run `cargo xtask setup --aarch64`"
+        )
+        .into(),
     })?;
-    let kver = pkg["linux-image-".len()..].to_string();
+    let kver = pkg["linux-image-".len()..]
+        .trim_end_matches(":arm64")
+        .to_string();
+    let file_prefix = pkg.trim_end_matches(":arm64");
     eprintln!(
         "vm: preparing kernel {kver} (package {pkg}) in {}",
         dir.display()
     );
 
-    let deb = match find_deb(dir, &pkg) {
+    let deb = match find_deb(dir, file_prefix) {
         Some(deb) => deb,
         None => {
             sh.cmd(&apt_get)
@@ -148,7 +160,7 @@ pub fn ensure_kernel(dir: &Path) -> Result<Kernel> {
                      (Debian 12 bookworm main and bookworm-security) and network, run \
                      `apt-get update`, then `cargo xtask setup`"
                 ))?;
-            find_deb(dir, &pkg).ok_or_else(|| {
+            find_deb(dir, file_prefix).ok_or_else(|| {
                 format!(
                     "vm: `apt-get download {pkg}` left no {pkg}_*.deb in {}",
                     dir.display()
@@ -193,8 +205,10 @@ pub fn ensure_kernel(dir: &Path) -> Result<Kernel> {
         root,
         vmlinuz,
     };
-    if let Err(e) = kernel.unpack_vmlinux() {
-        eprintln!("vm: note: booting the compressed kernel (3-4 s slower): {e}");
+    if arch == Arch::X86_64 {
+        if let Err(e) = kernel.unpack_vmlinux() {
+            eprintln!("vm: note: booting the compressed kernel (3-4 s slower): {e}");
+        }
     }
     fs::write(kernel.root.join(KVER_STAMP), &kernel.kver).context(format_args!(
         "vm: cannot write in {}",
@@ -234,9 +248,17 @@ mod tests {
     fn kernel_package() {
         let deps = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n";
         assert_eq!(
-            kernel_package_from_depends(deps).as_deref(),
+            kernel_package_from_depends(deps, "linux-image-amd64").as_deref(),
             Some("linux-image-6.1.0-56-amd64")
         );
-        assert_eq!(kernel_package_from_depends("linux-image-amd64\n"), None);
+        assert_eq!(
+            kernel_package_from_depends("linux-image-amd64\n", "linux-image-amd64"),
+            None
+        );
+        let deps = "linux-image-arm64:arm64\n  Depends: linux-image-6.1.0-57-arm64:arm64\n";
+        assert_eq!(
+            kernel_package_from_depends(deps, "linux-image-arm64:arm64").as_deref(),
+            Some("linux-image-6.1.0-57-arm64:arm64")
+        );
     }
 }

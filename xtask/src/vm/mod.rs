@@ -8,7 +8,10 @@
 //! - [`initramfs`]: static busybox, the kernel modules, the `/init` script, as a cached cpio;
 //! - [`script`]: the per-run command script (environment, directory, command);
 //! - [`boot`]: QEMU's command line, the run, the exit status from the console;
-//! - [`check`]: `vm --check`, Soft-RoCE end to end with perftest.
+//! - [`check`]: `vm --check`, Soft-RoCE end to end with perftest;
+//! - [`arm64`]: the userland an aarch64 node needs beside the host's (static busybox, `rdma`,
+//!   perftest), unpacked from Debian's arm64 packages;
+//! - [`pair`]: two nodes, each its own kernel, joined by a wire (`vm --nodes 2`).
 //!
 //! Inside the VM: the host's root file system is shared read-only over virtio-9p with a tmpfs
 //! overlay on top (the command can write anywhere; the writes are thrown away); `dummy0` has
@@ -22,10 +25,12 @@
 //!   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="/abs/path/target/debug/xtask vm --" cargo test
 //! (cargo splits the value on spaces and appends the test binary and its arguments).
 
+mod arm64;
 mod boot;
 mod check;
 mod initramfs;
 mod kernel;
+pub mod pair;
 mod script;
 
 use std::ffi::OsString;
@@ -67,9 +72,61 @@ impl Default for VmOptions {
     }
 }
 
+/// The architecture a VM emulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// `qemu-system-x86_64 -cpu max`, Debian's amd64 kernel, the host's userland.
+    X86_64,
+    /// `qemu-system-aarch64 -M virt -cpu cortex-a57` (a DPU's Arm cores), Debian's arm64
+    /// kernel, static busybox and the arm64 tools beside the host's multiarch libraries.
+    Aarch64,
+}
+
+impl Arch {
+    /// From a command-line word.
+    pub fn parse(s: &str) -> Result<Arch> {
+        match s {
+            "x86_64" | "amd64" | "x86-64" => Ok(Arch::X86_64),
+            "aarch64" | "arm64" => Ok(Arch::Aarch64),
+            _ => Err(format!("unknown architecture `{s}` (x86_64 or aarch64)").into()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// Debian's kernel metapackage for this architecture.
+    fn kernel_meta(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "linux-image-amd64",
+            Arch::Aarch64 => "linux-image-arm64:arm64",
+        }
+    }
+
+    /// Where the kernel package is unpacked, under the VM directory.
+    fn kernel_dir(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "kernel",
+            Arch::Aarch64 => "kernel-arm64",
+        }
+    }
+
+    fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+}
+
 /// What a VM boots, all under `target/rxe-vm/`.
 #[derive(Clone, Debug)]
 pub struct VmImage {
+    pub arch: Arch,
     /// The kernel release, e.g. `6.1.0-56-amd64`.
     pub kver: String,
     /// What QEMU boots: the ELF `vmlinux` unpacked from the `vmlinuz` (booted through its PVH
@@ -114,6 +171,34 @@ pub fn main(f: flags::Vm) -> Result<()> {
     if f.check {
         return check::self_check(&opts);
     }
+    match f.nodes {
+        None | Some(1) => {
+            if f.arch_b.is_some() || f.b.is_some() {
+                return Err("vm: --arch-b and --b go with --nodes 2".into());
+            }
+        }
+        Some(2) => {
+            let Some(cmd_b) = f.b.as_deref() else {
+                return Err("vm: --nodes 2 needs node B's command: --b 'CMD'".into());
+            };
+            if f.command.is_empty() {
+                return Err("vm: --nodes 2 needs node A's command after `--`".into());
+            }
+            let mut pair = pair::PairOptions::default();
+            if let Some(arch) = &f.arch_b {
+                pair.arch_b = Arch::parse(arch)?;
+            }
+            for node in [&mut pair.a, &mut pair.b] {
+                node.timeout = opts.timeout;
+                node.smp = f.smp.unwrap_or(node.smp);
+                node.mem_mib = f.mem.unwrap_or(node.mem_mib);
+            }
+            let code = pair::main(&f.command, cmd_b, &pair)?;
+            let _ = std::io::stdout().flush();
+            std::process::exit(code);
+        }
+        Some(n) => return Err(format!("vm: --nodes {n}: 1 or 2 nodes").into()),
+    }
     if f.command.is_empty() {
         return Err("vm: no command to run: `cargo xtask vm [options] -- CMD [ARGS...]`".into());
     }
@@ -129,16 +214,32 @@ pub fn ensure_ready() -> Result<()> {
 
 /// Like [`ensure_ready`], and says what the VM will boot.
 pub fn prepare_image() -> Result<VmImage> {
+    prepare_image_for(Arch::X86_64)
+}
+
+/// The kernel and initramfs of a VM of `arch`, made first if they are not cached.
+pub fn prepare_image_for(arch: Arch) -> Result<VmImage> {
     check_host_tools()?;
     let dir = vm_dir();
     fs::create_dir_all(&dir).context(format_args!("vm: cannot create {}", dir.display()))?;
-    let kernel = kernel::ensure_kernel(&dir)?;
-    let initramfs = initramfs::ensure_initramfs(&dir, &kernel)?;
+    let userland = match arch {
+        Arch::X86_64 => None,
+        Arch::Aarch64 => Some(arm64::ensure_userland(&dir)?),
+    };
+    let kernel = kernel::ensure_kernel(&dir, arch)?;
+    let initramfs = initramfs::ensure_initramfs(&dir, &kernel, arch, userland.as_deref())?;
     Ok(VmImage {
+        arch,
         kernel: kernel.boot_image(),
         kver: kernel.kver,
         initramfs,
     })
+}
+
+/// The root of the unpacked kernel package of `arch` (its `lib/modules` is what `modprobe -d`
+/// wants inside the VM).
+pub fn kernel_root(arch: Arch) -> PathBuf {
+    vm_dir().join(arch.kernel_dir())
 }
 
 /// Runs `cargo ARGS…` with every binary it runs (tests, examples) started inside the VM, each
@@ -212,7 +313,7 @@ fn run_vm(cmd: &[OsString], opts: &VmOptions) -> Result<(i32, String)> {
     let image = prepare_image()?;
     let dir = vm_dir();
     let run_dir = boot::new_run_dir(&dir)?;
-    let result = boot::boot(&image, &run_dir, cmd, opts);
+    let result = boot::boot(&image, &run_dir, cmd, opts, None);
     let _ = fs::copy(run_dir.join("console.log"), dir.join("console.log"));
     let _ = fs::remove_dir_all(&run_dir);
     result

@@ -48,11 +48,13 @@ fn is_shell_name(s: &[u8]) -> bool {
         && s.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-/// The bash script the VM runs: the environment, `cd` to `cwd`, `exec` the command.
+/// The script the VM runs: the environment, `extra` (shell lines: a node's own variables),
+/// `cd` to `cwd`, `exec` the command.
 pub fn command_script<K: AsRef<OsStr>, V: AsRef<OsStr>>(
     cmd: &[impl AsRef<OsStr>],
     cwd: &Path,
     env: impl IntoIterator<Item = (K, V)>,
+    extra: &str,
 ) -> Vec<u8> {
     let mut s = b"#!/bin/bash\n".to_vec();
     for (k, v) in env {
@@ -66,6 +68,7 @@ pub fn command_script<K: AsRef<OsStr>, V: AsRef<OsStr>>(
         s.extend_from_slice(&sh_quote(v));
         s.push(b'\n');
     }
+    s.extend_from_slice(extra.as_bytes());
     s.extend_from_slice(format!("export {INSIDE_ENV}=1\ncd ").as_bytes());
     s.extend_from_slice(&sh_quote(cwd.as_os_str().as_bytes()));
     s.extend_from_slice(b" || exit 97\nexec");
@@ -98,7 +101,7 @@ mod tests {
             ("BASH_FUNC_f%%", "() { :; }"),
             ("A", "x y"),
         ];
-        let s = command_script(&["echo", "a b"], Path::new("/w d"), env);
+        let s = command_script(&["echo", "a b"], Path::new("/w d"), env, "");
         let s = String::from_utf8(s).unwrap();
         assert_eq!(
             s,
