@@ -174,6 +174,24 @@ fn srq_shared_by_several_connections() {
 
 #[test]
 #[ignore = "needs Soft-RoCE: run by `cargo xtask test` inside `cargo xtask vm`"]
+fn idle_connection_is_disconnected_and_reaped_busy_one_is_not() {
+    // A client that went quiet (as one whose link died leaves its QP): after the idle timeout
+    // the server disconnects it and reaps everything it held.
+    let s = serve(20131, &["--idle-timeout", "1"]);
+    let (ok, l, text) = load(20131, &["-n", "10", "-d", "2", "--hold", "4"]);
+    assert!(ok && l["calls"] == 10, "{text}");
+    // One that keeps calling for longer than the timeout (depth 1: several seconds) is left
+    // alone.
+    let (ok, l, text) = load(20131, &["-n", "30000", "-d", "1", "-s", "64"]);
+    assert!(ok && l["calls"] == 30000, "{text}");
+    let (st, lines) = s.stop();
+    assert_eq!(st.server.idle_disconnects, 1, "{lines:?}");
+    assert_eq!(st.server.closed, 2, "{lines:?}");
+    assert_eq!(st.server.leaked, 0, "{lines:?}");
+}
+
+#[test]
+#[ignore = "needs Soft-RoCE: run by `cargo xtask test` inside `cargo xtask vm`"]
 fn disconnect_mid_load_flushes_and_returns_every_descriptor() {
     let s = serve(20103, &[]);
     let (ok, _, text) = load(20103, &["-n", "4000", "-d", "32", "--disconnect-mid"]);

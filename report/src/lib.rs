@@ -46,6 +46,9 @@ pub struct ServerStats {
     /// Connections that failed without a CM event (flush or error completion) and were
     /// disconnected by the server.
     pub failed_connections: u64,
+    /// Connections disconnected because nothing arrived on them for the idle timeout.
+    #[serde(default)]
+    pub idle_disconnects: u64,
     /// Completions for no known connection.
     pub stray_completions: u64,
     /// Descriptors, calls or pages still held after teardown (must be 0).
@@ -64,6 +67,7 @@ impl ServerStats {
         self.closed += o.closed;
         self.rejected += o.rejected;
         self.failed_connections += o.failed_connections;
+        self.idle_disconnects += o.idle_disconnects;
         self.stray_completions += o.stray_completions;
         self.leaked += o.leaked;
         self.pool.accumulate(&o.pool);

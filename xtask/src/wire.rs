@@ -92,13 +92,14 @@ case "$cmd" in
     echo $! > /tmp/serve.pid
     ready /tmp/serve.out && echo "ok serve" || {{ echo "err serve: $(tail -3 /tmp/serve.err)"; }} ;;
   gateway)
-    RPCRDMA_LOG=info {gateway} --addr $XTASK_NODE_ADDR --backend $XTASK_PEER_ADDR:2049 --allow $XTASK_PEER_ADDR/32 --event < /dev/null > /tmp/gateway.out 2> /tmp/gateway.err &
+    RPCRDMA_LOG=info {gateway} --device rxe0 --backend $XTASK_PEER_ADDR:2049 --allow $XTASK_PEER_ADDR/32 --event < /dev/null > /tmp/gateway.out 2> /tmp/gateway.err &
     echo $! > /tmp/gateway.pid
     ready /tmp/gateway.out && echo "ok gateway" || {{ echo "err gateway: $(tail -3 /tmp/gateway.err)"; }} ;;
   stop)
     stop "$arg" && echo "ok stop $arg" || echo "err stop $arg: no report" ;;
   log)
-    echo "node b: the log of $arg" >&2; cat /tmp/$arg.err >&2; echo "ok log" ;;
+    echo "node b: the log of $arg" >&2; cat /tmp/$arg.err >&2
+    echo "node b: the kernel's last lines" >&2; dmesg | tail -20 >&2; echo "ok log" ;;
   conns)
     echo "ok accepted=$(grep -c 'accepted qp' /tmp/$arg.err) closed=$(grep -c 'closed qp' /tmp/$arg.err)" ;;
   perf-server)

@@ -20,7 +20,8 @@ use std::time::Duration;
 use clap::Parser;
 use rpcrdma_hosted::gateway::{Gateway, GatewayConfig};
 use rpcrdma_hosted::server::{
-    default_threads, program_exit_loops, program_init, run_loops, AllowRule, ServerConfig,
+    default_threads, listen_addr, program_exit_loops, program_init, run_loops, AllowRule,
+    ServerConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -32,6 +33,15 @@ struct Args {
     /// Address to listen on (an address of an RDMA device; 0.0.0.0 for all).
     #[arg(long, default_value = "0.0.0.0")]
     addr: Ipv4Addr,
+    /// Use only this RDMA device (e.g. mlx5_2, rxe0); without --addr, listen on the IPv4
+    /// address of the network device it sits on.
+    #[arg(long, value_name = "NAME")]
+    device: Option<String>,
+    /// Seconds with nothing received and no call in progress after which a connection is
+    /// disconnected (a client that vanished without a disconnect; a quiet live one reconnects
+    /// when it calls again). 0: never.
+    #[arg(long, default_value_t = 360, value_name = "SECS")]
+    idle_timeout: u64,
     /// RDMA port (NFS/RDMA's is 20049).
     #[arg(long, default_value_t = 20049)]
     port: u16,
@@ -93,8 +103,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let addr = match listen_addr(args.addr, args.device.as_deref()) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("rpcrdma-gateway: --device: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cfg = ServerConfig {
-        addr: args.addr,
+        addr,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         port: args.port,
         buffer_size: args.buffer_size,
         send_size: args.send_size,
@@ -105,6 +123,7 @@ fn main() -> ExitCode {
         // Calls wait for the backend with their Receive held: keep the grant backed.
         extra_receives: args.credits,
         allow: args.allow.clone(),
+        device: args.device.clone(),
         ..ServerConfig::default()
     };
     let threads = args.threads.unwrap_or_else(default_threads).max(1);

@@ -128,6 +128,10 @@ struct Args {
     /// Disconnect with calls still outstanding (after half of them).
     #[arg(long)]
     disconnect_mid: bool,
+    /// After the calls, keep the connection open and quiet for this many seconds before
+    /// disconnecting (to see a server's idle timeout at work).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    hold: u64,
     /// Misbehave: send one message of --buffer-size bytes (larger than the server's Receive
     /// buffers) and check that the server drops this connection, and only this one.
     #[arg(long)]
@@ -464,6 +468,9 @@ fn run_connection(args: &Args, conn_index: usize, cycle: u64) -> Result<Outcome,
     out.credits = client.credits();
     if !args.disconnect_mid && !outstanding.is_empty() {
         return Err(format!("{} calls unanswered", outstanding.len()));
+    }
+    if args.hold > 0 {
+        std::thread::sleep(Duration::from_secs(args.hold));
     }
     client.disconnect();
     Ok(out)

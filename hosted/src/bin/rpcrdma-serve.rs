@@ -12,11 +12,13 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use clap::Parser;
 use rpcrdma_hosted::report::{self, Progress};
 use rpcrdma_hosted::server::{
-    default_threads, program_exit_loops, program_init, rss_kib, run_loops, ServerConfig,
+    default_threads, listen_addr, program_exit_loops, program_init, rss_kib, run_loops,
+    ServerConfig,
 };
 use rpcrdma_services::{ExampleService, Program};
 
@@ -29,12 +31,18 @@ struct Args {
     /// Address to listen on (an address of an RDMA device; 0.0.0.0 for all).
     #[arg(long, default_value = "0.0.0.0")]
     addr: Ipv4Addr,
+    /// Use only this RDMA device (e.g. mlx5_2, rxe0); without --addr, listen on the IPv4
+    /// address of the network device it sits on.
+    #[arg(long, value_name = "NAME")]
+    device: Option<String>,
+    /// Seconds with nothing received and no call in progress after which a connection is
+    /// disconnected (a client that vanished without a disconnect; a quiet live one reconnects
+    /// when it calls again). 0: never.
+    #[arg(long, default_value_t = 360, value_name = "SECS")]
+    idle_timeout: u64,
     /// Port (NFS/RDMA's is 20049).
     #[arg(long, default_value_t = 20049)]
     port: u16,
-    /// Use only this RDMA device (e.g. rxe0).
-    #[arg(long)]
-    device: Option<String>,
     /// Receive buffer size in bytes (1024..=65536).
     #[arg(long, default_value_t = 4096)]
     buffer_size: usize,
@@ -104,8 +112,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let addr = match listen_addr(args.addr, args.device.as_deref()) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("rpcrdma-serve: --device: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut cfg = ServerConfig {
-        addr: args.addr,
+        addr,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         port: args.port,
         device: args.device,
         buffer_size: args.buffer_size,

@@ -281,6 +281,7 @@ impl<A: App> Server<A> {
                 slot,
                 disconnecting: None,
                 failed: false,
+                seen: (0, std::time::Instant::now()),
             },
         );
         Ok(())

@@ -51,6 +51,13 @@ pub struct ServerConfig {
     /// keep their Receive, so an app with many calls pending (a gateway) needs these to keep
     /// its full grant.
     pub extra_receives: u16,
+    /// Disconnect a connection on which nothing arrived for this long while it had no call in
+    /// progress and no backward call outstanding (`None`: never). A peer that vanished without
+    /// a disconnect (its link went down, its machine died) leaves a QP that nothing will ever
+    /// fail if the server has nothing to send on it; this reaps it. A live client that was
+    /// only quiet reconnects when it next calls (Linux's client drops idle transports itself
+    /// after 5 minutes; the kernel's server ages idle ones out after 6 to 12).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +84,7 @@ impl Default for ServerConfig {
             payload_bytes: 8 << 20,
             extra_receives: 0,
             allow: Vec::new(),
+            idle_timeout: None,
         }
     }
 }

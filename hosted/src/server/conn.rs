@@ -51,6 +51,18 @@ pub(super) struct Conn {
     pub(super) slot: SharedSlot,
     pub(super) disconnecting: Option<Instant>,
     pub(super) failed: bool,
+    /// Messages received when last looked at, and when that number last changed (the idle
+    /// reaper's clock; see `ServerConfig::idle_timeout`).
+    pub(super) seen: (u64, Instant),
+}
+
+impl Conn {
+    /// Messages of any kind received on this connection (calls, backward replies, and those
+    /// answered with an error or dropped).
+    pub(super) fn received(&self) -> u64 {
+        let c = self.responder.conn().counters();
+        c.calls + c.backchannel + c.err_vers + c.err_chunk + c.dropped
+    }
 }
 
 /// Verbs resources shared by all connections, made on the first connection request (the

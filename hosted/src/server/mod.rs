@@ -46,7 +46,10 @@ use rpcrdma_services::ExampleService;
 pub use app::{App, WaitFd};
 pub use config::{AllowRule, ServerConfig};
 pub use loops::{merge_app_reports, run_loops, LoopRun};
-pub use program::{default_threads, program_exit, program_exit_loops, program_init, rss_kib};
+pub use program::{
+    default_threads, device_ipv4, listen_addr, program_exit, program_exit_loops, program_init,
+    rss_kib,
+};
 pub use rpcrdma_report::{Memory, Report, ServerStats};
 
 use crate::cm::{CmId, EventChannel};
@@ -102,6 +105,8 @@ pub struct Server<A: App = ExampleService> {
     wait_fds: Vec<WaitFd>,
     /// Backward calls were sent and may not all have ended: each turn expires them.
     backward_active: bool,
+    /// When the idle reaper looks next (`ServerConfig::idle_timeout`).
+    next_idle_check: std::time::Instant,
     /// Connections admitted, and with an SRQ the credits they share.
     shared_queue: Box<SharedQueue<MAX_CONNECTIONS>>,
     next_epoch: u16,
@@ -187,6 +192,7 @@ impl<A: App> Server<A> {
             touched: Vec::with_capacity(64),
             wait_fds: Vec::new(),
             backward_active: false,
+            next_idle_check: std::time::Instant::now(),
             shared_queue: Box::new(SharedQueue::new()),
             next_epoch: 1,
             sq_reserved: 0,

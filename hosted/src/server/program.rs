@@ -1,6 +1,8 @@
 //! What `rpcrdma-serve` and `rpcrdma-gateway` share around a server: logging, the stop flag,
 //! the exit report and status, the process's RSS.
 
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use super::{App, LoopRun, Report, Server};
@@ -9,6 +11,66 @@ use crate::error::Result;
 /// Event loops by default: the cores this process may run on.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The IPv4 address of the network device RDMA device `device` sits on (its port 1's first
+/// GID names it; RoCE and Soft-RoCE), for `--device NAME`: how a user names the device when
+/// the address is not at hand (a DPU's `mlx5_2`, Soft-RoCE's `rxe0`). rdma_cm binds addresses,
+/// so listening on this one listens on that device.
+///
+/// # Errors
+/// A message that says what is missing and what to give instead: no such device (with the
+/// devices there are), no network device on its port (InfiniBand: give `--addr`, its IPoIB
+/// address), or no IPv4 address on that network device.
+pub fn device_ipv4(device: &str) -> std::result::Result<Ipv4Addr, String> {
+    let class = Path::new("/sys/class/infiniband");
+    let sys = class.join(device);
+    if device.contains('/') || !sys.exists() {
+        let mut names: Vec<String> = std::fs::read_dir(class)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        return Err(format!(
+            "no RDMA device `{device}` (this machine has: {}; `rdma link` lists them)",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    }
+    let netdev = std::fs::read_to_string(sys.join("ports/1/gid_attrs/ndevs/0"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "RDMA device `{device}` has no network device on port 1 (an InfiniBand port?): \
+                 give --addr, the address clients reach it by"
+            )
+        })?;
+    crate::cm::interface_ipv4(&netdev).ok_or_else(|| {
+        format!(
+            "network device {netdev} (under RDMA device `{device}`) has no IPv4 address: \
+             add one (`ip addr add … dev {netdev}`) or give --addr"
+        )
+    })
+}
+
+/// The address to listen on from `--addr` and `--device`: `addr` as given, or, when it is
+/// 0.0.0.0 and a device is named, the IPv4 address of that device's network device
+/// ([`device_ipv4`]), so that only it receives the connections.
+///
+/// # Errors
+/// [`device_ipv4`]'s.
+pub fn listen_addr(addr: Ipv4Addr, device: Option<&str>) -> std::result::Result<Ipv4Addr, String> {
+    match device {
+        Some(device) if addr.is_unspecified() => device_ipv4(device),
+        _ => Ok(addr),
+    }
 }
 
 /// Resident set size of this process in KiB (from /proc/self/statm).
@@ -72,5 +134,24 @@ fn exit_with(name: &str, report: &Report, result: Result<()>) -> bool {
             eprintln!("{name}: {e}");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_device_says_what_there_is() {
+        let e = device_ipv4("no-such-rdma-device").unwrap_err();
+        assert!(e.contains("no RDMA device `no-such-rdma-device`"), "{e}");
+        assert!(e.contains("rdma link"), "{e}");
+        assert!(device_ipv4("../net/lo").is_err());
+    }
+
+    #[test]
+    fn loopback_has_its_address() {
+        assert_eq!(crate::cm::interface_ipv4("lo"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(crate::cm::interface_ipv4("no-such-interface"), None);
     }
 }

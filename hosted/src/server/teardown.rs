@@ -9,6 +9,7 @@ use super::{App, Server};
 impl<A: App> Server<A> {
     /// Tears down connections whose work has all come back (or after a 2 s grace period).
     pub(super) fn reap(&mut self) {
+        self.disconnect_idle();
         let done: Vec<u32> = self
             .conns
             .iter()
@@ -24,6 +25,41 @@ impl<A: App> Server<A> {
         for qp_num in done {
             if let Some(conn) = self.conns.remove(&qp_num) {
                 self.teardown(qp_num, conn);
+            }
+        }
+    }
+
+    /// Starts the disconnect of every connection idle past `cfg.idle_timeout` (looked at once
+    /// a second at most).
+    fn disconnect_idle(&mut self) {
+        let Some(limit) = self.cfg.idle_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        if now < self.next_idle_check {
+            return;
+        }
+        self.next_idle_check = now + Duration::from_secs(1);
+        for conn in self.conns.values_mut() {
+            if conn.disconnecting.is_some() {
+                continue;
+            }
+            let received = conn.received();
+            let c = conn.responder.conn();
+            if received != conn.seen.0
+                || c.calls_in_progress() > 0
+                || c.backchannel_outstanding() > 0
+            {
+                conn.seen = (received, now);
+            } else if now.duration_since(conn.seen.1) > limit {
+                log::info!(
+                    "qp {}: nothing received for {} s and no call in progress: disconnecting \
+                     (a peer that vanished, or one that reconnects when it calls again)",
+                    conn.qp.qp_num(),
+                    limit.as_secs()
+                );
+                self.stats.idle_disconnects += 1;
+                start_disconnect(conn);
             }
         }
     }
