@@ -91,6 +91,12 @@ pub fn setup(aarch64: bool) -> Result<()> {
         crate::fetch::fetch_all,
     );
     steps.step("the VM's kernel and initramfs", crate::vm::ensure_ready);
+    if aarch64 {
+        steps.step(
+            "the aarch64 VM node's kernel, programs and initramfs",
+            || crate::vm::prepare_image_for(crate::vm::Arch::Aarch64).map(|_| ()),
+        );
+    }
     steps.finish()
 }
 
