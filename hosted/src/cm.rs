@@ -422,6 +422,36 @@ pub fn private_data_for(send_size: usize, recv_size: usize) -> PrivateData {
     })
 }
 
+/// The first IPv4 address of network interface `name` (getifaddrs).
+pub(crate) fn interface_ipv4(name: &str) -> Option<std::net::Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we own into `list`, freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() && found.is_none() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_name is a NUL-terminated string of the node.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if ifname.to_bytes() == name.as_bytes() && !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr is non-null and points at a sockaddr of the node.
+            let family = unsafe { (*ifa.ifa_addr).sa_family };
+            if i32::from(family) == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list getifaddrs gave, freed once; no reference into it outlives this.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,34 +491,4 @@ mod tests {
         let p = event(bytes).private_data().expect("recognised");
         assert_eq!((p.send_size, p.recv_size), (4096, 8192));
     }
-}
-
-/// The first IPv4 address of network interface `name` (getifaddrs).
-pub(crate) fn interface_ipv4(name: &str) -> Option<std::net::Ipv4Addr> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head we own into `list`, freed below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = list;
-    while !cur.is_null() && found.is_none() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a NUL-terminated string of the node.
-        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        if ifname.to_bytes() == name.as_bytes() && !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr is non-null and points at a sockaddr of the node.
-            let family = unsafe { (*ifa.ifa_addr).sa_family };
-            if i32::from(family) == libc::AF_INET {
-                // SAFETY: an AF_INET address is a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: the list getifaddrs gave, freed once; no reference into it outlives this.
-    unsafe { libc::freeifaddrs(list) };
-    found
 }
