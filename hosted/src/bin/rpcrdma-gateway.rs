@@ -39,7 +39,8 @@ struct Args {
     device: Option<String>,
     /// Seconds with nothing received and no call in progress after which a connection is
     /// disconnected (a client that vanished without a disconnect; a quiet live one reconnects
-    /// when it calls again). 0: never.
+    /// when it calls again). Keep it well above the clients' RPC timeout (60 s for Linux's
+    /// NFS over RDMA). 0: never.
     #[arg(long, default_value_t = 360, value_name = "SECS")]
     idle_timeout: u64,
     /// RDMA port (NFS/RDMA's is 20049).

@@ -78,6 +78,10 @@ const MAX_CALLBACKS: usize = 64;
 const CALLBACK_TIMEOUT_MS: u64 = 60_000;
 /// Slices per `writev` to the backend (a record is its mark and its view's four parts).
 const WRITE_SLICES: usize = 64;
+/// Reconnects in a row that may find the connection's own port still taken before it moves to
+/// another (with the backoff, about 12 s).
+const PORT_BUSY_LIMIT: u32 = 8;
+
 /// The kernel client's reserved-port range (`xprt_min_resvport` … `xprt_max_resvport`).
 const RESERVED_PORTS: std::ops::RangeInclusive<u16> = 665..=1023;
 /// A connect that has not completed by then is abandoned and retried.
@@ -168,6 +172,9 @@ struct Backend {
     link: Link,
     /// The local port of the first connection, bound again on every reconnect.
     local_port: Option<u16>,
+    /// Connects in a row that found `local_port` still tied to an earlier connection to the
+    /// backend (EADDRNOTAVAIL: its old socket lingers, e.g. in TIME_WAIT).
+    port_busy: u32,
     backoff: Duration,
     /// Calls in the order they arrived; the first `sent` are fully written on this link, the
     /// next has `sent_at` bytes written.
@@ -198,6 +205,7 @@ impl Backend {
                 retry_at: Instant::now(),
             },
             local_port: None,
+            port_busy: 0,
             backoff: MIN_BACKOFF,
             waiting: VecDeque::new(),
             sent: 0,
@@ -274,8 +282,8 @@ impl Gateway {
     }
 
     /// A socket bound for the backend: the port of the first connection again, else a reserved
-    /// port when asked and allowed, else an ephemeral one.
-    fn bind(&mut self, local_port: Option<u16>) -> std::io::Result<Socket> {
+    /// port below `below` when asked and allowed, else an ephemeral one.
+    fn bind(&mut self, local_port: Option<u16>, below: u16) -> std::io::Result<Socket> {
         let addr = self.cfg.backend;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;
@@ -293,7 +301,7 @@ impl Gateway {
             return Ok(socket);
         }
         if self.cfg.reserved_port && !self.reserved_refused {
-            for port in RESERVED_PORTS.rev() {
+            for port in RESERVED_PORTS.rev().filter(|p| *p < below) {
                 match socket.bind(&any(port)) {
                     Ok(()) => return Ok(socket),
                     Err(e) if e.kind() == ErrorKind::PermissionDenied => {
@@ -318,20 +326,64 @@ impl Gateway {
             Some(b) if matches!(b.link, Link::Down { retry_at } if retry_at <= now) => b.local_port,
             _ => return,
         };
-        let result = self.bind(local_port).and_then(|socket| {
-            match socket.connect(&self.cfg.backend.into()) {
-                Ok(()) => Ok(socket),
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
-                Err(e) => Err(e),
+        // SO_REUSEADDR lets a port be bound while an earlier socket of ours still holds it
+        // towards the backend (a connection whose client vanished, or one in TIME_WAIT); the
+        // connect then fails with EADDRNOTAVAIL. A first connection moves on to the next
+        // reserved port; a reconnect keeps its port (nfsd's duplicate request cache keys on
+        // it) for a while, then takes a new one rather than never connecting.
+        let mut below = u16::MAX;
+        let result = loop {
+            let attempt = self.bind(local_port, below).and_then(|socket| {
+                let port = socket
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .map_or(0, |a| a.port());
+                match socket.connect(&self.cfg.backend.into()) {
+                    Ok(()) => Ok(socket),
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
+                    Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                        below = port;
+                        Err(e)
+                    }
+                    Err(e) => Err(e),
+                }
+            });
+            match attempt {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+                        && local_port.is_none()
+                        && RESERVED_PORTS.contains(&below)
+                        && below > *RESERVED_PORTS.start() =>
+                {
+                    continue
+                }
+                other => break other,
             }
-        });
+        };
         let Some(b) = self.backends.get_mut(&epoch) else {
             return;
         };
         match result {
-            Ok(socket) => b.link = Link::Connecting { socket, since: now },
+            Ok(socket) => {
+                b.port_busy = 0;
+                b.link = Link::Connecting { socket, since: now };
+            }
             Err(e) => {
                 log::warn!("gateway: backend {} unreachable: {e}", self.cfg.backend);
+                if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && b.local_port.is_some() {
+                    b.port_busy += 1;
+                    if b.port_busy >= PORT_BUSY_LIMIT {
+                        log::warn!(
+                            "gateway: port {:?} stayed tied to an earlier connection; \
+                             reconnecting from another (nfsd's duplicate request cache will \
+                             not recognise calls resent from it)",
+                            b.local_port
+                        );
+                        b.local_port = None;
+                        b.port_busy = 0;
+                    }
+                }
                 down(b, now);
             }
         }

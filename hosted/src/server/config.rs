@@ -56,7 +56,10 @@ pub struct ServerConfig {
     /// a disconnect (its link went down, its machine died) leaves a QP that nothing will ever
     /// fail if the server has nothing to send on it; this reaps it. A live client that was
     /// only quiet reconnects when it next calls (Linux's client drops idle transports itself
-    /// after 5 minutes; the kernel's server ages idle ones out after 6 to 12).
+    /// after 5 minutes; the kernel's server ages idle ones out after 6 to 12). Keep it well
+    /// above the clients' RPC timeout: a client that just reconnected may send nothing until
+    /// that timeout passes (60 s for Linux's NFS over RDMA), and a shorter idle timeout would
+    /// disconnect it again and again.
     pub idle_timeout: Option<std::time::Duration>,
 }
 
