@@ -440,10 +440,11 @@ pub fn wire(arch_b: Arch) -> Result<()> {
         &opts,
     )?;
     let took = t.elapsed();
-    check(&run, took)
+    check(&run, took, arch_b)
 }
 
-fn check(run: &PairRun, took: Duration) -> Result<()> {
+fn check(run: &PairRun, took: Duration, arch_b: Arch) -> Result<()> {
+    let arch = arch_b.name();
     for line in run.a.output.lines().filter(|l| {
         l.starts_with("wire: ")
             || l.starts_with("wire-")
@@ -470,7 +471,7 @@ fn check(run: &PairRun, took: Duration) -> Result<()> {
         Ok(r) => {
             let (s, c) = (&r.server, &r.server.responder);
             println!(
-                "rpcrdma-serve (aarch64): {} connections, {} calls ({} inline, {} write chunks, {} reply chunks, {} KiB by RDMA Read), {} ERR_VERS + {} ERR_CHUNK, leaked {}",
+                "rpcrdma-serve ({arch}): {} connections, {} calls ({} inline, {} write chunks, {} reply chunks, {} KiB by RDMA Read), {} ERR_VERS + {} ERR_CHUNK, leaked {}",
                 s.accepted, c.calls, c.inline_replies, c.write_chunk_replies, c.reply_chunk_replies,
                 c.read_bytes / 1024, c.err_vers, c.err_chunk, s.leaked
             );
@@ -496,7 +497,7 @@ fn check(run: &PairRun, took: Duration) -> Result<()> {
     for (i, r) in gateway_reports.iter().enumerate() {
         let (s, c, g) = (&r.server, &r.server.responder, &r.app.stats);
         println!(
-            "rpcrdma-gateway (aarch64) run {}: {} connections ({} closed), {} calls forwarded, {} KiB by RDMA Read, {} KiB into write chunks, callbacks {} (replies {}), leaked {}, backend errors {}",
+            "rpcrdma-gateway ({arch}) run {}: {} connections ({} closed), {} calls forwarded, {} KiB by RDMA Read, {} KiB into write chunks, callbacks {} (replies {}), leaked {}, backend errors {}",
             i + 1, s.accepted, s.closed, g.forwarded, c.read_bytes / 1024, c.write_chunk_bytes / 1024,
             g.callbacks, g.callback_replies, s.leaked, g.backend_errors
         );
