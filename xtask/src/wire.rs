@@ -523,7 +523,7 @@ fn check(run: &PairRun, took: Duration, arch_b: Arch) -> Result<()> {
     println!("wire: the pair ran {:.0} s", took.as_secs_f64());
     if problems.is_empty() {
         println!(
-            "wire: PASS — aarch64 server and gateway across a wire, link down and reboot survived"
+            "wire: PASS — {arch} server and gateway across a wire, link down and reboot survived"
         );
         Ok(())
     } else {
