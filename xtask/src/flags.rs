@@ -21,8 +21,8 @@ xflags::xflags! {
         }
         /// Everything CI checks: set-up, fmt, clippy -D warnings, the docs with -D warnings,
         /// every workspace test and doctest, the verbs tests in the Soft-RoCE VM, the NFS interop
-        /// run, the aarch64 hosted build and the wire tests between two VMs, the firmware on 4
-        /// targets under QEMU, a short fuzz run. Every step runs; all failures are reported at
+        /// run, the aarch64 hosted build, the firmware on 4 targets under QEMU, a short fuzz
+        /// run (`cargo xtask wire` runs separately). Every step runs; all failures are reported at
         /// the end. Installs the arm64 packages (adding the arm64 dpkg architecture, as `setup
         /// --aarch64` does) unless --no-aarch64.
         cmd test {
@@ -31,8 +31,8 @@ xflags::xflags! {
             optional --fresh
             /// Seconds of fuzzing (default 20; 0 skips the fuzz step).
             optional --fuzz-seconds seconds: u64
-            /// Leave this machine's dpkg architectures alone: no arm64 packages, the wire
-            /// tests run node B as x86_64 instead of aarch64.
+            /// Leave this machine's dpkg architectures alone: no arm64 packages, no aarch64
+            /// build.
             optional --no-aarch64
         }
         /// The main job: a Soft-RoCE VM, rpcrdma-serve driven by rpcrdma-load, a verified table.
