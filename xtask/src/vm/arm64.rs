@@ -92,16 +92,7 @@ pub fn ensure_userland(dir: &Path) -> Result<PathBuf> {
     }
     fs::create_dir_all(&root).context(format_args!("vm: cannot create {}", root.display()))?;
     for pkg in PACKAGES {
-        let prefix = format!("{pkg}_");
-        let deb = fs::read_dir(&debs)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name().is_some_and(|n| {
-                    let n = n.to_string_lossy();
-                    n.starts_with(&prefix) && n.ends_with("_arm64.deb")
-                })
-            })
+        let deb = super::kernel::find_deb(&debs, pkg)
             .ok_or_else(|| format!("vm: apt-get download left no {pkg} arm64 package"))?;
         sh.cmd("dpkg")
             .arg("-x")

@@ -226,7 +226,8 @@ fn no_apt(what: &str) -> util::Error {
     .into()
 }
 
-fn find_deb(dir: &Path, pkg: &str) -> Option<PathBuf> {
+/// The `PKG_*.deb` file `apt-get download PKG` left in `dir`.
+pub(super) fn find_deb(dir: &Path, pkg: &str) -> Option<PathBuf> {
     let prefix = format!("{pkg}_");
     fs::read_dir(dir)
         .ok()?
